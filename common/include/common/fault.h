@@ -1,0 +1,44 @@
+/*
+ * Numbered fault points, in the manner of CRIU_FAULT. COLO_FAULT=<n>[,<n>..]
+ * in the environment makes colo_fault(n) return true at point n; the
+ * caller then fails (-COLO_EFAULT_INJECTED) or dies (COLO_FAULT_ACTION=
+ * "exit" makes colo_fault() _exit(99) itself), as the point documents.
+ *
+ * Off by default; the environment is read once, and an unset variable
+ * costs one branch on a cached flag.
+ *
+ * The point numbers are listed here so tests and docs share them.
+ */
+#ifndef COLO_COMMON_FAULT_H
+#define COLO_COMMON_FAULT_H
+
+#include <stdbool.h>
+
+enum colo_fault_point {
+    COLO_FAULT_NONE = 0,
+    COLO_FAULT_BEFORE_SUSPEND = 1,
+    COLO_FAULT_AFTER_SUSPEND = 2,
+    COLO_FAULT_MID_PAGES = 3,
+    COLO_FAULT_BEFORE_CKPT_END = 4,
+    COLO_FAULT_AFTER_CKPT_END = 5,
+    COLO_FAULT_BEFORE_ACK = 6,
+    COLO_FAULT_AFTER_ACK = 7,
+    COLO_FAULT_DEVICE_LOAD = 8,
+    COLO_FAULT_FAILOVER = 9,
+    COLO_FAULT_MAX
+};
+
+bool colo_fault_enabled_slow(int point);
+extern int colo_fault_armed; /* part of the log/debug configuration */
+
+static inline bool colo_fault(int point)
+{
+    if (__builtin_expect(!colo_fault_armed, 1))
+        return false;
+    return colo_fault_enabled_slow(point);
+}
+
+/* Re-read the environment (tests). */
+void colo_fault_reload(void);
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * Test support: boot the test guest (tests/guest) under a real QEMU.
+ *
+ *   struct tguest_opts o = tguest_opts_default();
+ *   o.ram_mb = 64;
+ *   struct tguest *g;
+ *   cr_assert_eq(tguest_start(&o, &g), 0);
+ *   cr_assert(tguest_wait_counter_above(g, 1000, 10000) == 0);
+ *   tguest_free(g);            // kills QEMU, removes the temp dir
+ *
+ * QEMU runs with -nodefaults -vga none, guest RAM in a memory-backend-file
+ * (share=on) under a per-guest temp dir, KVM when /dev/kvm opens, TCG
+ * otherwise. COM1 goes to a file in the temp dir. The QMP monitor listens
+ * on a unix socket in the temp dir (tguest->qmp_path); QEMU got the
+ * listening fd pre-opened, so the path is connectable as soon as
+ * tguest_start() returns.
+ *
+ * Every QEMU started here is killed at the latest at process exit (an
+ * atexit handler and a PR_SET_PDEATHSIG in the child), even when a test
+ * fails half-way.
+ */
+#ifndef COLO_TEST_TGUEST_H
+#define COLO_TEST_TGUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "guest_abi.h"
+
+struct tguest_opts {
+    size_t ram_mb;          /* default 64 */
+    bool paused;            /* -S: start paused (prelaunch) */
+    bool incoming_defer;    /* -incoming defer + the device-state loader
+                               options (send-configuration=off,
+                               suppress-vmdesc=on) */
+    bool no_kernel;         /* no -kernel (a secondary waiting for state) */
+    const char *ram_path;   /* use this RAM file instead of a fresh one */
+    size_t dirty_mb;        /* > 0: dirty mode, rewrite this many MiB */
+    unsigned dirty_rate_mbs;/* dirty mode: MiB/s target, 0 = flat out */
+    const char *const *extra_args; /* NULL-terminated extra QEMU args */
+};
+
+struct tguest {
+    pid_t pid;              /* QEMU, or -1 once reaped */
+    char dir[256];          /* per-guest temp dir */
+    char ram_path[300];
+    char serial_path[300];
+    char qmp_path[300];
+    uint8_t *ram;           /* the RAM file, mapped shared */
+    size_t ram_size;
+    bool kvm;
+};
+
+struct tguest_opts tguest_opts_default(void);
+/* Path of the built guest kernel (tests/guest/colo-test-guest.elf). */
+const char *tguest_kernel_path(void);
+/* True when /dev/kvm can be opened read-write. */
+bool tguest_kvm_usable(void);
+/* The QEMU argv tguest_start() would run (for tests that launch QEMU
+ * themselves, e.g. through qmp_launch). NULL-terminated, free with
+ * tguest_argv_free(). qmp_fd >= 0 adds the pre-opened QMP chardev. */
+char **tguest_build_argv(const struct tguest_opts *o, const struct tguest *g,
+                         int qmp_fd);
+void tguest_argv_free(char **argv);
+/* Create the temp dir and RAM file paths without starting QEMU. */
+int tguest_prepare(const struct tguest_opts *o, struct tguest **ret);
+
+int tguest_start(const struct tguest_opts *o, struct tguest **ret);
+uint32_t tguest_counter(const struct tguest *g);
+uint32_t tguest_magic(const struct tguest *g);
+/* Wait (bounded) until the counter exceeds v; 0 or -ETIMEDOUT. */
+int tguest_wait_counter_above(const struct tguest *g, uint32_t v,
+                              int timeout_ms);
+/* Wait (bounded) until the serial log contains s; 0 or -ETIMEDOUT. */
+int tguest_wait_serial(const struct tguest *g, const char *s, int timeout_ms);
+/* Read the whole serial log (malloc'd, NUL-terminated). */
+char *tguest_serial(const struct tguest *g);
+/* SIGKILL QEMU and reap it. Idempotent. */
+void tguest_kill(struct tguest *g);
+/* Kill, unmap, remove the temp dir. Accepts NULL. */
+void tguest_free(struct tguest *g);
+
+#endif

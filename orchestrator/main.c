@@ -13,31 +13,33 @@
 
 static void print_help(FILE *f)
 {
-    fprintf(f,
-            "Usage: colo [GLOBAL OPTIONS] COMMAND [ARGS...]\n"
-            "\n"
-            "colo keeps a virtual machine on two hosts: it moves a running VM to\n"
-            "another host (migrate) or checkpoints it continuously to a secondary\n"
-            "host that takes over when the primary dies (protect/standby).\n"
-            "\n"
-            "Commands:\n");
+    fprintf(
+        f,
+        "Usage: colo [GLOBAL OPTIONS] COMMAND [ARGS...]\n"
+        "\n"
+        "colo keeps a virtual machine on two hosts: it moves a running VM to\n"
+        "another host (migrate) or checkpoints it continuously to a secondary\n"
+        "host that takes over when the primary dies (protect/standby).\n"
+        "\n"
+        "Commands:\n");
     for (const struct orch_command *c = orch_commands; c->name; c++) {
         if (c->hidden)
             continue;
         fprintf(f, "  %-14s %s\n", c->name, c->summary);
     }
-    fprintf(f,
-            "\n"
-            "Global options:\n"
-            "  -h, --help           show this help (COMMAND --help for a command)\n"
-            "  -V, --version        show the version\n"
-            "  -v, --verbose        more log output (repeat for debug)\n"
-            "  -q, --quiet          errors only\n"
-            "      --json           log and events as JSON lines\n"
-            "\n"
-            "Exit codes: 0 success, 1 job failed, 2 usage error, 3 bad config\n"
-            "or input, 4 peer failed or refused, 5 QEMU failed, 6 corrupt "
-            "stream.\n");
+    fprintf(
+        f,
+        "\n"
+        "Global options:\n"
+        "  -h, --help           show this help (COMMAND --help for a command)\n"
+        "  -V, --version        show the version\n"
+        "  -v, --verbose        more log output (repeat for debug)\n"
+        "  -q, --quiet          errors only\n"
+        "      --json           log and events as JSON lines\n"
+        "\n"
+        "Exit codes: 0 success, 1 job failed, 2 usage error, 3 bad config\n"
+        "or input, 4 peer failed or refused, 5 QEMU failed, 6 corrupt "
+        "stream.\n");
 }
 
 int main(int argc, char **argv)

@@ -10,20 +10,20 @@
 
 enum orch_exit {
     ORCH_EXIT_OK = 0,
-    ORCH_EXIT_FAIL = 1,     /* the job failed */
-    ORCH_EXIT_USAGE = 2,    /* bad command line */
-    ORCH_EXIT_CONFIG = 3,   /* bad configuration or input file */
-    ORCH_EXIT_PEER = 4,     /* the peer host failed, vanished or said no */
-    ORCH_EXIT_QEMU = 5,     /* QEMU failed or died */
-    ORCH_EXIT_STREAM = 6,   /* a stream or file is corrupt */
+    ORCH_EXIT_FAIL = 1,   /* the job failed */
+    ORCH_EXIT_USAGE = 2,  /* bad command line */
+    ORCH_EXIT_CONFIG = 3, /* bad configuration or input file */
+    ORCH_EXIT_PEER = 4,   /* the peer host failed, vanished or said no */
+    ORCH_EXIT_QEMU = 5,   /* QEMU failed or died */
+    ORCH_EXIT_STREAM = 6, /* a stream or file is corrupt */
 };
 
 struct orch_command {
     const char *name;
-    const char *args;    /* one-line synopsis of arguments */
-    const char *summary; /* one line for `colo --help` */
+    const char *args;                  /* one-line synopsis of arguments */
+    const char *summary;               /* one line for `colo --help` */
     int (*run)(int argc, char **argv); /* argv[0] is the command name */
-    int hidden;          /* internal commands (helper modes) */
+    int hidden;                        /* internal commands (helper modes) */
 };
 
 extern const struct orch_command orch_commands[];

@@ -30,25 +30,25 @@
 #include "guest_abi.h"
 
 struct tguest_opts {
-    size_t ram_mb;          /* default 64 */
-    bool paused;            /* -S: start paused (prelaunch) */
-    bool incoming_defer;    /* -incoming defer + the device-state loader
-                               options (send-configuration=off,
-                               suppress-vmdesc=on) */
-    bool no_kernel;         /* no -kernel (a secondary waiting for state) */
-    const char *ram_path;   /* use this RAM file instead of a fresh one */
-    size_t dirty_mb;        /* > 0: dirty mode, rewrite this many MiB */
-    unsigned dirty_rate_mbs;/* dirty mode: MiB/s target, 0 = flat out */
+    size_t ram_mb;           /* default 64 */
+    bool paused;             /* -S: start paused (prelaunch) */
+    bool incoming_defer;     /* -incoming defer + the device-state loader
+                                options (send-configuration=off,
+                                suppress-vmdesc=on) */
+    bool no_kernel;          /* no -kernel (a secondary waiting for state) */
+    const char *ram_path;    /* use this RAM file instead of a fresh one */
+    size_t dirty_mb;         /* > 0: dirty mode, rewrite this many MiB */
+    unsigned dirty_rate_mbs; /* dirty mode: MiB/s target, 0 = flat out */
     const char *const *extra_args; /* NULL-terminated extra QEMU args */
 };
 
 struct tguest {
-    pid_t pid;              /* QEMU, or -1 once reaped */
-    char dir[256];          /* per-guest temp dir */
+    pid_t pid;     /* QEMU, or -1 once reaped */
+    char dir[256]; /* per-guest temp dir */
     char ram_path[300];
     char serial_path[300];
     char qmp_path[300];
-    uint8_t *ram;           /* the RAM file, mapped shared */
+    uint8_t *ram; /* the RAM file, mapped shared */
     size_t ram_size;
     bool kvm;
 };

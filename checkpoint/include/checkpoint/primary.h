@@ -1,0 +1,132 @@
+/*
+ * The primary engine: runs next to the guest, sends checkpoints to the
+ * secondary. One per VM. Migrate and protect (Remus / COLO) are the same
+ * machine with a different policy; the protocol is in docs/protocol.md.
+ *
+ * States (enum ckpt_primary_state), what each holds, and its timer:
+ *   Idle        created, or protected-and-lost: no link.   mem, vm
+ *   Hello       link up, HELLO + VM_CONFIG sent, waiting the peer's HELLO
+ *               (timer: hello_timeout_ms)                   + link
+ *   Precopy     migrate: round k captured while the guest runs, records
+ *               queued, waiting for the link to drain (timer: io_timeout)
+ *   Stopping    "stop" sent (timer: vm op deadline)
+ *   Capturing   guest paused: pages captured, device-state save pending
+ *               (timer: vm op deadline)                     + pageset
+ *   Resuming    "cont" sent (timer: vm op deadline); protect only
+ *   Sending     records of n queued, waiting for the link to drain while
+ *               the guest runs (timer: io_timeout_ms)       + devstate n
+ *   WaitAck     CHECKPOINT_END(n) sent, waiting ACK(n) (timer: ack_timeout)
+ *   Interval    n acked; waiting for the interval timer (or a request)
+ *   Unprotected protect: the secondary is gone, guest runs alone; no link
+ *               (a new ckpt_primary_start() re-pairs, full sync first)
+ *   Done        migrate finished: the guest stays STOPPED here (the caller
+ *               quits QEMU); or cancelled / failed
+ *
+ * Transitions (public functions):
+ *   ckpt_primary_new:    -> Idle
+ *   ckpt_primary_start:  Idle|Unprotected -> Hello (on error: unchanged,
+ *                        the fd is closed anyway: it is consumed)
+ *   ckpt_primary_checkpoint_now: Interval -> Stopping (else no-op, 0)
+ *   ckpt_primary_cancel: any -> Done; done(-COLO_ECANCELLED) from the loop.
+ *                        A stopped guest is resumed first in protect mode
+ *                        (best effort); in migrate mode after
+ *                        CHECKPOINT_END was sent the guest stays stopped.
+ *   ckpt_primary_free:   any -> gone; no callback after it. Does not free
+ *                        mem or vm (borrowed).
+ * Internal: Hello -> Precopy (migrate) | Stopping (protect);
+ *   Precopy -> Precopy (next round) | Stopping (converged / max rounds);
+ *   Stopping -> Capturing -> Resuming (protect) | Sending (migrate);
+ *   Resuming -> Sending -> WaitAck -> Interval (protect) | Done (migrate);
+ *   Interval -> Stopping (interval timer).
+ *   Link lost (EOF, heartbeats, ERROR record, bad record, timeout):
+ *     protect: -> Unprotected (guest resumed if it was stopped), event
+ *              CKPT_EV_UNPROTECTED; never done().
+ *     migrate: -> Done, done(rc); the guest is resumed if CHECKPOINT_END of
+ *              the final checkpoint was not yet sent, else stays stopped
+ *              (the destination may have committed and run: the caller
+ *              decides).
+ *   VM operation failed (QEMU died / refused): -> Done, done(rc).
+ *
+ * Callbacks: event() any number of times; done() exactly once, as the last
+ * thing the engine does for that run; the engine may be freed inside both.
+ * done rc: 0 migrate completed (stats final); -COLO_ECANCELLED; other < 0.
+ */
+#ifndef COLO_CHECKPOINT_PRIMARY_H
+#define COLO_CHECKPOINT_PRIMARY_H
+
+#include "checkpoint/ckpt.h"
+#include "checkpoint/memory.h"
+#include "checkpoint/vm.h"
+
+struct event_base;
+struct ckpt_primary;
+
+enum ckpt_primary_state {
+    CKPT_P_IDLE = 0,
+    CKPT_P_HELLO,
+    CKPT_P_PRECOPY,
+    CKPT_P_STOPPING,
+    CKPT_P_CAPTURING,
+    CKPT_P_RESUMING,
+    CKPT_P_SENDING,
+    CKPT_P_WAIT_ACK,
+    CKPT_P_INTERVAL,
+    CKPT_P_UNPROTECTED,
+    CKPT_P_DONE,
+};
+
+struct ckpt_primary_opts {
+    enum ckpt_mode mode;
+    const char *vm_name;   /* for logs and HELLO; copied */
+    const char *vm_config; /* JSON sent in VM_CONFIG; copied; may be NULL */
+    uint64_t ram_size;     /* guest RAM bytes (announced in HELLO) */
+    struct ckpt_link_opts link;
+
+    /* protect */
+    unsigned interval_ms;     /* between an ack and the next ckpt (0: 100) */
+    unsigned ack_timeout_ms;  /* WaitAck deadline (0: 5000) */
+    uint64_t max_checkpoints; /* > 0: stop checkpointing after this many
+                                 acks and finish with done(0) (tests) */
+    bool verify_digest;       /* ACK digests are checked against our capture */
+
+    /* migrate: convergence policy. Stop when the pages of the last round
+     * would take at most downtime_ms at the measured link rate, or after
+     * max_rounds rounds. */
+    unsigned downtime_ms; /* 0: 300 */
+    unsigned max_rounds;  /* 0: 30 */
+
+    unsigned hello_timeout_ms; /* 0: 10000 */
+    unsigned io_timeout_ms;    /* link drain deadline (0: 30000) */
+};
+
+struct ckpt_primary_cbs {
+    void (*event)(void *arg, const struct ckpt_event *ev);
+    void (*done)(void *arg, int rc, const struct ckpt_stats *stats);
+};
+
+/* mem and vm are borrowed and must outlive the engine. */
+int ckpt_primary_new(struct event_base *base,
+                     const struct ckpt_primary_opts *opts,
+                     struct ckpt_memory *mem, struct ckpt_vm *vm,
+                     const struct ckpt_primary_cbs *cbs, void *arg,
+                     struct ckpt_primary **ret);
+
+/* Pair with a secondary over fd (a connected TCP socket; consumed). A
+ * second start after Unprotected re-pairs with a fresh secondary: the
+ * first checkpoint to it is a full sync. */
+int ckpt_primary_start(struct ckpt_primary *p, int fd);
+int ckpt_primary_checkpoint_now(struct ckpt_primary *p);
+void ckpt_primary_cancel(struct ckpt_primary *p);
+void ckpt_primary_free(struct ckpt_primary *p); /* accepts NULL */
+
+enum ckpt_primary_state ckpt_primary_state(const struct ckpt_primary *p);
+const char *ckpt_primary_state_name(enum ckpt_primary_state s);
+void ckpt_primary_get_stats(const struct ckpt_primary *p,
+                            struct ckpt_stats *ret);
+
+/* Test hook: the device-state blob of the last captured checkpoint (the
+ * one in flight or last acked). Valid until the next capture. */
+const uint8_t *ckpt_primary_last_devstate(const struct ckpt_primary *p,
+                                          size_t *ret_len);
+
+#endif

@@ -1,0 +1,189 @@
+/*
+ * colo's own records, for QEMU guests and for colo's link.
+ *
+ * Type range: 0x80C0_0000 - 0x80C0_FFFF ("C0" for colo). Bit 31 is set, so
+ * a Xen reader would treat them as optional records and never mistake them
+ * for libxl/libxc ones. Within the range:
+ *   0x80C0_0000 - 0x80C0_7FFF  mandatory: a colo reader that does not know
+ *                              the type fails (-COLO_ESTREAM_UNSUPPORTED);
+ *   0x80C0_8000 - 0x80C0_EFFF  optional: unknown ones are skipped;
+ *   0x80C0_F000 - 0x80C0_FFFF  link-internal (handshake), never delivered
+ *                              to the user and never in a stream.
+ * A colo stream (save file or replication stream) is a 16-byte header
+ * "ColoStrm" (same shape as libxl's: u64 ident, u32 version 1, u32 options,
+ * big-endian), colo records, and END (type 0, empty) as in libxl.
+ *
+ * Every body is little-endian, fixed-width, field by field; every count and
+ * length has a cap and a decode that enforces it. Layouts are in
+ * docs/protocol.md. Encoders append a whole record (header, body, padding)
+ * or, for the bulky ones, give the small head to send before borrowed data.
+ * Decoders take a record body and return views into it (borrowed).
+ *
+ * The engine decides the order of records; verify-stream checks the rules
+ * written in docs/protocol.md (HELLO first, BEGIN(n)/END(n) pairs numbered
+ * n, n+1, ..., RAM_PAGES/DEVICE_STATE only inside a checkpoint, END last).
+ */
+#ifndef COLO_TRANSPORT_COLO_REC_H
+#define COLO_TRANSPORT_COLO_REC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "common/buf.h"
+
+/* Stream header */
+#define XPRT_COLO_IDENT    0x436f6c6f5374726dull /* "ColoStrm" */
+#define XPRT_COLO_VERSION  1u
+#define XPRT_COLO_HDR_SIZE 16u
+void xprt_colo_hdr_encode(uint8_t out[XPRT_COLO_HDR_SIZE]);
+int xprt_colo_hdr_check(const uint8_t in[XPRT_COLO_HDR_SIZE]);
+
+#define XPRT_COLO_REC_BASE     0x80C00000u
+#define XPRT_COLO_REC_MASK     0xFFFF0000u
+#define XPRT_COLO_OPTIONAL_BIT 0x00008000u
+#define XPRT_COLO_LINK_FIRST   0x80C0F000u
+
+static inline bool xprt_is_colo_type(uint32_t type)
+{
+    return (type & XPRT_COLO_REC_MASK) == XPRT_COLO_REC_BASE;
+}
+
+enum xprt_colo_rec {
+    XPRT_COLO_END = 0x00000000u, /* libxl's END, ends a colo stream too */
+    XPRT_COLO_HELLO = 0x80C00001u,
+    XPRT_COLO_VM_CONFIG = 0x80C00002u,
+    XPRT_COLO_RAM_PAGES = 0x80C00003u,
+    XPRT_COLO_DEVICE_STATE = 0x80C00004u,
+    XPRT_COLO_CHECKPOINT_BEGIN = 0x80C00005u,
+    XPRT_COLO_CHECKPOINT_END = 0x80C00006u,
+    XPRT_COLO_ACK = 0x80C00007u,
+    XPRT_COLO_HEARTBEAT = 0x80C00008u, /* link-level; swallowed by links */
+    XPRT_COLO_ERROR = 0x80C00009u,
+    XPRT_COLO_REC_KNOWN_LAST = XPRT_COLO_ERROR,
+    /* link-internal handshake (link.h; docs/protocol.md "Handshake") */
+    XPRT_LINK_HELLO = 0x80C0F001u,
+    XPRT_LINK_AUTH = 0x80C0F002u,
+    XPRT_LINK_AUTH_OK = 0x80C0F003u,
+    XPRT_LINK_REJECT = 0x80C0F004u,
+};
+
+/* Caps */
+#define XPRT_COLO_NAME_MAX       255u       /* VM name bytes */
+#define XPRT_COLO_CONFIG_MAX     (1u << 20) /* VM_CONFIG JSON bytes */
+#define XPRT_COLO_ERROR_TEXT_MAX 4096u
+#define XPRT_COLO_RAM_PAGES_MAX  8192u /* pages per RAM_PAGES record */
+#define XPRT_COLO_PAGE_SHIFT_MIN 12u
+#define XPRT_COLO_PAGE_SHIFT_MAX 21u
+
+/* Roles in HELLO */
+enum xprt_colo_role {
+    XPRT_ROLE_PRIMARY = 0,   /* sender of checkpoints */
+    XPRT_ROLE_SECONDARY = 1, /* receiver */
+    XPRT_ROLE_SAVEFILE = 2,  /* a save file written by `colo save` */
+};
+
+/* ---- HELLO: u32 version, u32 role, u32 page_size, u32 flags,
+ *             u64 ram_size, u32 name_len, u32 reserved, name bytes ------ */
+struct xprt_colo_hello {
+    uint32_t version;   /* XPRT_COLO_VERSION */
+    uint32_t role;      /* enum xprt_colo_role */
+    uint32_t page_size; /* power of two, 4 KiB .. 2 MiB */
+    uint32_t flags;     /* bit 0: COLO mode (else Remus/migration) */
+    uint64_t ram_size;  /* bytes of guest RAM */
+    char vm_name[XPRT_COLO_NAME_MAX + 1]; /* NUL-terminated */
+};
+#define XPRT_HELLO_FLAG_COLO (1u << 0)
+int xprt_colo_hello_write(struct colo_buf *out,
+                          const struct xprt_colo_hello *h);
+int xprt_colo_hello_decode(const uint8_t *body, size_t len,
+                           struct xprt_colo_hello *ret);
+
+/* ---- VM_CONFIG: JSON text, no NUL, 1 .. XPRT_COLO_CONFIG_MAX bytes ----- */
+int xprt_colo_config_write(struct colo_buf *out, const char *json, size_t len);
+/* Checks the size and that there is no NUL; *ret_json points into body. */
+int xprt_colo_config_decode(const uint8_t *body, size_t len,
+                            const char **ret_json, size_t *ret_len);
+
+/* ---- RAM_PAGES: u32 count, u32 page_shift, u64 pfn[count],
+ *                 page data count << page_shift --------------------------- */
+#define XPRT_RAM_PAGES_HEAD_SIZE(count) (8u + 8u * (size_t)(count))
+/* Body length for count pages (fits u32 for every allowed count). */
+size_t xprt_ram_pages_body_len(uint32_t count, uint32_t page_shift);
+/*
+ * Encode the head (count, page_shift, pfns) into out (which must hold
+ * XPRT_RAM_PAGES_HEAD_SIZE(count) bytes); the pages follow it as borrowed
+ * iovecs, so the caller sends {head, page0, page1, ...} without an extra
+ * copy. -EINVAL for count 0 or over XPRT_COLO_RAM_PAGES_MAX, or a bad
+ * page_shift.
+ */
+int xprt_ram_pages_head_encode(uint8_t *out, uint32_t count,
+                               uint32_t page_shift, const uint64_t *pfns);
+/* Whole record into a colo_buf (tests, small writers): pages[i] points to
+ * 1 << page_shift bytes. */
+int xprt_ram_pages_write(struct colo_buf *out, uint32_t count,
+                         uint32_t page_shift, const uint64_t *pfns,
+                         const void *const *pages);
+struct xprt_ram_pages_view {
+    uint32_t count;
+    uint32_t page_shift;
+    const uint8_t *pfns_le; /* count little-endian u64: xprt_ram_pages_pfn */
+    const uint8_t *data;    /* count pages back to back */
+};
+/* max_count 0 = XPRT_COLO_RAM_PAGES_MAX. Checks count (1..max), page_shift
+ * (expect_shift if nonzero), and that len is exactly head + pages. */
+int xprt_ram_pages_decode(const uint8_t *body, size_t len, uint32_t max_count,
+                          uint32_t expect_shift,
+                          struct xprt_ram_pages_view *ret);
+uint64_t xprt_ram_pages_pfn(const struct xprt_ram_pages_view *v, uint32_t i);
+static inline const uint8_t *
+xprt_ram_pages_page(const struct xprt_ram_pages_view *v, uint32_t i)
+{
+    return v->data + ((size_t)i << v->page_shift);
+}
+
+/* ---- DEVICE_STATE: u32 format, u32 reserved, blob ------------------------ */
+#define XPRT_DEVSTATE_QEMU_XEN_SAVE 1u /* xen-save-devices-state output */
+#define XPRT_DEVSTATE_HEAD_SIZE     8u
+void xprt_devstate_head_encode(uint8_t out[XPRT_DEVSTATE_HEAD_SIZE],
+                               uint32_t format);
+int xprt_devstate_write(struct colo_buf *out, uint32_t format, const void *blob,
+                        size_t len);
+int xprt_devstate_decode(const uint8_t *body, size_t len, uint32_t *ret_format,
+                         const uint8_t **ret_blob, size_t *ret_len);
+
+/* ---- CHECKPOINT_BEGIN: u64 n, u32 flags, u32 reserved
+ *      CHECKPOINT_END:   u64 n, u64 reserved
+ *      ACK:              u64 n, i32 status (0 committed, else -COLO_E*),
+ *                        u32 reserved -------------------------------------- */
+#define XPRT_CKPT_FLAG_FULL (1u << 0) /* carries all of RAM (first one) */
+#define XPRT_CKPT_BODY_SIZE 16u
+int xprt_ckpt_begin_write(struct colo_buf *out, uint64_t n, uint32_t flags);
+int xprt_ckpt_begin_decode(const uint8_t *body, size_t len, uint64_t *ret_n,
+                           uint32_t *ret_flags);
+int xprt_ckpt_end_write(struct colo_buf *out, uint64_t n);
+int xprt_ckpt_end_decode(const uint8_t *body, size_t len, uint64_t *ret_n);
+int xprt_ack_write(struct colo_buf *out, uint64_t n, int32_t status);
+int xprt_ack_decode(const uint8_t *body, size_t len, uint64_t *ret_n,
+                    int32_t *ret_status);
+/* Bodies only (for xprt_link_send): 16 bytes each. */
+void xprt_ckpt_begin_encode(uint8_t out[16], uint64_t n, uint32_t flags);
+void xprt_ckpt_end_encode(uint8_t out[16], uint64_t n);
+void xprt_ack_encode(uint8_t out[16], uint64_t n, int32_t status);
+
+/* ---- HEARTBEAT: u64 sender's monotonic ns (informative) ------------------ */
+/* ---- ERROR: i32 code (-COLO_E* / -errno), u32 text_len, text (no NUL) ---- */
+int xprt_error_write(struct colo_buf *out, int32_t code, const char *text);
+/* ret_text gets a NUL-terminated copy truncated to textsz - 1. */
+int xprt_error_decode(const uint8_t *body, size_t len, int32_t *ret_code,
+                      char *ret_text, size_t textsz);
+
+/*
+ * Generic check of a colo record body by type (used by readers and
+ * verify-stream): the per-type decode with default caps. Unknown optional
+ * colo types pass; unknown mandatory ones are -COLO_ESTREAM_UNSUPPORTED.
+ */
+int xprt_colo_rec_check(uint32_t type, const uint8_t *body, size_t len);
+
+#endif

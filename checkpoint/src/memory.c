@@ -1,0 +1,446 @@
+/*
+ * The QEMU memory backend: guest RAM is a memory-backend-file (share=on)
+ * that colo maps MAP_SHARED. See checkpoint/memory.h for the contract.
+ */
+#include "checkpoint/memory.h"
+
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* Page sets                                                            */
+
+void ckpt_pageset_init(struct ckpt_pageset *ps)
+{
+    memset(ps, 0, sizeof(*ps));
+}
+
+void ckpt_pageset_reset(struct ckpt_pageset *ps)
+{
+    ps->count = 0;
+    ps->full = false;
+}
+
+void ckpt_pageset_dispose(struct ckpt_pageset *ps)
+{
+    free(ps->pfns);
+    free(ps->data);
+    ckpt_pageset_init(ps);
+}
+
+static int pageset_reserve(struct ckpt_pageset *ps, size_t extra)
+{
+    size_t ncap;
+    uint64_t *np;
+    uint8_t *nd;
+
+    if (ps->count + extra <= ps->cap)
+        return 0;
+    ncap = ps->cap ? ps->cap : 64;
+    while (ncap < ps->count + extra)
+        ncap *= 2;
+    np = realloc(ps->pfns, ncap * sizeof(*np));
+    if (!np)
+        return -ENOMEM;
+    ps->pfns = np;
+    nd = realloc(ps->data, ncap * (size_t)CKPT_PAGE_SIZE);
+    if (!nd)
+        return -ENOMEM;
+    ps->data = nd;
+    ps->cap = ncap;
+    return 0;
+}
+
+int ckpt_pageset_add(struct ckpt_pageset *ps, uint64_t pfn, const void *src)
+{
+    int rc = pageset_reserve(ps, 1);
+
+    if (rc < 0)
+        return rc;
+    ps->pfns[ps->count] = pfn;
+    memcpy(ps->data + ps->count * (size_t)CKPT_PAGE_SIZE, src, CKPT_PAGE_SIZE);
+    ps->count++;
+    return 0;
+}
+
+void ckpt_memory_free(struct ckpt_memory *m)
+{
+    if (m)
+        m->ops->free(m);
+}
+
+/* ------------------------------------------------------------------ */
+/* The QEMU RAM-file backend                                            */
+
+struct qmem {
+    struct ckpt_memory base;
+    unsigned flags;
+    size_t size;
+    uint64_t npages;
+    uint8_t *ram;      /* MAP_SHARED view of the RAM file */
+    uint8_t *shadow;   /* primary: what the peer has; COLO secondary: the
+                          committed image. NULL otherwise. */
+    bool shadow_valid; /* primary: false until the first capture */
+
+    /* Secondary staging for one checkpoint. */
+    struct ckpt_pageset staged;
+    uint64_t staged_ckpt;
+    bool committed_once; /* a checkpoint was committed */
+    uint8_t *written;    /* before the first commit: bitmap of pages
+                            written straight into RAM */
+};
+
+static struct qmem *to_qmem(struct ckpt_memory *m)
+{
+    return (struct qmem *)m;
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+    const uint64_t *w = (const uint64_t *)p;
+    uint64_t acc = 0;
+
+    for (size_t i = 0; i < CKPT_PAGE_SIZE / 8; i++)
+        acc |= w[i];
+    return acc == 0;
+}
+
+static uint64_t qmem_page_count(struct ckpt_memory *m)
+{
+    return to_qmem(m)->npages;
+}
+
+static int qmem_capture(struct ckpt_memory *m, unsigned flags,
+                        struct ckpt_pageset *out, struct ckpt_capture_stats *st)
+{
+    struct qmem *q = to_qmem(m);
+    bool full = (flags & CKPT_CAPTURE_FULL) || !q->shadow_valid;
+    uint64_t t0 = colo_now_ns(), scan_ns = 0, copy_ns = 0, zero = 0;
+    int rc = 0;
+
+    if (!q->shadow)
+        return -EINVAL;
+    ckpt_pageset_reset(out);
+    out->full = full;
+    /*
+     * One pass: compare, and copy each differing page once (RAM -> set ->
+     * shadow) so the shadow holds exactly what was sent.
+     */
+    for (uint64_t pfn = 0; pfn < q->npages; pfn++) {
+        const uint8_t *p = q->ram + (pfn << CKPT_PAGE_SHIFT);
+        uint8_t *s = q->shadow + (pfn << CKPT_PAGE_SHIFT);
+        uint8_t *dst;
+        uint64_t c0;
+
+        if (full) {
+            if (page_is_zero(p)) {
+                memset(s, 0, CKPT_PAGE_SIZE);
+                zero++;
+                continue;
+            }
+        } else if (memcmp(p, s, CKPT_PAGE_SIZE) == 0) {
+            continue;
+        }
+        c0 = colo_now_ns();
+        rc = pageset_reserve(out, 1);
+        if (rc < 0)
+            goto out;
+        dst = out->data + out->count * (size_t)CKPT_PAGE_SIZE;
+        memcpy(dst, p, CKPT_PAGE_SIZE);
+        memcpy(s, dst, CKPT_PAGE_SIZE);
+        out->pfns[out->count++] = pfn;
+        copy_ns += colo_now_ns() - c0;
+    }
+    q->shadow_valid = true;
+out:
+    if (rc < 0)
+        q->shadow_valid = false; /* the shadow is half updated */
+    scan_ns = colo_now_ns() - t0 - copy_ns;
+    if (st) {
+        st->scan_ns = scan_ns;
+        st->copy_ns = copy_ns;
+        st->dirty_pages = out->count;
+        st->zero_pages = zero;
+    }
+    return rc;
+}
+
+static void qmem_reset_shadow(struct ckpt_memory *m)
+{
+    to_qmem(m)->shadow_valid = false;
+}
+
+static int check_pages(struct qmem *q, const uint64_t *pfns, size_t n)
+{
+    if (n > CKPT_MAX_PAGES_PER_RECORD)
+        return -COLO_ESTREAM_TOO_BIG;
+    for (size_t i = 0; i < n; i++)
+        if (pfns[i] >= q->npages)
+            return -COLO_ESTREAM_CORRUPT;
+    return 0;
+}
+
+static int qmem_stage(struct ckpt_memory *m, uint64_t ckpt,
+                      const uint64_t *pfns, const uint8_t *data, size_t n)
+{
+    struct qmem *q = to_qmem(m);
+    int rc;
+
+    if (!(q->flags & CKPT_MEM_SECONDARY))
+        return -EINVAL;
+    rc = check_pages(q, pfns, n);
+    if (rc < 0)
+        return rc;
+    if (!q->committed_once) {
+        /* Nothing committed yet: no image to protect, write through. */
+        for (size_t i = 0; i < n; i++) {
+            memcpy(q->ram + (pfns[i] << CKPT_PAGE_SHIFT),
+                   data + i * (size_t)CKPT_PAGE_SIZE, CKPT_PAGE_SIZE);
+            q->written[pfns[i] / 8] |= (uint8_t)(1u << (pfns[i] % 8));
+        }
+        return 0;
+    }
+    if (q->staged.count && q->staged_ckpt != ckpt)
+        return -COLO_ESTREAM_CORRUPT;
+    /* A peer repeating pfns must not grow staging beyond one RAM. */
+    if (q->staged.count + n > q->npages)
+        return -COLO_ESTREAM_TOO_BIG;
+    q->staged_ckpt = ckpt;
+    rc = pageset_reserve(&q->staged, n);
+    if (rc < 0)
+        return rc;
+    memcpy(q->staged.pfns + q->staged.count, pfns, n * sizeof(*pfns));
+    memcpy(q->staged.data + q->staged.count * (size_t)CKPT_PAGE_SIZE, data,
+           n * (size_t)CKPT_PAGE_SIZE);
+    q->staged.count += n;
+    return 0;
+}
+
+static int qmem_commit(struct ckpt_memory *m, uint64_t ckpt, bool full)
+{
+    struct qmem *q = to_qmem(m);
+
+    if (!(q->flags & CKPT_MEM_SECONDARY))
+        return -EINVAL;
+    if (!q->committed_once) {
+        if (full) {
+            for (uint64_t pfn = 0; pfn < q->npages; pfn++) {
+                uint8_t *p = q->ram + (pfn << CKPT_PAGE_SHIFT);
+
+                if (!(q->written[pfn / 8] & (1u << (pfn % 8))) &&
+                    !page_is_zero(p))
+                    memset(p, 0, CKPT_PAGE_SIZE);
+            }
+        }
+        if (q->shadow)
+            memcpy(q->shadow, q->ram, q->size);
+        free(q->written);
+        q->written = NULL;
+        q->committed_once = true;
+        return 0;
+    }
+    if (q->staged.count && q->staged_ckpt != ckpt)
+        return -COLO_ESTREAM_CORRUPT;
+    if (full) {
+        /* A full set after the first commit: a page it lacks is zero.
+         * Build the image: zero all, then apply (pages are in RAM order
+         * only by convention, so mark what the set has). */
+        uint8_t *have = calloc((q->npages + 7) / 8, 1);
+
+        if (!have)
+            return -ENOMEM;
+        for (size_t i = 0; i < q->staged.count; i++)
+            have[q->staged.pfns[i] / 8] |=
+                (uint8_t)(1u << (q->staged.pfns[i] % 8));
+        for (uint64_t pfn = 0; pfn < q->npages; pfn++)
+            if (!(have[pfn / 8] & (1u << (pfn % 8))))
+                memset(q->ram + (pfn << CKPT_PAGE_SHIFT), 0, CKPT_PAGE_SIZE);
+        free(have);
+    }
+    for (size_t i = 0; i < q->staged.count; i++) {
+        size_t off = q->staged.pfns[i] << CKPT_PAGE_SHIFT;
+        const uint8_t *src = q->staged.data + i * (size_t)CKPT_PAGE_SIZE;
+
+        memcpy(q->ram + off, src, CKPT_PAGE_SIZE);
+        if (q->shadow)
+            memcpy(q->shadow + off, src, CKPT_PAGE_SIZE);
+    }
+    if (full && q->shadow)
+        memcpy(q->shadow, q->ram, q->size);
+    ckpt_pageset_reset(&q->staged);
+    return 0;
+}
+
+static void qmem_discard(struct ckpt_memory *m)
+{
+    struct qmem *q = to_qmem(m);
+
+    ckpt_pageset_reset(&q->staged);
+    if (!q->committed_once && q->written)
+        memset(q->written, 0, (q->npages + 7) / 8);
+}
+
+static int qmem_revert(struct ckpt_memory *m)
+{
+    struct qmem *q = to_qmem(m);
+    int n = 0;
+
+    if (!q->shadow || !(q->flags & CKPT_MEM_SECONDARY) || !q->committed_once)
+        return -EINVAL;
+    for (uint64_t pfn = 0; pfn < q->npages; pfn++) {
+        size_t off = pfn << CKPT_PAGE_SHIFT;
+
+        if (memcmp(q->ram + off, q->shadow + off, CKPT_PAGE_SIZE) != 0) {
+            memcpy(q->ram + off, q->shadow + off, CKPT_PAGE_SIZE);
+            n++;
+        }
+    }
+    return n;
+}
+
+static void qmem_free(struct ckpt_memory *m)
+{
+    struct qmem *q = to_qmem(m);
+
+    if (q->ram)
+        munmap(q->ram, q->size);
+    if (q->shadow)
+        munmap(q->shadow, q->size);
+    ckpt_pageset_dispose(&q->staged);
+    free(q->written);
+    free(q);
+}
+
+static const struct ckpt_memory_ops qmem_ops = {
+    .name = "qemu-ramfile",
+    .page_count = qmem_page_count,
+    .capture = qmem_capture,
+    .reset_shadow = qmem_reset_shadow,
+    .stage = qmem_stage,
+    .commit = qmem_commit,
+    .discard = qmem_discard,
+    .revert = qmem_revert,
+    .free = qmem_free,
+};
+
+static int map_anon(size_t size, uint8_t **ret)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+
+    if (p == MAP_FAILED)
+        return -errno;
+    *ret = p;
+    return 0;
+}
+
+int ckpt_mem_qemu_open(const char *path, size_t size, unsigned flags,
+                       struct ckpt_memory **ret)
+{
+    struct qmem *q = NULL;
+    struct stat st;
+    int fd = -1, rc;
+    void *p;
+
+    *ret = NULL;
+    if (!size || size % CKPT_PAGE_SIZE || size > CKPT_MAX_RAM_BYTES)
+        return -EINVAL;
+    fd = open(path,
+              O_RDWR | O_CLOEXEC | ((flags & CKPT_MEM_CREATE) ? O_CREAT : 0),
+              0600);
+    if (fd < 0) {
+        rc = -errno;
+        colo_err("RAM file %s: %s", path, colo_strerror(rc));
+        goto out;
+    }
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if ((size_t)st.st_size != size) {
+        if (!(flags & CKPT_MEM_CREATE) || st.st_size != 0) {
+            colo_err("RAM file %s is %lld bytes, expected %zu", path,
+                     (long long)st.st_size, size);
+            rc = -EINVAL;
+            goto out;
+        }
+        if (ftruncate(fd, (off_t)size) < 0) {
+            rc = -errno;
+            goto out;
+        }
+    }
+    q = calloc(1, sizeof(*q));
+    if (!q) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    q->base.ops = &qmem_ops;
+    q->flags = flags;
+    q->size = size;
+    q->npages = size / CKPT_PAGE_SIZE;
+    ckpt_pageset_init(&q->staged);
+    /* Pre-fault: the first touch of 64 MiB costs ~0.3 s, not in a pause. */
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+             0);
+    if (p == MAP_FAILED) {
+        rc = -errno;
+        goto out;
+    }
+    q->ram = p;
+    if ((flags & CKPT_MEM_PRIMARY) ||
+        ((flags & CKPT_MEM_SECONDARY) && (flags & CKPT_MEM_COLO))) {
+        rc = map_anon(size, &q->shadow);
+        if (rc < 0)
+            goto out;
+    }
+    if (flags & CKPT_MEM_SECONDARY) {
+        q->written = calloc((q->npages + 7) / 8, 1);
+        if (!q->written) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+    *ret = &q->base;
+    q = NULL;
+    rc = 0;
+out:
+    colo_close(&fd);
+    if (q)
+        qmem_free(&q->base);
+    return rc;
+}
+
+static bool is_qmem(struct ckpt_memory *m)
+{
+    return m && m->ops == &qmem_ops;
+}
+
+const uint8_t *ckpt_mem_qemu_ram(struct ckpt_memory *m)
+{
+    return is_qmem(m) ? to_qmem(m)->ram : NULL;
+}
+
+const uint8_t *ckpt_mem_qemu_shadow(struct ckpt_memory *m)
+{
+    return is_qmem(m) ? to_qmem(m)->shadow : NULL;
+}
+
+size_t ckpt_mem_qemu_size(struct ckpt_memory *m)
+{
+    return is_qmem(m) ? to_qmem(m)->size : 0;
+}
+
+size_t ckpt_mem_qemu_staged(struct ckpt_memory *m)
+{
+    return is_qmem(m) ? to_qmem(m)->staged.count : 0;
+}

@@ -216,6 +216,21 @@ int qmp_cancel(struct qmp_client *c, uint64_t id);
 /* Commands sent but not yet finished. */
 size_t qmp_pending(const struct qmp_client *c);
 
+/* Additional event listeners (for helpers such as the device-state loader
+ * that wait for an event while the user owns event_cb). A hook gets every
+ * event (rc == 0) while it is registered, and, if still registered when
+ * the connection fails, one last call with rc < 0 and event == NULL (after
+ * the pending commands' callbacks); it is then removed. destroy (may be
+ * NULL) runs exactly once when the hook goes away for any reason:
+ * qmp_client_remove_hook(), after that last call, qmp_client_disconnect()
+ * or qmp_client_free() (those two do not call the hook itself). Returns a
+ * hook id > 0, or -ENOSPC (at most 8 hooks). */
+typedef void (*qmp_hook_cb)(struct qmp_client *c, int rc, const char *event,
+                            json_t *data, void *arg);
+int qmp_client_add_hook(struct qmp_client *c, qmp_hook_cb cb, void *arg,
+                        qmp_destroy_fn destroy);
+void qmp_client_remove_hook(struct qmp_client *c, int id);
+
 /* Map a QMP error class name to its -COLO_EQMP_* code. */
 int qmp_error_class_to_rc(const char *cls);
 

@@ -2,8 +2,11 @@
 #include "checkpoint/ckpt.h"
 
 #include "common/buf.h"
+#include "engine_util.h"
+#include "transport/link.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *ckpt_mode_name(enum ckpt_mode m)
@@ -80,4 +83,58 @@ uint64_t ckpt_digest(const uint8_t *ram, size_t ram_len, const uint8_t *dev,
     h = fnv_words(h, ram, ram_len);
     h = (h ^ dev_len) * 0x100000001b3ull;
     return fnv_words(h, dev, dev_len);
+}
+
+/* ------------------------------------------------------------------ */
+/* Engine helpers (engine_util.h)                                       */
+
+void ckpt_window_add(struct ckpt_window *w, uint64_t v)
+{
+    w->v[w->n % CKPT_STATS_WINDOW] = v;
+    w->n++;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+uint64_t ckpt_window_pct(const struct ckpt_window *w, unsigned p)
+{
+    uint64_t tmp[CKPT_STATS_WINDOW];
+    size_t n = w->n < CKPT_STATS_WINDOW ? (size_t)w->n : CKPT_STATS_WINDOW;
+    size_t idx;
+
+    if (!n)
+        return 0;
+    memcpy(tmp, w->v, n * sizeof(tmp[0]));
+    qsort(tmp, n, sizeof(tmp[0]), cmp_u64);
+    idx = (n * p + 99) / 100;
+    if (idx)
+        idx--;
+    if (idx >= n)
+        idx = n - 1;
+    return tmp[idx];
+}
+
+void ckpt_link_cfg(const struct ckpt_link_opts *o, const char *name,
+                   struct xprt_link_cfg *cfg)
+{
+    unsigned hb = o->heartbeat_ms ? o->heartbeat_ms : 200;
+    unsigned to = o->timeout_ms ? o->timeout_ms : 1000;
+
+    xprt_link_cfg_init(cfg);
+    if (o->auth_key && o->auth_key[0]) {
+        cfg->key = (const uint8_t *)o->auth_key;
+        cfg->key_len = strlen(o->auth_key);
+    } else {
+        cfg->plain = true;
+    }
+    cfg->heartbeat_ms = hb;
+    cfg->heartbeat_misses = (to + hb - 1) / hb;
+    if (!cfg->heartbeat_misses)
+        cfg->heartbeat_misses = 1;
+    cfg->name = name;
 }

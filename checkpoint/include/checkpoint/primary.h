@@ -115,6 +115,11 @@ int ckpt_primary_new(struct event_base *base,
  * second start after Unprotected re-pairs with a fresh secondary: the
  * first checkpoint to it is a full sync. */
 int ckpt_primary_start(struct ckpt_primary *p, int fd);
+/* The same over a link that is already UP (transport/link.h: from
+ * xprt_link_connect's up callback or a listener); consumed. The engine
+ * takes over its callbacks (xprt_link_set_cbs). */
+struct xprt_link;
+int ckpt_primary_start_link(struct ckpt_primary *p, struct xprt_link *link);
 int ckpt_primary_checkpoint_now(struct ckpt_primary *p);
 void ckpt_primary_cancel(struct ckpt_primary *p);
 void ckpt_primary_free(struct ckpt_primary *p); /* accepts NULL */
@@ -128,5 +133,19 @@ void ckpt_primary_get_stats(const struct ckpt_primary *p,
  * one in flight or last acked). Valid until the next capture. */
 const uint8_t *ckpt_primary_last_devstate(const struct ckpt_primary *p,
                                           size_t *ret_len);
+
+/* Test hook: called synchronously right after the pages (and device
+ * state) of checkpoint n were captured, guest still paused. */
+typedef void ckpt_primary_capture_hook_fn(void *arg, uint64_t n);
+void ckpt_primary_set_capture_hook(struct ckpt_primary *p,
+                                   ckpt_primary_capture_hook_fn *fn, void *arg);
+
+/* Test hook: behave as if the primary died at fault point `point`
+ * (common/fault.h COLO_FAULT_*) of checkpoint n: the link is dropped
+ * without a goodbye (after draining it for COLO_FAULT_AFTER_CKPT_END) and
+ * done(-COLO_EFAULT_INJECTED) follows; the guest is left as it is. The
+ * COLO_FAULT environment variable triggers the same points at every
+ * checkpoint. */
+void ckpt_primary_set_fault(struct ckpt_primary *p, int point, uint64_t n);
 
 #endif

@@ -127,6 +127,10 @@ int ckpt_secondary_new(struct event_base *base,
                        struct ckpt_secondary **ret);
 /* fd: a connected (accepted) TCP socket from the primary; consumed. */
 int ckpt_secondary_start(struct ckpt_secondary *s, int fd);
+/* The same over a link already UP (e.g. from xprt_listener's accept_cb);
+ * consumed; the engine sets its callbacks. */
+struct xprt_link;
+int ckpt_secondary_start_link(struct ckpt_secondary *s, struct xprt_link *l);
 /* Answer to launch(): vm consumed (also on rc < 0, may be NULL then);
  * ram_path copied: the memory-backend-file QEMU uses. */
 void ckpt_secondary_launch_done(struct ckpt_secondary *s, int rc,

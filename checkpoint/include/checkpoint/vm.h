@@ -43,6 +43,9 @@ struct ckpt_vm_ops {
      * guest. The blob is borrowed until the callback. */
     int (*load_devices_and_cont)(struct ckpt_vm *vm, const uint8_t *blob,
                                  size_t len, ckpt_vm_done_fn *cb, void *arg);
+    /* Forget the pending operation: its callback will not be called. The
+     * operation itself may still take effect in the VM. */
+    void (*cancel)(struct ckpt_vm *vm);
     /* Kill the VM's process (if it owns one) and release everything. */
     void (*free)(struct ckpt_vm *vm);
 };
@@ -65,7 +68,17 @@ void ckpt_vm_free(struct ckpt_vm *vm);
 int ckpt_vm_qemu_new(struct event_base *base, const char *qmp_path, pid_t pid,
                      unsigned timeout_ms, struct ckpt_vm **ret);
 
-/* The QEMU process id (or -1), and whether it was seen to exit. */
+/*
+ * The same over a QEMU launched with qmp_qemu_launch() (qmp/launch.h) and
+ * already up: q is consumed (also on error); free() kills and reaps it.
+ * Give the launch a client_opts.default_cmd_timeout_ms if you want QMP
+ * deadlines below the guard timer.
+ */
+struct qmp_qemu;
+int ckpt_vm_qemu_new_from_qemu(struct event_base *base, struct qmp_qemu *q,
+                               unsigned timeout_ms, struct ckpt_vm **ret);
+
+/* The QEMU process id, or -1 (not owned, or not a QEMU VM). */
 pid_t ckpt_vm_qemu_pid(struct ckpt_vm *vm);
 
 #endif

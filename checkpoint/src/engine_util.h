@@ -1,0 +1,30 @@
+/* Private helpers shared by the two engines. */
+#ifndef COLO_CHECKPOINT_ENGINE_UTIL_H
+#define COLO_CHECKPOINT_ENGINE_UTIL_H
+
+#include "checkpoint/ckpt.h"
+
+#include <stdint.h>
+
+struct xprt_link_cfg;
+
+/* HELLO flag bit 1 (transport/colo_rec.h defines only bit 0, COLO): the
+ * stream is a migration (one checkpoint; the receiver resumes after it).
+ * To be moved into colo_rec.h as XPRT_HELLO_FLAG_MIGRATE. */
+#define CKPT_HELLO_FLAG_MIGRATE (1u << 1)
+
+/* A ring of the last CKPT_STATS_WINDOW pause times. */
+struct ckpt_window {
+    uint64_t v[CKPT_STATS_WINDOW];
+    uint64_t n; /* values added in total */
+};
+
+void ckpt_window_add(struct ckpt_window *w, uint64_t v);
+/* Percentile p (0..100) of the values in the window, 0 if empty. */
+uint64_t ckpt_window_pct(const struct ckpt_window *w, unsigned p);
+
+/* Link configuration from the engine's link options. */
+void ckpt_link_cfg(const struct ckpt_link_opts *o, const char *name,
+                   struct xprt_link_cfg *cfg);
+
+#endif

@@ -40,6 +40,7 @@ struct tguest_opts {
     size_t dirty_mb;         /* > 0: dirty mode, rewrite this many MiB */
     unsigned dirty_rate_mbs; /* dirty mode: MiB/s target, 0 = flat out */
     const char *const *extra_args; /* NULL-terminated extra QEMU args */
+    bool force_tcg;                /* TCG even when /dev/kvm opens */
 };
 
 struct tguest {
@@ -67,14 +68,33 @@ void tguest_argv_free(char **argv);
 /* Create the temp dir and RAM file paths without starting QEMU. */
 int tguest_prepare(const struct tguest_opts *o, struct tguest **ret);
 
+/* Start QEMU for a prepared guest: returns once QEMU sent its QMP greeting
+ * (setup done; the QMP path then accepts the next client). If QEMU exits
+ * first, fails with -COLO_EQEMU_DIED and prints QEMU's stderr. */
+int tguest_launch(struct tguest *g, const struct tguest_opts *o);
+
+/* tguest_prepare() + tguest_launch(). */
 int tguest_start(const struct tguest_opts *o, struct tguest **ret);
 uint32_t tguest_counter(const struct tguest *g);
 uint32_t tguest_magic(const struct tguest *g);
-/* Wait (bounded) until the counter exceeds v; 0 or -ETIMEDOUT. */
+/* TGUEST_MODE_OFF (0 counter, 1 dirty) and TGUEST_PASSES_OFF. */
+uint32_t tguest_mode(const struct tguest *g);
+uint32_t tguest_passes(const struct tguest *g);
+/* Wait (bounded) until the counter exceeds v; 0 or -ETIMEDOUT
+ * (-COLO_EQEMU_DIED early when our QEMU child exited). */
 int tguest_wait_counter_above(const struct tguest *g, uint32_t v,
                               int timeout_ms);
-/* Wait (bounded) until the serial log contains s; 0 or -ETIMEDOUT. */
+/* Dirty mode: wait (bounded) until TGUEST_PASSES_OFF exceeds v; same
+ * returns as tguest_wait_counter_above(). */
+int tguest_wait_passes_above(const struct tguest *g, uint32_t v,
+                             int timeout_ms);
+/* Wait (bounded) until the serial log contains s; 0 or -ETIMEDOUT
+ * (-COLO_EQEMU_DIED early when our QEMU child exited). */
 int tguest_wait_serial(const struct tguest *g, const char *s, int timeout_ms);
+/* Wait (bounded) until at least n complete lines of the serial log start
+ * with prefix (e.g. 3 "tick " lines); 0, -ETIMEDOUT or -COLO_EQEMU_DIED. */
+int tguest_wait_serial_lines(const struct tguest *g, const char *prefix, int n,
+                             int timeout_ms);
 /* Read the whole serial log (malloc'd, NUL-terminated). */
 char *tguest_serial(const struct tguest *g);
 /* SIGKILL QEMU and reap it. Idempotent. */

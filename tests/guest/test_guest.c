@@ -1,0 +1,234 @@
+/*
+ * guest.boot: the test guest boots under real QEMU (KVM when /dev/kvm
+ * opens, and forced TCG), its counter in the RAM file increases, its serial
+ * ticks appear and increase, -S keeps it still until QMP "cont", and
+ * tguest_free() kills QEMU and removes the temp dir.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/timeutil.h"
+#include "tguest.h"
+
+/* Parse every "tick <hex>" line of the serial log into vals; returns n. */
+static int parse_ticks(const char *log, uint32_t *vals, int max)
+{
+    int n = 0;
+    const char *p = log;
+
+    while (n < max && (p = strstr(p, "tick ")) != NULL) {
+        char *end;
+        unsigned long v = strtoul(p + 5, &end, 16);
+
+        if (end == p + 13 && *end == '\n')
+            vals[n++] = (uint32_t)v;
+        p += 5;
+    }
+    return n;
+}
+
+static void boot_and_check(bool force_tcg)
+{
+    struct tguest_opts o = tguest_opts_default();
+    struct tguest *g = NULL;
+    uint32_t c1, ticks[64];
+    char *log;
+    int n;
+
+    o.force_tcg = force_tcg;
+    cr_assert_eq(tguest_start(&o, &g), 0);
+    cr_log_info("accel %s", g->kvm ? "kvm" : "tcg");
+    cr_assert_eq(g->kvm, !force_tcg && tguest_kvm_usable());
+    cr_assert_eq(tguest_wait_counter_above(g, 0, 5000), 0);
+    cr_assert_eq(tguest_magic(g), TGUEST_MAGIC);
+    cr_assert_eq(tguest_mode(g), 0);
+    c1 = tguest_counter(g);
+    cr_assert_eq(tguest_wait_counter_above(g, c1, 5000), 0);
+
+    /* Three ticks (250 ms apart) with increasing counter values. */
+    cr_assert_eq(tguest_wait_serial(g, "colo-test-guest mode=00000000\n", 5000),
+                 0);
+    cr_assert_eq(tguest_wait_serial_lines(g, "tick ", 3, 5000), 0);
+    log = tguest_serial(g);
+    cr_assert_not_null(log);
+    n = parse_ticks(log, ticks, 64);
+    free(log);
+    cr_assert_geq(n, 3, "fewer than 3 tick lines");
+    for (int i = 1; i < n; i++)
+        cr_assert_gt(ticks[i], ticks[i - 1]);
+    tguest_free(g);
+}
+
+Test(guest, boot_default_accel, .timeout = 20)
+{
+    boot_and_check(false);
+}
+
+Test(guest, boot_tcg, .timeout = 20)
+{
+    boot_and_check(true);
+}
+
+/* A minimal blocking QMP exchange, only to send "cont" in this test. */
+static int qmp_read_line(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    size_t len = 0;
+    uint64_t deadline = colo_now_ns() + (uint64_t)timeout_ms * 1000000;
+
+    while (len + 1 < cap) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        uint64_t now = colo_now_ns();
+        ssize_t n;
+
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        if (poll(&pfd, 1, (int)((deadline - now) / 1000000) + 1) <= 0)
+            continue;
+        n = read(fd, buf + len, 1);
+        if (n <= 0)
+            return -EPIPE;
+        if (buf[len] == '\n') {
+            buf[len] = '\0';
+            return 0;
+        }
+        len++;
+    }
+    return -EFBIG;
+}
+
+static int qmp_command(const char *path, const char *cmd)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char line[4096];
+    int fd, rc;
+
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ? -errno : 0;
+    if (rc == 0)
+        rc = qmp_read_line(fd, line, sizeof(line), 5000); /* greeting */
+    if (rc == 0) {
+        const char *caps = "{\"execute\":\"qmp_capabilities\"}\n";
+        rc = colo_write_all(fd, caps, strlen(caps));
+    }
+    if (rc == 0)
+        rc = qmp_read_line(fd, line, sizeof(line), 5000);
+    if (rc == 0)
+        rc = colo_write_all(fd, cmd, strlen(cmd));
+    /* Skip events until the reply. */
+    while (rc == 0) {
+        rc = qmp_read_line(fd, line, sizeof(line), 5000);
+        if (rc == 0 && strstr(line, "\"return\""))
+            break;
+        if (rc == 0 && strstr(line, "\"error\""))
+            rc = -EPROTO;
+    }
+    colo_close(&fd);
+    return rc;
+}
+
+static void paused_then_cont(bool force_tcg)
+{
+    struct tguest_opts o = tguest_opts_default();
+    struct tguest *g = NULL;
+
+    o.force_tcg = force_tcg;
+    o.paused = true;
+    cr_assert_eq(tguest_start(&o, &g), 0);
+    /* Paused: the guest never ran, so the counter stays 0 (the wait must
+     * time out). */
+    cr_assert_eq(tguest_wait_counter_above(g, 0, 300), -ETIMEDOUT);
+    cr_assert_eq(tguest_magic(g), 0);
+    cr_assert_eq(qmp_command(g->qmp_path, "{\"execute\":\"cont\"}\n"), 0);
+    cr_assert_eq(tguest_wait_counter_above(g, 0, 5000), 0);
+    cr_assert_eq(tguest_magic(g), TGUEST_MAGIC);
+    tguest_free(g);
+}
+
+Test(guest, paused_until_cont, .timeout = 20)
+{
+    paused_then_cont(false);
+}
+
+Test(guest, paused_until_cont_tcg, .timeout = 20)
+{
+    paused_then_cont(true);
+}
+
+Test(guest, free_kills_and_cleans, .timeout = 20)
+{
+    struct tguest_opts o = tguest_opts_default();
+    struct tguest *g = NULL;
+    char dir[sizeof(g->dir)];
+    struct stat st;
+    pid_t pid;
+
+    cr_assert_eq(tguest_start(&o, &g), 0);
+    pid = g->pid;
+    cr_assert_gt(pid, 0);
+    snprintf(dir, sizeof(dir), "%s", g->dir);
+    cr_assert_eq(stat(dir, &st), 0);
+    cr_assert_eq(stat(g->ram_path, &st), 0);
+    cr_assert_eq(st.st_size, (off_t)64 << 20);
+    cr_assert_eq(kill(pid, 0), 0);
+    tguest_free(g);
+    /* Reaped: the pid no longer exists (not even as a zombie). */
+    cr_assert_eq(kill(pid, 0), -1);
+    cr_assert_eq(errno, ESRCH);
+    cr_assert_eq(stat(dir, &st), -1);
+    cr_assert_eq(errno, ENOENT);
+}
+
+Test(guest, start_failure_reports, .timeout = 20)
+{
+    static const char *const bad[] = {"-no-such-option", NULL};
+    struct tguest_opts o = tguest_opts_default();
+    struct tguest *g = (struct tguest *)1;
+    uint64_t t0 = colo_now_ns();
+
+    o.extra_args = bad;
+    cr_assert_eq(tguest_start(&o, &g), -COLO_EQEMU_DIED);
+    cr_assert_null(g);
+    cr_assert_lt(colo_now_ns() - t0, 5000000000ull);
+}
+
+Test(guest, argv_has_the_options)
+{
+    struct tguest_opts o = tguest_opts_default();
+    struct tguest g = {.pid = -1};
+    char **argv;
+    bool incoming = false, kernel = false, paused = false;
+
+    snprintf(g.ram_path, sizeof(g.ram_path), "/x/ram");
+    snprintf(g.serial_path, sizeof(g.serial_path), "/x/serial");
+    o.incoming_defer = true;
+    o.no_kernel = true;
+    o.paused = true;
+    argv = tguest_build_argv(&o, &g, 7);
+    cr_assert_not_null(argv);
+    for (char **p = argv; *p; p++) {
+        if (!strcmp(*p, "-incoming"))
+            incoming = !strcmp(p[1], "defer");
+        if (!strcmp(*p, "-kernel"))
+            kernel = true;
+        if (!strcmp(*p, "-S"))
+            paused = true;
+        if (strstr(*p, "socket,id=qmp,fd=7,"))
+            cr_assert(strstr(*p, "server=on"));
+    }
+    cr_assert(incoming && paused && !kernel);
+    tguest_argv_free(argv);
+}

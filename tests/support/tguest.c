@@ -1,0 +1,684 @@
+/*
+ * Test support: boot the test guest under a real QEMU (see tguest.h).
+ *
+ * Life of a guest:
+ *   tguest_prepare()  temp dir (mkdtemp under $TMPDIR or /tmp), the RAM file
+ *                     created, sized and mapped MAP_SHARED, so the mapping
+ *                     exists before QEMU does and there is no race;
+ *   tguest_launch()   bind+listen the QMP socket here, fork, exec QEMU with
+ *                     the listening fd inherited, then probe the QMP socket
+ *                     until QEMU's greeting arrives (QEMU finished its
+ *                     setup) or it dies (we report its stderr);
+ *   tguest_free()     SIGKILL + reap, unmap, remove the temp dir.
+ *
+ * Every prepared guest sits in a process-wide list that an atexit() handler
+ * walks to kill what a failing test left behind; the child also has
+ * PR_SET_PDEATHSIG(SIGKILL) for when this process dies without exiting.
+ * That list is the one mutable global here (test-only code).
+ */
+#include "tguest.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/timeutil.h"
+
+#ifndef COLO_TGUEST_KERNEL
+#define COLO_TGUEST_KERNEL "colo-test-guest.elf"
+#endif
+
+#define TGUEST_START_TIMEOUT_MS 15000
+#define TGUEST_POLL_STEP_NS     (2 * 1000 * 1000) /* 2 ms */
+#define TGUEST_STDERR_MAX       (64 * 1024)
+#define TGUEST_SERIAL_MAX       (64 * 1024 * 1024)
+#define TGUEST_MAX_ARGS         64
+
+/* ---- the live-guest list and the atexit killer ----------------------- */
+
+#define TGUEST_MAX_LIVE 64
+static struct tguest *live[TGUEST_MAX_LIVE];
+static bool atexit_done;
+
+static void remove_dir(const char *dir);
+
+/* At exit: kill what a failed test left running and remove its temp dir
+ * (the memory goes with the process). */
+static void tguest_kill_all(void)
+{
+    for (int i = 0; i < TGUEST_MAX_LIVE; i++) {
+        if (live[i]) {
+            tguest_kill(live[i]);
+            if (live[i]->dir[0])
+                remove_dir(live[i]->dir);
+            live[i] = NULL;
+        }
+    }
+}
+
+static int live_add(struct tguest *g)
+{
+    if (!atexit_done) {
+        if (atexit(tguest_kill_all) != 0)
+            return -ENOMEM;
+        atexit_done = true;
+    }
+    for (int i = 0; i < TGUEST_MAX_LIVE; i++) {
+        if (!live[i]) {
+            live[i] = g;
+            return 0;
+        }
+    }
+    return -EMFILE;
+}
+
+static void live_del(struct tguest *g)
+{
+    for (int i = 0; i < TGUEST_MAX_LIVE; i++) {
+        if (live[i] == g)
+            live[i] = NULL;
+    }
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+struct tguest_opts tguest_opts_default(void)
+{
+    struct tguest_opts o = {.ram_mb = 64};
+    return o;
+}
+
+const char *tguest_kernel_path(void)
+{
+    const char *env = getenv("COLO_TGUEST_KERNEL");
+    return env && *env ? env : COLO_TGUEST_KERNEL;
+}
+
+bool tguest_kvm_usable(void)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    colo_close(&fd);
+    return true;
+}
+
+static void sleep_step(void)
+{
+    struct timespec ts = {0, TGUEST_POLL_STEP_NS};
+    nanosleep(&ts, NULL);
+}
+
+static uint64_t deadline_after_ms(int timeout_ms)
+{
+    return colo_now_ns() +
+           (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
+}
+
+/* True when QEMU has exited (without reaping it), false when it runs or is
+ * not our child. */
+static bool qemu_exited(const struct tguest *g)
+{
+    siginfo_t si;
+    if (g->pid <= 0)
+        return true;
+    memset(&si, 0, sizeof(si));
+    if (waitid(P_PID, (id_t)g->pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+        return false;
+    return si.si_pid == g->pid;
+}
+
+static volatile uint32_t *status_word(const struct tguest *g, uint32_t off)
+{
+    if (!g->ram || g->ram_size < TGUEST_STATUS_GPA + 4096)
+        return NULL;
+    return (volatile uint32_t *)(g->ram + TGUEST_STATUS_GPA + off);
+}
+
+static uint32_t read_status(const struct tguest *g, uint32_t off)
+{
+    volatile uint32_t *p = status_word(g, off);
+    return p ? __atomic_load_n(p, __ATOMIC_RELAXED) : 0;
+}
+
+uint32_t tguest_counter(const struct tguest *g)
+{
+    return read_status(g, TGUEST_COUNTER_OFF);
+}
+
+uint32_t tguest_magic(const struct tguest *g)
+{
+    return read_status(g, TGUEST_MAGIC_OFF);
+}
+
+uint32_t tguest_mode(const struct tguest *g)
+{
+    return read_status(g, TGUEST_MODE_OFF);
+}
+
+uint32_t tguest_passes(const struct tguest *g)
+{
+    return read_status(g, TGUEST_PASSES_OFF);
+}
+
+/* ---- argv ------------------------------------------------------------- */
+
+struct argv_builder {
+    char **v;
+    int n;
+    bool oom;
+};
+
+static void arg_add(struct argv_builder *b, const char *s)
+{
+    if (b->oom || b->n >= TGUEST_MAX_ARGS - 1) {
+        b->oom = true;
+        return;
+    }
+    b->v[b->n] = strdup(s);
+    if (!b->v[b->n])
+        b->oom = true;
+    else
+        b->n++;
+}
+
+static void arg_addf(struct argv_builder *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void arg_addf(struct argv_builder *b, const char *fmt, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    if (!s) {
+        b->oom = true;
+        return;
+    }
+    arg_add(b, s);
+    free(s);
+}
+
+void tguest_argv_free(char **argv)
+{
+    if (!argv)
+        return;
+    for (char **p = argv; *p; p++)
+        free(*p);
+    free(argv);
+}
+
+static bool use_kvm(const struct tguest_opts *o)
+{
+    return !o->force_tcg && tguest_kvm_usable();
+}
+
+char **tguest_build_argv(const struct tguest_opts *o, const struct tguest *g,
+                         int qmp_fd)
+{
+    struct argv_builder b = {0};
+    const char *qemu = getenv("COLO_QEMU");
+
+    b.v = calloc(TGUEST_MAX_ARGS, sizeof(*b.v));
+    if (!b.v)
+        return NULL;
+    arg_add(&b, qemu && *qemu ? qemu : "qemu-system-x86_64");
+    arg_add(&b, "-nodefaults");
+    arg_add(&b, "-vga");
+    arg_add(&b, "none");
+    arg_add(&b, "-display");
+    arg_add(&b, "none");
+    arg_add(&b, "-no-user-config");
+    arg_add(&b, "-machine");
+    arg_add(&b, o->incoming_defer ? "pc,memory-backend=ram,suppress-vmdesc=on"
+                                  : "pc,memory-backend=ram");
+    arg_add(&b, "-object");
+    arg_addf(&b, "memory-backend-file,id=ram,size=%zuM,mem-path=%s,share=on",
+             o->ram_mb, g->ram_path);
+    arg_add(&b, "-m");
+    arg_addf(&b, "%zuM", o->ram_mb);
+    if (!o->no_kernel) {
+        arg_add(&b, "-kernel");
+        arg_add(&b, tguest_kernel_path());
+        if (o->dirty_mb > 0) {
+            arg_add(&b, "-append");
+            arg_addf(&b, "dirty=%zu rate=%u", o->dirty_mb, o->dirty_rate_mbs);
+        }
+    }
+    arg_add(&b, "-chardev");
+    arg_addf(&b, "file,id=ser,path=%s", g->serial_path);
+    arg_add(&b, "-serial");
+    arg_add(&b, "chardev:ser");
+    if (qmp_fd >= 0) {
+        arg_add(&b, "-chardev");
+        arg_addf(&b, "socket,id=qmp,fd=%d,server=on,wait=off", qmp_fd);
+        arg_add(&b, "-mon");
+        arg_add(&b, "chardev=qmp,mode=control");
+    }
+    if (o->paused)
+        arg_add(&b, "-S");
+    if (o->incoming_defer) {
+        arg_add(&b, "-incoming");
+        arg_add(&b, "defer");
+        arg_add(&b, "-global");
+        arg_add(&b, "migration.send-configuration=off");
+    }
+    arg_add(&b, "-accel");
+    arg_add(&b, use_kvm(o) ? "kvm" : "tcg");
+    for (const char *const *p = o->extra_args; p && *p; p++)
+        arg_add(&b, *p);
+    if (b.oom) {
+        tguest_argv_free(b.v);
+        return NULL;
+    }
+    return b.v;
+}
+
+/* ---- prepare / free ---------------------------------------------------- */
+
+static int map_ram(struct tguest *g, const char *path, bool create)
+{
+    int fd = -1, rc = 0;
+    struct stat st;
+    void *p;
+
+    fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0), 0600);
+    if (fd < 0)
+        return -errno;
+    if (create && ftruncate(fd, (off_t)g->ram_size) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if ((size_t)st.st_size != g->ram_size) {
+        fprintf(stderr, "tguest: %s is %lld bytes, want %zu\n", path,
+                (long long)st.st_size, g->ram_size);
+        rc = -EINVAL;
+        goto out;
+    }
+    p = mmap(NULL, g->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        rc = -errno;
+        goto out;
+    }
+    g->ram = p;
+out:
+    colo_close(&fd);
+    return rc;
+}
+
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+
+    if (!d)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+int tguest_prepare(const struct tguest_opts *o, struct tguest **ret)
+{
+    struct tguest *g;
+    const char *tmp = getenv("TMPDIR");
+    int rc;
+
+    *ret = NULL;
+    if (o->ram_mb < 8 || o->ram_mb > 2048)
+        return -EINVAL; /* the layout needs >= 8 MiB, below the PCI hole */
+    g = calloc(1, sizeof(*g));
+    if (!g)
+        return -ENOMEM;
+    g->pid = -1;
+    g->ram_size = o->ram_mb << 20;
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
+    if (snprintf(g->dir, sizeof(g->dir), "%s/colo-tguest-XXXXXX", tmp) >=
+        (int)sizeof(g->dir)) {
+        free(g);
+        return -ENAMETOOLONG;
+    }
+    if (!mkdtemp(g->dir)) {
+        rc = -errno;
+        free(g);
+        return rc;
+    }
+    rc = live_add(g);
+    if (rc < 0) {
+        rmdir(g->dir);
+        free(g);
+        return rc;
+    }
+    snprintf(g->serial_path, sizeof(g->serial_path), "%s/serial", g->dir);
+    snprintf(g->qmp_path, sizeof(g->qmp_path), "%s/qmp", g->dir);
+    if (o->ram_path) {
+        if (snprintf(g->ram_path, sizeof(g->ram_path), "%s", o->ram_path) >=
+            (int)sizeof(g->ram_path)) {
+            rc = -ENAMETOOLONG;
+            goto out;
+        }
+        rc = map_ram(g, g->ram_path, false);
+    } else {
+        snprintf(g->ram_path, sizeof(g->ram_path), "%s/ram", g->dir);
+        rc = map_ram(g, g->ram_path, true);
+    }
+    /* The serial log exists from the start, so readers never see ENOENT. */
+    if (rc >= 0)
+        rc = colo_write_file(g->serial_path, "", 0);
+out:
+    if (rc < 0) {
+        tguest_free(g);
+        return rc;
+    }
+    g->kvm = use_kvm(o);
+    *ret = g;
+    return 0;
+}
+
+void tguest_kill(struct tguest *g)
+{
+    if (!g || g->pid <= 0)
+        return;
+    kill(g->pid, SIGKILL);
+    while (waitpid(g->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    g->pid = -1;
+}
+
+void tguest_free(struct tguest *g)
+{
+    if (!g)
+        return;
+    tguest_kill(g);
+    live_del(g);
+    if (g->ram)
+        munmap(g->ram, g->ram_size);
+    if (g->dir[0])
+        remove_dir(g->dir);
+    free(g);
+}
+
+/* ---- launch ------------------------------------------------------------- */
+
+static int qmp_listen(const char *path, int *ret_fd)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd, rc;
+
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+        rc = -errno;
+        colo_close(&fd);
+        return rc;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+/* Connect to QMP and wait for the greeting line: QEMU finished its setup.
+ * Fails with -COLO_EQEMU_DIED when QEMU closes the socket (it exited). */
+static int qmp_probe(const struct tguest *g, uint64_t deadline)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char buf[512];
+    size_t got = 0;
+    int fd = -1, rc = 0;
+
+    strcpy(sa.sun_path, g->qmp_path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    /* The socket is listening already: connect completes at once. */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    for (;;) {
+        uint64_t now = colo_now_ns();
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+
+        if (now >= deadline) {
+            rc = -ETIMEDOUT;
+            goto out;
+        }
+        n = poll(&pfd, 1, (int)((deadline - now) / 1000000 + 1));
+        if (n < 0 && errno != EINTR) {
+            rc = -errno;
+            goto out;
+        }
+        if (n <= 0)
+            continue;
+        n = read(fd, buf + got, sizeof(buf) - 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = -COLO_EQEMU_DIED;
+            goto out;
+        }
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (strchr(buf, '\n') || got == sizeof(buf) - 1)
+            break;
+    }
+    if (!strstr(buf, "\"QMP\""))
+        rc = -COLO_EQMP_PROTOCOL;
+out:
+    colo_close(&fd);
+    return rc;
+}
+
+static void report_failure(const struct tguest *g, const char *what, int rc)
+{
+    char path[320], *err = NULL;
+    size_t len = 0;
+
+    snprintf(path, sizeof(path), "%s/qemu.stderr", g->dir);
+    colo_read_file(path, TGUEST_STDERR_MAX, &err, &len);
+    fprintf(stderr, "tguest: QEMU %s (%s); its stderr:\n%s\n", what,
+            colo_strerror(rc), err ? err : "(unreadable)");
+    free(err);
+}
+
+int tguest_launch(struct tguest *g, const struct tguest_opts *o)
+{
+    char **argv = NULL;
+    char errpath[320];
+    int qmp_fd = -1, err_fd = -1, null_fd = -1, rc;
+    pid_t parent = getpid(), pid;
+
+    if (g->pid > 0)
+        return -EBUSY;
+    rc = qmp_listen(g->qmp_path, &qmp_fd);
+    if (rc < 0)
+        goto out;
+    snprintf(errpath, sizeof(errpath), "%s/qemu.stderr", g->dir);
+    err_fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (err_fd < 0 || null_fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    argv = tguest_build_argv(o, g, qmp_fd);
+    if (!argv) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (pid == 0) {
+        /* Child: async-signal-safe calls only until exec. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        if (dup2(null_fd, 0) < 0 || dup2(err_fd, 1) < 0 ||
+            dup2(err_fd, 2) < 0 || fcntl(qmp_fd, F_SETFD, 0) < 0)
+            _exit(127);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    g->pid = pid;
+    g->kvm = use_kvm(o);
+    colo_close(&qmp_fd); /* QEMU owns the listening socket now */
+    rc = qmp_probe(g, deadline_after_ms(TGUEST_START_TIMEOUT_MS));
+    if (rc < 0) {
+        report_failure(
+            g, rc == -COLO_EQEMU_DIED ? "exited at start" : "did not come up",
+            rc);
+        tguest_kill(g);
+    }
+out:
+    tguest_argv_free(argv);
+    colo_close(&qmp_fd);
+    colo_close(&err_fd);
+    colo_close(&null_fd);
+    return rc;
+}
+
+int tguest_start(const struct tguest_opts *o, struct tguest **ret)
+{
+    struct tguest *g = NULL;
+    int rc;
+
+    *ret = NULL;
+    rc = tguest_prepare(o, &g);
+    if (rc < 0)
+        return rc;
+    rc = tguest_launch(g, o);
+    if (rc < 0) {
+        tguest_free(g);
+        return rc;
+    }
+    *ret = g;
+    return 0;
+}
+
+/* ---- waiting ------------------------------------------------------------ */
+
+static int wait_status_above(const struct tguest *g, uint32_t off, uint32_t v,
+                             int timeout_ms)
+{
+    uint64_t deadline = deadline_after_ms(timeout_ms);
+
+    for (;;) {
+        if (read_status(g, off) > v)
+            return 0;
+        if (g->pid > 0 && qemu_exited(g))
+            return -COLO_EQEMU_DIED;
+        if (colo_now_ns() >= deadline)
+            return -ETIMEDOUT;
+        sleep_step();
+    }
+}
+
+int tguest_wait_counter_above(const struct tguest *g, uint32_t v,
+                              int timeout_ms)
+{
+    return wait_status_above(g, TGUEST_COUNTER_OFF, v, timeout_ms);
+}
+
+int tguest_wait_passes_above(const struct tguest *g, uint32_t v, int timeout_ms)
+{
+    return wait_status_above(g, TGUEST_PASSES_OFF, v, timeout_ms);
+}
+
+/* Count lines of the log that start with prefix. */
+static int count_lines(const char *log, const char *prefix)
+{
+    size_t plen = strlen(prefix);
+    int n = 0;
+
+    for (const char *p = log; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        if (!nl)
+            break; /* an incomplete last line does not count yet */
+        if (!strncmp(p, prefix, plen) && (size_t)(nl - p) >= plen)
+            n++;
+        p = nl + 1;
+    }
+    return n;
+}
+
+char *tguest_serial(const struct tguest *g)
+{
+    char *buf = NULL;
+    size_t len = 0;
+
+    if (colo_read_file(g->serial_path, TGUEST_SERIAL_MAX, &buf, &len) < 0)
+        return NULL;
+    return buf;
+}
+
+int tguest_wait_serial(const struct tguest *g, const char *s, int timeout_ms)
+{
+    uint64_t deadline = deadline_after_ms(timeout_ms);
+
+    for (;;) {
+        char *log = tguest_serial(g);
+        bool found = log && strstr(log, s);
+
+        free(log);
+        if (found)
+            return 0;
+        if (g->pid > 0 && qemu_exited(g))
+            return -COLO_EQEMU_DIED;
+        if (colo_now_ns() >= deadline)
+            return -ETIMEDOUT;
+        sleep_step();
+    }
+}
+
+int tguest_wait_serial_lines(const struct tguest *g, const char *prefix, int n,
+                             int timeout_ms)
+{
+    uint64_t deadline = deadline_after_ms(timeout_ms);
+
+    for (;;) {
+        char *log = tguest_serial(g);
+        int have = log ? count_lines(log, prefix) : 0;
+
+        free(log);
+        if (have >= n)
+            return 0;
+        if (g->pid > 0 && qemu_exited(g))
+            return -COLO_EQEMU_DIED;
+        if (colo_now_ns() >= deadline)
+            return -ETIMEDOUT;
+        sleep_step();
+    }
+}

@@ -174,11 +174,11 @@ struct xprt_reader {
     uint64_t index;           /* records completed so far */
     uint64_t item_offset;     /* where the item being gathered starts */
     uint32_t need;            /* bytes the current item needs in total */
-    uint32_t cur_type;        /* record being gathered */
-    uint32_t cur_len;
-    struct colo_buf gather; /* partial item */
-    int err;                /* sticky error (0: none) */
-    char why[200];          /* human explanation of err */
+    uint32_t cur_type;        /* 1: a gathered item was handed out */
+    uint32_t cur_len;         /* reserved */
+    struct colo_buf gather;   /* partial item */
+    int err;                  /* sticky error (0: none) */
+    char why[200];            /* human explanation of err */
 };
 
 /*

@@ -1157,6 +1157,11 @@ void qmp_client_remove_hook(struct qmp_client *c, int id)
     }
 }
 
+struct event_base *qmp_client_base(const struct qmp_client *c)
+{
+    return c->base;
+}
+
 enum qmp_state qmp_client_state(const struct qmp_client *c)
 {
     return c->state;

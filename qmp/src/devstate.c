@@ -21,6 +21,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
+#include "common/timeutil.h"
+
 #define LOAD_TIMEOUT_MS 60000
 
 const char *qmp_loader_name(enum qmp_loader l)
@@ -433,8 +437,9 @@ struct load_op {
     int fdset_id;
     int hook_id;
     bool done;
-    bool waiting; /* for the MIGRATION event */
-    int refs;     /* pending commands + hook */
+    bool waiting;        /* for the MIGRATION event */
+    int refs;            /* pending commands + hook */
+    struct event *timer; /* the whole load's deadline */
     char fdname[48];
     qmp_load_cb cb;
     void *arg;
@@ -446,6 +451,8 @@ static void load_unref(void *arg)
 
     if (--op->refs > 0)
         return;
+    if (op->timer)
+        event_free(op->timer);
     colo_close(&op->rfd);
     free(op);
 }
@@ -457,6 +464,8 @@ static void load_finish(struct load_op *op, int rc)
     if (op->done)
         return;
     op->done = true;
+    if (op->timer)
+        event_del(op->timer);
     if (op->hook_id > 0) {
         int id = op->hook_id;
 
@@ -547,6 +556,9 @@ static void load_hook(struct qmp_client *c, int rc, const char *event,
     }
 }
 
+static void getfd_done(struct qmp_client *c, int rc, json_t *ret,
+                       const char *desc, void *arg);
+
 static void incoming_started(struct qmp_client *c, int rc, json_t *ret,
                              const char *desc, void *arg)
 {
@@ -562,6 +574,26 @@ static void incoming_started(struct qmp_client *c, int rc, json_t *ret,
         load_finish(op, rc);
     }
     /* else: the MIGRATION event (hook) finishes the load */
+}
+
+static void caps_done(struct qmp_client *c, int rc, json_t *ret,
+                      const char *desc, void *arg)
+{
+    struct load_op *op = arg;
+
+    (void)c;
+    (void)ret;
+    if (op->done)
+        return;
+    if (rc < 0) {
+        colo_err("qmp: migrate-set-capabilities events: %s", desc ? desc : "");
+        load_finish(op, rc);
+        return;
+    }
+    rc = load_send(op, "getfd", json_pack("{s:s}", "fdname", op->fdname),
+                   op->rfd, 0, getfd_done);
+    if (rc < 0)
+        load_finish(op, rc);
 }
 
 static void getfd_done(struct qmp_client *c, int rc, json_t *ret,
@@ -663,8 +695,11 @@ static void load_status_done(struct qmp_client *c, int rc, json_t *ret,
         colo_info("qmp: loading device state with migrate-incoming: QEMU "
                   "waits for an incoming migration (-incoming defer); "
                   "one load per QEMU process");
-        rc = load_send(op, "getfd", json_pack("{s:s}", "fdname", op->fdname),
-                       op->rfd, 0, getfd_done);
+        /* MIGRATION events are sent only with the "events" capability. */
+        rc = load_send(op, "migrate-set-capabilities",
+                       json_pack("{s:[{s:s, s:b}]}", "capabilities",
+                                 "capability", "events", "state", 1),
+                       -1, 0, caps_done);
     } else if ((op->flags & QMP_LOAD_XEN_DM) &&
                qmp_has_command(c, "xen-load-devices-state") != 0) {
         op->loader = QMP_LOADER_XEN;
@@ -685,9 +720,22 @@ static void load_status_done(struct qmp_client *c, int rc, json_t *ret,
         load_finish(op, rc);
 }
 
+static void load_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct load_op *op = arg;
+
+    (void)fd;
+    (void)what;
+    colo_err("qmp: device state load not done within %d ms", LOAD_TIMEOUT_MS);
+    op->refs++; /* keep op across the callback */
+    load_finish(op, -ETIMEDOUT);
+    load_unref(op);
+}
+
 int qmp_devstate_load(struct qmp_client *c, const uint8_t *blob, size_t len,
                       unsigned flags, qmp_load_cb cb, void *arg)
 {
+    struct timeval tv = colo_ms_to_tv(LOAD_TIMEOUT_MS);
     static unsigned counter;
     struct load_op *op;
     int memfd = -1;
@@ -716,12 +764,19 @@ int qmp_devstate_load(struct qmp_client *c, const uint8_t *blob, size_t len,
     colo_close(&memfd);
     if (rc < 0)
         goto fail;
+    op->timer = evtimer_new(qmp_client_base(c), load_timer_cb, op);
+    if (!op->timer || evtimer_add(op->timer, &tv) < 0) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     /* A regular file's reader starts at the shared offset: it is 0. */
     rc = load_send(op, "query-status", NULL, -1, 0, load_status_done);
     if (rc < 0)
         goto fail;
     return 0;
 fail:
+    if (op->timer)
+        event_free(op->timer);
     colo_close(&op->rfd);
     free(op);
     return rc;

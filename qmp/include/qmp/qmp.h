@@ -185,6 +185,8 @@ int qmp_client_connect_fd_take(struct qmp_client *c, int fd, qmp_connect_cb cb,
 void qmp_client_disconnect(struct qmp_client *c);
 
 enum qmp_state qmp_client_state(const struct qmp_client *c);
+/* The event_base the client runs on. */
+struct event_base *qmp_client_base(const struct qmp_client *c);
 /* The greeting's version; NULL before the greeting arrived. */
 const struct qmp_version *qmp_client_version(const struct qmp_client *c);
 /* <0, 0, >0 as v is older than, equal to, newer than major.minor.micro. */

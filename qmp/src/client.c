@@ -366,6 +366,7 @@ static void conn_fail(struct qmp_client *c, int rc)
     enum qmp_state was = c->state;
     qmp_connect_cb ccb = c->connect_cb;
     struct qmp_cmd *cmd;
+    unsigned gen;
 
     if (was == QMP_DISCONNECTED)
         return;
@@ -374,6 +375,7 @@ static void conn_fail(struct qmp_client *c, int rc)
     colo_debug("qmp[%s]: connection failed: %s", c->name, colo_strerror(rc));
     /* Stop I/O first: no event of this connection may fire again. */
     conn_teardown(c);
+    gen = c->gen;
     move_all(c, &c->flight);
     move_all(c, &c->outq);
     move_all(c, &c->held);
@@ -386,7 +388,11 @@ static void conn_fail(struct qmp_client *c, int rc)
         if (!cmd_finish(cmd, rc, NULL, NULL))
             return;
     }
+    if (gen != c->gen)
+        return; /* a callback disconnected or reconnected: it decided */
     if (!hooks_call(c, rc, NULL, NULL))
+        return;
+    if (gen != c->gen)
         return;
     if (was != QMP_CONNECTED) {
         if (ccb) {

@@ -1,108 +1,178 @@
 /*
  * colo-test-guest: a tiny multiboot (v1) kernel for colo's tests.
  *
- * Loaded by QEMU's -kernel at 1 MiB (see guest.ld); runs in 32-bit protected
- * mode with a flat GDT, no paging and interrupts disabled. Layout and the
- * status page are described in guest_abi.h.
+ * Loaded by QEMU's -kernel at 1 MiB (see guest.ld; QEMU wants a 32-bit ELF,
+ * so the build links for x86-64 and converts with objcopy -O elf32-i386).
+ * The 32-bit multiboot entry sets up identity paging of the low 4 GiB
+ * (2 MiB pages), enters long mode and drops to ring 3 with IOPL=3 and
+ * interrupts off; everything else runs there as 64-bit user code that may
+ * still use port I/O (COM1, the PIT). Why ring 3: some KVM hosts (e.g. the
+ * PVM flavour of KVM, which runs guests without VMX) emulate a guest's
+ * kernel mode instruction by instruction (~1 M instructions/s) but run its
+ * user mode natively; under VMX KVM and TCG ring 3 costs nothing extra.
+ * Layout and the status page: guest_abi.h.
  *
  * Modes (chosen on the multiboot command line, QEMU's -append):
  *   (default)            counter mode: increment the u32 at
  *                        TGUEST_STATUS_GPA + TGUEST_COUNTER_OFF forever.
  *   dirty=<MiB>          dirty mode: keep rewriting <MiB> MiB from
- *   [rate=<MiB/s>]       TGUEST_DIRTY_GPA up (clamped to the RAM that
- *                        multiboot reports) with non-zero data that changes
- *                        every pass; TGUEST_PASSES_OFF counts full passes,
- *                        the counter goes up once per 4 KiB page written
- *                        (and while waiting for the rate limiter).
- *                        rate=0 or no rate= means flat out.
+ *   [rate=<MiB/s>]       TGUEST_DIRTY_GPA up (clamped to the RAM multiboot
+ *                        reports) with non-zero data that changes every
+ *                        pass; TGUEST_PASSES_OFF counts full passes, the
+ *                        counter goes up once per 4 KiB page written (and
+ *                        while waiting for the rate limiter). rate=0 or no
+ *                        rate= means flat out.
  *
- * Serial (COM1, 0x3f8, polled): one "colo-test-guest mode=<m>\n" line at
- * boot, then "tick <8 hex digits of the counter>\n" every TICK_MS (250) ms
- * of real time, so the log grows a few lines per second under KVM and TCG
- * alike (a fixed increment count would tick 10-50x slower under TCG).
+ * Serial (COM1, 0x3f8, LSR bit 5 polled before each byte): one line
+ * "colo-test-guest mode=<8 hex digits>\n" at boot, then
+ * "tick <8 hex digits of the counter>\n" every TICK_MS (250) ms of real
+ * time, so the log grows by a few lines per second under KVM and TCG alike
+ * (a fixed number of increments would tick 10-50x slower under TCG).
  *
  * Time: the TSC, calibrated once at boot against PIT channel 2 (gated
- * through port 0x61, mode 0, a 10 ms count; we poll the OUT bit 5 of port
- * 0x61). Under KVM the TSC is the hardware's; under TCG QEMU derives it
- * from the host clock. Either way the PIT runs on QEMU's virtual clock, so
- * the calibration gives real TSC ticks per 10 ms in both.
+ * through port 0x61, mode 0, a 10 ms count; we poll its OUT, bit 5 of port
+ * 0x61). Under KVM the TSC is the hardware's, under TCG QEMU derives it
+ * from the host clock; the PIT runs on QEMU's virtual clock in both, so the
+ * calibration gives TSC ticks per real 10 ms either way.
  *
- * Rate limiting: a MiB budget. Before writing MiB number k of the run, the
- * guest waits (incrementing the counter) until the TSC reaches
- * start + k * tsc_per_mib; when it falls more than one second behind it
- * forgets the debt, so a paused VM does not burst afterwards.
+ * Rate limiting: a MiB budget. Before writing MiB number k of the run the
+ * guest spins (incrementing the counter) until the TSC reaches
+ * start + k * tsc_per_mib; when more than one second behind, it forgets the
+ * debt, so a VM that was paused does not burst afterwards.
  */
 #include "guest_abi.h"
 
-#define MB_MAGIC       0x1badb002
-#define MB_FLAGS       0x00000002 /* ask for the memory info */
-#define MB_BOOT_MAGIC  0x2badb002
-#define MBI_FLAG_MEM   0x1
+#define MB_MAGIC         0x1badb002
+#define MB_FLAGS         0x00000002 /* ask for the memory info */
+#define MB_BOOT_MAGIC    0x2badb002
+#define MBI_FLAG_MEM     0x1
 #define MBI_FLAG_CMDLINE 0x4
 
-#define COM1           0x3f8
-#define PIT_10MS       11932 /* 1193182 Hz / 100 */
-#define TICK_MS        250
+#define COM1    0x3f8
+#define PIT_10MS 11932 /* 1193182 Hz / 100 */
+#define TICK_MS 250
+#define COUNTER_SPIN 1000 /* loop iterations between increments */
 
-#define STATUS(off)    (TGUEST_STATUS_GPA + (off))
+#define SEL_CODE32 0x08
+#define SEL_DATA   0x10
+#define SEL_CODE64 0x18
+#define SEL_UCODE  (0x20 | 3)
+#define SEL_UDATA  (0x28 | 3)
 
-        .code32
+#define STATUS(off) (TGUEST_STATUS_GPA + (off))
+
         .section .multiboot, "a"
         .align 4
         .long MB_MAGIC
         .long MB_FLAGS
         .long -(MB_MAGIC + MB_FLAGS)
 
+/* ---- 32-bit entry: paging, long mode, ring 3 ------------------------- */
         .section .text
+        .code32
         .globl _start
 _start:
         cli
         cld
         lgdt gdt_desc
-        ljmp $0x08, $1f                 /* reload CS from our own GDT */
-1:      movl $0x10, %ecx
+        ljmp $SEL_CODE32, $1f           /* CS from our own GDT */
+1:      movl $SEL_DATA, %ecx
         movl %ecx, %ds
         movl %ecx, %es
         movl %ecx, %ss
-        movl %ecx, %fs
-        movl %ecx, %gs
         movl $stack_top, %esp
+        movl %eax, %ebp                 /* keep the boot magic ... */
+        movl %ebx, %esi                 /* ... and the info pointer */
 
-        /* Defaults: counter mode, dirty region = 0, rate = 0. */
-        movl $0, dirty_bytes
-        movl $0, rate_mbs
-        cmpl $MB_BOOT_MAGIC, %eax
+        /* Identity map 0-4 GiB with 2 MiB pages, user accessible:
+         * pml4[0] -> pdpt, pdpt[0..3] -> pd[0..3]. Every entry is written
+         * (the RAM may hold an earlier boot's data). */
+        movl $pml4, %edi
+        xorl %eax, %eax
+        movl $(2 * 4096 / 4), %ecx      /* pml4 and pdpt */
+        rep stosl
+        movl $pd, %eax
+        movl $pdpt, %edi
+        movl $4, %ecx
+2:      leal 7(%eax), %edx
+        movl %edx, (%edi)
+        addl $4096, %eax
+        addl $8, %edi
+        loop 2b
+        movl $(pdpt + 7), pml4          /* present, writable, user */
+        movl $pd, %edi
+        movl $0x87, %eax                /* present, writable, user, 2M */
+        movl $(4 * 512), %ecx
+3:      movl %eax, (%edi)
+        movl $0, 4(%edi)
+        addl $0x200000, %eax
+        addl $8, %edi
+        loop 3b
+
+        movl $pml4, %eax
+        movl %eax, %cr3
+        movl %cr4, %eax
+        orl $0x20, %eax                 /* PAE */
+        movl %eax, %cr4
+        movl $0xc0000080, %ecx          /* EFER.LME */
+        rdmsr
+        orl $0x100, %eax
+        wrmsr
+        movl %cr0, %eax
+        orl $0x80000001, %eax           /* PG, PE */
+        movl %eax, %cr0
+        ljmp $SEL_CODE64, $long_mode
+
+        .code64
+long_mode:
+        /* To ring 3: IOPL=3 (port I/O allowed), IF=0. */
+        movl $stack_top, %eax
+        pushq $SEL_UDATA
+        pushq %rax
+        pushq $0x3002
+        pushq $SEL_UCODE
+        movl $user_main, %eax
+        pushq %rax
+        iretq
+
+/* ---- 64-bit ring 3 from here on -------------------------------------- */
+/* ebp = multiboot magic, esi = multiboot info. */
+user_main:
+        movl $SEL_UDATA, %eax
+        movl %eax, %ds
+        movl %eax, %es
+        movq $0, dirty_bytes
+        movq $0, rate_mbs
+        cmpl $MB_BOOT_MAGIC, %ebp
         jne parsed                      /* not multiboot: counter mode */
-        movl %ebx, %esi                 /* esi = multiboot info */
-        testl $MBI_FLAG_MEM, (%esi)
-        jz 2f
-        movl 8(%esi), %eax              /* mem_upper in KiB above 1 MiB */
-        shll $10, %eax
-        addl $0x100000, %eax
-        movl %eax, ram_end
-2:      testl $MBI_FLAG_CMDLINE, (%esi)
+        testl $MBI_FLAG_MEM, (%rsi)
+        jz 1f
+        movl 8(%rsi), %eax              /* mem_upper: KiB above 1 MiB */
+        shlq $10, %rax
+        addq $0x100000, %rax
+        movq %rax, ram_end
+1:      testl $MBI_FLAG_CMDLINE, (%rsi)
         jz parsed
-        movl 16(%esi), %esi             /* esi = cmdline (NUL-terminated) */
-        movl %esi, cmdline
-
+        movl 16(%rsi), %esi             /* rsi = cmdline, NUL-terminated */
+        movq %rsi, cmdline
         movl $key_dirty, %edi
         call find_key_dec
-        shll $20, %eax                  /* MiB -> bytes */
-        movl %eax, dirty_bytes
-        movl cmdline, %esi
+        shlq $20, %rax                  /* MiB -> bytes */
+        movq %rax, dirty_bytes
+        movq cmdline, %rsi
         movl $key_rate, %edi
         call find_key_dec
-        movl %eax, rate_mbs
+        movq %rax, rate_mbs
 parsed:
         /* Clamp the dirty region to the RAM multiboot reported. */
-        movl ram_end, %eax
-        andl $~0xfff, %eax
-        subl $TGUEST_DIRTY_GPA, %eax    /* eax = room above DIRTY_GPA */
+        movq ram_end, %rax
+        andq $~0xfff, %rax
+        subq $TGUEST_DIRTY_GPA, %rax    /* room above DIRTY_GPA */
         ja 1f
-        xorl %eax, %eax                 /* RAM ends below the dirty area */
-1:      cmpl %eax, dirty_bytes
+        xorl %eax, %eax
+1:      cmpq %rax, dirty_bytes
         jbe 2f
-        movl %eax, dirty_bytes
+        movq %rax, dirty_bytes
 2:
         call calibrate_tsc
         call next_tick_init
@@ -111,7 +181,7 @@ parsed:
         xorl %eax, %eax
         movl %eax, STATUS(TGUEST_COUNTER_OFF)
         movl %eax, STATUS(TGUEST_PASSES_OFF)
-        cmpl $0, dirty_bytes
+        cmpq $0, dirty_bytes
         setne %al
         movl %eax, STATUS(TGUEST_MODE_OFF)
         movl $TGUEST_MAGIC, STATUS(TGUEST_MAGIC_OFF)
@@ -123,14 +193,19 @@ parsed:
         movb $'\n', %al
         call putc
 
-        cmpl $0, dirty_bytes
+        cmpq $0, dirty_bytes
         jne dirty_mode
 
 /* ---- counter mode ---------------------------------------------------- */
+/* A short spin between increments keeps the 32-bit counter from wrapping
+ * within seconds (bare "incl" runs at several 10^9/s under KVM). */
 counter_mode:
-        movl $4096, %ecx
+        movl $256, %ebx                 /* increments per tick check */
 1:      incl STATUS(TGUEST_COUNTER_OFF)
-        decl %ecx
+        movl $COUNTER_SPIN, %ecx
+2:      decl %ecx
+        jnz 2b
+        decl %ebx
         jnz 1b
         call maybe_tick
         jmp counter_mode
@@ -139,102 +214,77 @@ counter_mode:
 /*
  * Pass p writes the dword at address a as ((a ^ key_p) | 1) with
  * key_p = p * 0x9e3779b9: never zero, and different from the previous
- * pass in every dword (consecutive keys differ above bit 0).
+ * pass in every dword (consecutive keys differ by an odd constant > 1).
+ * Registers: ebx = key, rdi = write pointer, r8 = end of the region.
  */
 dirty_mode:
-        /* tsc_per_mib = tsc_per_10ms * 100 / rate (64-bit by 32-bit). */
-        movl rate_mbs, %ecx
-        testl %ecx, %ecx
+        movq rate_mbs, %rcx
+        testq %rcx, %rcx
         jz 1f
-        movl tsc_10ms, %eax
-        movl $100, %edx
-        mull %edx                       /* edx:eax = tsc per second */
-        movl %eax, %ebx
-        movl %edx, %eax
+        movq tsc_sec, %rax              /* tsc_per_mib = tsc/s / rate */
         xorl %edx, %edx
-        divl %ecx
-        movl %eax, tsc_mib + 4
-        movl %ebx, %eax
-        divl %ecx
-        movl %eax, tsc_mib
+        divq %rcx
+        movq %rax, tsc_mib
 1:      rdtsc
-        movl %eax, budget
-        movl %edx, budget + 4
+        shlq $32, %rdx
+        orq %rdx, %rax
+        movq %rax, budget
+        movq $TGUEST_DIRTY_GPA, %r8
+        addq dirty_bytes, %r8
 
 dirty_pass:
         movl STATUS(TGUEST_PASSES_OFF), %ebx
         incl %ebx
-        imull $0x9e3779b9, %ebx         /* ebx = key of this pass */
+        imull $0x9e3779b9, %ebx, %ebx   /* key of this pass */
         movl $TGUEST_DIRTY_GPA, %edi
 dirty_mib:
         call rate_wait
-        leal 0x100000(%edi), %edx       /* edx = end of this MiB */
-        movl $TGUEST_DIRTY_GPA, %eax
-        addl dirty_bytes, %eax
-        cmpl %eax, %edx
+        leaq 0x100000(%rdi), %r9        /* end of this MiB ... */
+        cmpq %r8, %r9
         jbe dirty_page
-        movl %eax, %edx                 /* last, partial MiB */
+        movq %r8, %r9                   /* ... or of the region */
 dirty_page:
-        leal 4096(%edi), %ecx           /* ecx = end of this page */
+        leaq 4096(%rdi), %rcx           /* end of this page */
 1:      movl %edi, %eax
         xorl %ebx, %eax
         orl $1, %eax
-        movl %eax, (%edi)
-        addl $4, %edi
-        cmpl %ecx, %edi
+        movl %eax, (%rdi)
+        addq $4, %rdi
+        cmpq %rcx, %rdi
         jb 1b
         incl STATUS(TGUEST_COUNTER_OFF)
-        cmpl %edx, %edi
+        cmpq %r9, %rdi
         jb dirty_page
         call maybe_tick
-        movl $TGUEST_DIRTY_GPA, %eax
-        addl dirty_bytes, %eax
-        cmpl %eax, %edi
+        cmpq %r8, %rdi
         jb dirty_mib
         incl STATUS(TGUEST_PASSES_OFF)
         jmp dirty_pass
 
-/*
- * Rate limiter: wait until TSC >= budget, then budget += tsc_per_mib.
- * If more than one second behind, restart the budget from now.
- * Clobbers eax-edx, esi; preserves ebx, edi.
- */
+/* Rate limiter: wait until TSC >= budget, then budget += tsc_per_mib;
+ * more than a second behind: restart the budget from now.
+ * Clobbers rax, rcx, rdx, rsi. */
 rate_wait:
-        cmpl $0, rate_mbs
+        cmpq $0, rate_mbs
         je 9f
 1:      rdtsc
-        subl budget, %eax
-        sbbl budget + 4, %edx
+        shlq $32, %rdx
+        orq %rdx, %rax
+        movq %rax, %rcx
+        subq budget, %rax
         jns 2f                          /* now >= budget */
         incl STATUS(TGUEST_COUNTER_OFF)
         call maybe_tick
         jmp 1b
-2:      /* edx:eax = now - budget; behind by more than a second? */
-        pushl %eax
-        pushl %edx
-        movl tsc_10ms, %eax
-        movl $100, %ecx
-        mull %ecx
-        movl %eax, %ecx                 /* edx:ecx = tsc per second */
-        movl %edx, %esi
-        popl %edx
-        popl %eax
-        cmpl %esi, %edx
-        jb 3f
-        ja 4f
-        cmpl %ecx, %eax
+2:      cmpq tsc_sec, %rax
         jbe 3f
-4:      rdtsc                           /* too far behind: forget it */
-        movl %eax, budget
-        movl %edx, budget + 4
-3:      movl tsc_mib, %eax
-        addl %eax, budget
-        movl tsc_mib + 4, %eax
-        adcl %eax, budget + 4
+        movq %rcx, budget               /* too far behind: forget it */
+3:      movq tsc_mib, %rax
+        addq %rax, budget
 9:      ret
 
 /* ---- time ------------------------------------------------------------ */
-/* tsc_10ms = TSC ticks during 10 ms of PIT channel 2. */
+/* tsc_sec = TSC ticks per second, measured over 10 ms of PIT channel 2. */
 calibrate_tsc:
         inb $0x61, %al
         andb $0xfc, %al                 /* gate off, speaker off */
@@ -249,42 +299,44 @@ calibrate_tsc:
         orb $0x01, %al                  /* gate on: counting starts */
         outb %al, $0x61
         rdtsc
-        movl %eax, %ebx
-        movl %edx, %ecx
+        shlq $32, %rdx
+        orq %rdx, %rax
+        movq %rax, %rcx
 1:      inb $0x61, %al                  /* OUT2 goes high at terminal */
         testb $0x20, %al
         jz 1b
         rdtsc
-        subl %ebx, %eax
-        sbbl %ecx, %edx
-        jz 2f
-        movl $0xffffffff, %eax          /* absurd: saturate */
-2:      testl %eax, %eax
-        jnz 3f
-        incl %eax
-3:      movl %eax, tsc_10ms
-        /* tsc per tick = tsc_10ms * TICK_MS / 10 (fits: < 2^32 * 25) */
-        movl $(TICK_MS / 10), %ecx
-        mull %ecx
-        movl %eax, tsc_tick
-        movl %edx, tsc_tick + 4
+        shlq $32, %rdx
+        orq %rdx, %rax
+        subq %rcx, %rax
+        jnz 2f
+        incq %rax
+2:      imulq $100, %rax
+        movq %rax, tsc_sec
+        imulq $TICK_MS, %rax
+        xorl %edx, %edx
+        movl $1000, %ecx
+        divq %rcx
+        movq %rax, tsc_tick
         ret
 
+/* next_tick = now + tsc_tick. Clobbers rax, rdx. */
 next_tick_init:
         rdtsc
-        addl tsc_tick, %eax
-        adcl tsc_tick + 4, %edx
-        movl %eax, next_tick
-        movl %edx, next_tick + 4
+        shlq $32, %rdx
+        orq %rdx, %rax
+        addq tsc_tick, %rax
+        movq %rax, next_tick
         ret
 
-/* Print "tick <counter>" when the TSC passed next_tick. Clobbers eax-edx,
- * esi; preserves ebx, edi. */
+/* Print "tick <counter>" once the TSC passed next_tick.
+ * Clobbers rax, rcx, rdx, rsi; keeps rbx, rdi, r8, r9. */
 maybe_tick:
         rdtsc
-        subl next_tick, %eax
-        sbbl next_tick + 4, %edx
-        js 1f
+        shlq $32, %rdx
+        orq %rdx, %rax
+        cmpq next_tick, %rax
+        jb 1f
         call next_tick_init
         movl $msg_tick, %esi
         call puts
@@ -296,74 +348,73 @@ maybe_tick:
 
 /* ---- command line ---------------------------------------------------- */
 /*
- * find_key_dec: esi = NUL-terminated string, edi = NUL-terminated key
- * ("dirty="). Returns in eax the decimal number after the first occurrence
- * of key that starts the string or follows a space, 0 when absent.
+ * find_key_dec: rsi = NUL-terminated string, rdi = NUL-terminated key
+ * ("dirty="). Returns in rax the decimal number after the first occurrence
+ * of key at the start of the string or after a space; 0 when absent.
+ * Clobbers rcx, rdx, rsi.
  */
 find_key_dec:
-        pushl %ebx
-        movl $' ', %ebx                 /* bl = previous character */
-1:      cmpb $0, (%esi)
+        movb $' ', %dl                  /* dl = previous character */
+1:      cmpb $0, (%rsi)
         je 8f
-        cmpb $' ', %bl
+        cmpb $' ', %dl
         jne 3f
-        xorl %ecx, %ecx                 /* compare key at esi */
-2:      movb (%edi,%ecx), %al
+        xorl %ecx, %ecx                 /* compare key at rsi */
+2:      movb (%rdi,%rcx), %al
         testb %al, %al
-        jz 5f                           /* whole key matched */
-        cmpb (%esi,%ecx), %al
+        jz 5f                           /* the whole key matched */
+        cmpb (%rsi,%rcx), %al
         jne 3f
-        incl %ecx
+        incq %rcx
         jmp 2b
-3:      movb (%esi), %bl
-        incl %esi
+3:      movb (%rsi), %dl
+        incq %rsi
         jmp 1b
-5:      addl %ecx, %esi
+5:      addq %rcx, %rsi
         xorl %eax, %eax
-6:      movzbl (%esi), %ecx
+6:      movzbl (%rsi), %ecx
         subl $'0', %ecx
         cmpl $9, %ecx
         ja 9f
-        imull $10, %eax
-        addl %ecx, %eax
-        incl %esi
+        imulq $10, %rax
+        addq %rcx, %rax
+        incq %rsi
         jmp 6b
 8:      xorl %eax, %eax
-9:      popl %ebx
-        ret
+9:      ret
 
 /* ---- serial ---------------------------------------------------------- */
-/* putc: al = byte. Waits for THR empty (LSR bit 5). Clobbers edx. */
+/* putc: al = byte; waits for THR empty (LSR bit 5). Clobbers rdx. */
 putc:
-        pushl %eax
+        pushq %rax
         movw $(COM1 + 5), %dx
 1:      inb %dx, %al
         testb $0x20, %al
         jz 1b
-        popl %eax
+        popq %rax
         movw $COM1, %dx
         outb %al, %dx
         ret
 
-/* puts: esi = NUL-terminated string. Clobbers eax, edx, esi. */
+/* puts: rsi = NUL-terminated string. Clobbers rax, rdx, rsi. */
 puts:
-1:      movb (%esi), %al
+1:      movb (%rsi), %al
         testb %al, %al
         jz 2f
         call putc
-        incl %esi
+        incq %rsi
         jmp 1b
 2:      ret
 
-/* puthex: eax as 8 lowercase hex digits. Clobbers eax, ecx, edx. */
+/* puthex: eax as 8 lowercase hex digits. Clobbers rax, rcx, rdx. */
 puthex:
         movl $8, %ecx
 1:      roll $4, %eax
-        pushl %eax
+        pushq %rax
         andl $0xf, %eax
-        movb hexdigits(%eax), %al
+        movb hexdigits(%rax), %al
         call putc
-        popl %eax
+        popq %rax
         decl %ecx
         jnz 1b
         ret
@@ -373,8 +424,11 @@ puthex:
         .align 8
 gdt:
         .quad 0                         /* null */
-        .quad 0x00cf9a000000ffff        /* 0x08: code, flat 4 GiB */
-        .quad 0x00cf92000000ffff        /* 0x10: data, flat 4 GiB */
+        .quad 0x00cf9a000000ffff        /* 0x08: code32, ring 0 */
+        .quad 0x00cf92000000ffff        /* 0x10: data, ring 0 */
+        .quad 0x00af9a000000ffff        /* 0x18: code64, ring 0 */
+        .quad 0x00affa000000ffff        /* 0x20: code64, ring 3 */
+        .quad 0x00cff2000000ffff        /* 0x28: data, ring 3 */
 gdt_desc:
         .word gdt_desc - gdt - 1
         .long gdt
@@ -391,18 +445,20 @@ msg_tick:
 
         .section .data
         .align 8
-ram_end:    .long 0x08000000            /* no memory info: assume 128 MiB */
-cmdline:    .long 0
-dirty_bytes: .long 0
-rate_mbs:   .long 0
-tsc_10ms:   .long 0
-        .align 8
-tsc_tick:   .quad 0
-next_tick:  .quad 0
-tsc_mib:    .quad 0
-budget:     .quad 0
+ram_end:     .quad 0x08000000           /* no memory info: 128 MiB */
+cmdline:     .quad 0
+dirty_bytes: .quad 0
+rate_mbs:    .quad 0
+tsc_sec:     .quad 0
+tsc_tick:    .quad 0
+next_tick:   .quad 0
+tsc_mib:     .quad 0
+budget:      .quad 0
 
         .section .bss
-        .align 16
+        .align 4096
+pml4:   .skip 4096
+pdpt:   .skip 4096
+pd:     .skip 4 * 4096
 stack:  .skip 4096
 stack_top:

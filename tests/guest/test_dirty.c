@@ -97,12 +97,19 @@ static void dirty_rate(bool force_tcg)
     t1 = colo_now_ns();
     mbs = (double)(p1 - p0) / ((double)(t1 - t0) / 1e9);
     cr_log_info("%s: rate=8 measured %.1f MiB/s", g->kvm ? "kvm" : "tcg", mbs);
+    /* The cap is the point; the floor only says it is not stuck (a busy
+     * host may slow TCG down). */
     cr_assert_lt(mbs, 12.0);
-    cr_assert_gt(mbs, 4.0);
+    cr_assert_gt(mbs, 1.0);
     tguest_free(g);
 }
 
 Test(dirty, rate_limited_tcg, .timeout = 30)
 {
     dirty_rate(true);
+}
+
+Test(dirty, rate_limited_default_accel, .timeout = 30)
+{
+    dirty_rate(false);
 }

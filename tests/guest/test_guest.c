@@ -38,7 +38,7 @@ static int parse_ticks(const char *log, uint32_t *vals, int max)
     return n;
 }
 
-static void boot_and_check(bool force_tcg)
+static void boot_and_check(bool force_tcg, bool seabios)
 {
     struct tguest_opts o = tguest_opts_default();
     struct tguest *g = NULL;
@@ -47,6 +47,7 @@ static void boot_and_check(bool force_tcg)
     int n;
 
     o.force_tcg = force_tcg;
+    o.seabios = seabios;
     cr_assert_eq(tguest_start(&o, &g), 0);
     cr_log_info("accel %s", g->kvm ? "kvm" : "tcg");
     cr_assert_eq(g->kvm, !force_tcg && tguest_kvm_usable());
@@ -72,12 +73,18 @@ static void boot_and_check(bool force_tcg)
 
 Test(guest, boot_default_accel, .timeout = 20)
 {
-    boot_and_check(false);
+    boot_and_check(false, false);
 }
 
 Test(guest, boot_tcg, .timeout = 20)
 {
-    boot_and_check(true);
+    boot_and_check(true, false);
+}
+
+/* QEMU's default firmware (SeaBIOS) also boots it (TCG: fast enough). */
+Test(guest, boot_seabios_tcg, .timeout = 20)
+{
+    boot_and_check(true, true);
 }
 
 /* A minimal blocking QMP exchange, only to send "cont" in this test. */

@@ -9,11 +9,12 @@
  *   tguest_free(g);            // kills QEMU, removes the temp dir
  *
  * QEMU runs with -nodefaults -vga none, guest RAM in a memory-backend-file
- * (share=on) under a per-guest temp dir, KVM when /dev/kvm opens, TCG
- * otherwise. COM1 goes to a file in the temp dir. The QMP monitor listens
- * on a unix socket in the temp dir (tguest->qmp_path); QEMU got the
- * listening fd pre-opened, so the path is connectable as soon as
- * tguest_start() returns.
+ * (share=on) under a per-guest temp dir ($TMPDIR, else /dev/shm, else
+ * /tmp), KVM when /dev/kvm opens, TCG otherwise, and the qboot firmware
+ * when installed (fast boot; opts.seabios keeps QEMU's default). COM1 goes to a
+ * file in the temp dir. The QMP monitor listens on a unix socket in the temp
+ * dir (tguest->qmp_path); QEMU got the listening fd pre-opened, so the path is
+ * connectable as soon as tguest_start() returns.
  *
  * Every QEMU started here is killed at the latest at process exit (an
  * atexit handler and a PR_SET_PDEATHSIG in the child), even when a test
@@ -41,6 +42,7 @@ struct tguest_opts {
     unsigned dirty_rate_mbs; /* dirty mode: MiB/s target, 0 = flat out */
     const char *const *extra_args; /* NULL-terminated extra QEMU args */
     bool force_tcg;                /* TCG even when /dev/kvm opens */
+    bool seabios; /* QEMU's default firmware instead of qboot */
 };
 
 struct tguest {

@@ -379,12 +379,16 @@ static int listen_socket(struct qmp_qemu *q, const char *path, char *addr,
     return 0;
 }
 
-static void child_exec(char **argv, int lfd, int errw)
+static void child_exec(char **argv, int lfd, int errw, pid_t parent)
 {
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
-    /* Die with colo: no QEMU outlives a crashed orchestrator or test. */
+    /* Die with colo: no QEMU outlives a crashed orchestrator or test.
+     * (The signal follows the forking thread: launch from the loop
+     * thread.) If colo died before prctl, give up now. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
     if (devnull >= 0)
         dup2(devnull, 0);
     dup2(errw, 1);
@@ -409,6 +413,7 @@ int qmp_qemu_launch(struct event_base *base, char *const argv[],
     int pipefd[2] = {-1, -1};
     uint32_t timeout_ms;
     size_t argc = 0;
+    pid_t parent;
     struct timeval tv;
     int rc;
 
@@ -461,13 +466,29 @@ int qmp_qemu_launch(struct event_base *base, char *const argv[],
     av[argc + 2] = (char *)"-mon";
     av[argc + 3] = (char *)"chardev=colo-qmp,mode=control";
 
+    if (colo_log_get_level() >= COLO_LOG_DEBUG) {
+        char cmdline[2048];
+        size_t off = 0;
+
+        for (size_t i = 0; av[i] && off < sizeof(cmdline) - 1; i++) {
+            int n = snprintf(cmdline + off, sizeof(cmdline) - off, "%s%s",
+                             i ? " " : "", av[i]);
+
+            if (n < 0)
+                break;
+            off += (size_t)n;
+        }
+        colo_debug("qemu[%s]: exec %s", q->name, cmdline);
+    }
+    parent = getpid();
+    fflush(NULL);
     q->pid = fork();
     if (q->pid < 0) {
         rc = -errno;
         goto fail;
     }
     if (q->pid == 0)
-        child_exec(av, lfd, pipefd[1]);
+        child_exec(av, lfd, pipefd[1], parent);
     free(av);
     av = NULL;
     colo_close(&pipefd[1]);

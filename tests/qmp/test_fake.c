@@ -767,3 +767,73 @@ Test(qmp_fake, feed_seam)
     cr_assert_eq(qmp_client_feed(f, "nonsense\n", 9), -COLO_EQMP_PROTOCOL);
     qmp_client_free(f);
 }
+
+static int ev_free_calls;
+static void freeing_ev_cb(struct qmp_client *c, const char *event, json_t *data,
+                          int64_t sec, int64_t usec, void *arg)
+{
+    (void)event;
+    (void)data;
+    (void)sec;
+    (void)usec;
+    (void)arg;
+    ev_free_calls++;
+    qmp_client_free(c);
+    cl = NULL;
+}
+
+Test(qmp_fake, event_callback_frees_client)
+{
+    connect_ok();
+    fk.mode = F_SILENT;
+    reset_rec();
+    send_n(2, 0);
+    cr_assert(qt_run_until_count(base, &fk.got_cmds, 2, 5000));
+    ev_free_calls = 0;
+    qmp_client_set_event_cb(cl, freeing_ev_cb, NULL);
+    /* Two events and a reply in one write: only the first event fires. */
+    fake_sends("{\"event\": \"A\", \"timestamp\": {\"seconds\": 1, "
+               "\"microseconds\": 2}}\r\n{\"event\": \"B\", \"timestamp\": "
+               "{\"seconds\": 1, \"microseconds\": 2}}\r\n");
+    fake_reply(fk.last_id, "{}");
+    cr_assert(qt_run_until_count(base, &ev_free_calls, 1, 5000));
+    bool never = false;
+    qt_run_until(base, &never, 50);
+    cr_assert_eq(ev_free_calls, 1);
+    cr_assert_eq(rr.done, 0);
+    cr_assert_eq(rr.destroyed[0], 1);
+    cr_assert_eq(rr.destroyed[1], 1);
+}
+
+static int fail_free_calls;
+static void fail_freeing_cb(struct qmp_client *c, int rc, json_t *ret,
+                            const char *desc, void *arg)
+{
+    (void)ret;
+    (void)desc;
+    (void)arg;
+    cr_assert_eq(rc, -COLO_EQMP_DISCONNECTED);
+    fail_free_calls++;
+    qmp_client_free(c);
+    cl = NULL;
+}
+
+Test(qmp_fake, failure_callback_frees_client)
+{
+    connect_ok();
+    fk.mode = F_SILENT;
+    reset_rec();
+    fail_free_calls = 0;
+    cr_assert_eq(
+        qmp_send(cl, "query-status", NULL, -1, 0, fail_freeing_cb, NULL, NULL),
+        0);
+    send_n(3, 0);
+    cr_assert(qt_run_until_count(base, &fk.got_cmds, 4, 5000));
+    event_del(fk.ev_r);
+    colo_close(&fk.fd);
+    cr_assert(qt_run_until_count(base, &fail_free_calls, 1, 5000));
+    cr_assert_eq(rr.done, 0, "nothing after the free");
+    cr_assert_eq(cn.closes, 0, "no close_cb after the free");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(rr.destroyed[i], 1);
+}

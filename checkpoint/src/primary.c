@@ -130,7 +130,9 @@ static bool protecting(const struct ckpt_primary *p)
 
 static bool fault(struct ckpt_primary *p, int point)
 {
-    if (p->test_fault_point == point && p->n == p->test_fault_n)
+    /* Test hook: the first time the point is reached from checkpoint n
+     * on (a mid-pages point needs a checkpoint of several records). */
+    if (p->test_fault_point == point && p->n >= p->test_fault_n)
         return true;
     return colo_fault(point);
 }
@@ -259,7 +261,8 @@ static void goodbye_done(struct xprt_link *l, int rc, int fd,
 {
     struct ckpt_primary *p = arg;
 
-    colo_buf_dispose(leftover);
+    if (leftover)
+        colo_buf_dispose(leftover);
     finish(p, -COLO_ECANCELLED);
 }
 
@@ -393,7 +396,8 @@ static void die_detached(struct xprt_link *l, int rc, int fd,
 {
     struct ckpt_primary *p = arg;
 
-    colo_buf_dispose(leftover);
+    if (leftover)
+        colo_buf_dispose(leftover);
     finish(p, -COLO_EFAULT_INJECTED);
 }
 

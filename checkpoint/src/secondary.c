@@ -281,6 +281,10 @@ static int on_begin(struct ckpt_secondary *s, const struct xprt_item *it)
 
     if (rc < 0)
         return rc;
+    /* The first checkpoint to a fresh secondary may have any number: a
+     * re-paired primary goes on counting. */
+    if (s->st.last_committed < 0 && !s->in_ckpt)
+        s->next_n = n;
     if (s->in_ckpt || n != s->next_n) {
         colo_err("secondary: CHECKPOINT_BEGIN(%llu), expected %llu%s",
                  (unsigned long long)n, (unsigned long long)s->next_n,

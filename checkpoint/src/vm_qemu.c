@@ -47,6 +47,7 @@ struct vmq {
     ckpt_vm_done_fn *done_cb;
     ckpt_vm_saved_fn *saved_cb;
     void *arg;
+    struct vmq_tok *toks;
 };
 
 static struct vmq *to_vmq(struct ckpt_vm *vm)
@@ -111,10 +112,13 @@ static void op_abort(struct vmq *v)
     v->op_seq++;
 }
 
-/* The seq travels in the pointer-sized arg of the QMP callbacks. */
+/* The seq travels in the pointer-sized arg of the QMP callbacks. Tokens
+ * stay on v->toks until their callback runs (or the VM is freed: a freed
+ * client or saver drops its callbacks silently). */
 struct vmq_tok {
     struct vmq *v;
     uint64_t seq;
+    struct vmq_tok *next;
 };
 
 static struct vmq_tok *tok_new(struct vmq *v)
@@ -124,8 +128,25 @@ static struct vmq_tok *tok_new(struct vmq *v)
     if (t) {
         t->v = v;
         t->seq = v->op_seq;
+        t->next = v->toks;
+        v->toks = t;
     }
     return t;
+}
+
+/* Unlink and free t; returns whether it belonged to the current op. */
+static bool tok_done(struct vmq_tok *t)
+{
+    struct vmq *v = t->v;
+    struct vmq_tok **pp = &v->toks;
+    bool current = t->seq == v->op_seq;
+
+    while (*pp && *pp != t)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = t->next;
+    free(t);
+    return current;
 }
 
 static void reply_cb(struct qmp_client *c, int rc, json_t *ret,
@@ -133,9 +154,8 @@ static void reply_cb(struct qmp_client *c, int rc, json_t *ret,
 {
     struct vmq_tok *t = arg;
     struct vmq *v = t->v;
-    bool current = t->seq == v->op_seq;
+    bool current = tok_done(t);
 
-    free(t);
     if (!current)
         return;
     if (rc < 0)
@@ -160,7 +180,7 @@ static int send_simple(struct vmq *v, enum vmq_op op, ckpt_vm_done_fn *cb,
     rc = qmp_send_ex(v->c, op == VMQ_STOP ? "stop" : "cont", NULL, -1,
                      v->timeout_ms, reply_cb, t, NULL, NULL);
     if (rc < 0) {
-        free(t);
+        tok_done(t);
         op_abort(v);
         return rc;
     }
@@ -184,9 +204,8 @@ static void saved_cb(struct qmp_client *c, int rc, uint8_t *blob, size_t len,
 {
     struct vmq_tok *t = arg;
     struct vmq *v = t->v;
-    bool current = t->seq == v->op_seq;
+    bool current = tok_done(t);
 
-    free(t);
     if (!current) {
         free(blob);
         return;
@@ -216,7 +235,7 @@ static int vmq_save(struct ckpt_vm *vm, ckpt_vm_saved_fn *cb, void *arg)
     }
     rc = qmp_saver_save(v->saver, QMP_SAVE_NO_STOP, saved_cb, t);
     if (rc < 0) {
-        free(t);
+        tok_done(t);
         goto fail;
     }
     v->saved_cb = cb;
@@ -232,9 +251,8 @@ static void loaded_cb(struct qmp_client *c, int rc, enum qmp_loader loader,
 {
     struct vmq_tok *t = arg;
     struct vmq *v = t->v;
-    bool current = t->seq == v->op_seq;
+    bool current = tok_done(t);
 
-    free(t);
     if (!current)
         return;
     if (rc < 0)
@@ -259,7 +277,7 @@ static int vmq_load(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
     }
     rc = qmp_devstate_load(v->c, blob, len, 0, loaded_cb, t);
     if (rc < 0) {
-        free(t);
+        tok_done(t);
         op_abort(v);
         return rc;
     }
@@ -289,6 +307,12 @@ static void vmq_free(struct ckpt_vm *vm)
             while (waitpid(v->pid, NULL, 0) < 0 && errno == EINTR)
                 ;
         }
+    }
+    while (v->toks) {
+        struct vmq_tok *t = v->toks;
+
+        v->toks = t->next;
+        free(t);
     }
     if (v->guard)
         event_free(v->guard);

@@ -141,7 +141,8 @@ void ckpt_primary_set_capture_hook(struct ckpt_primary *p,
                                    ckpt_primary_capture_hook_fn *fn, void *arg);
 
 /* Test hook: behave as if the primary died at fault point `point`
- * (common/fault.h COLO_FAULT_*) of checkpoint n: the link is dropped
+ * (common/fault.h COLO_FAULT_*) the first time it is reached at or
+ * after checkpoint n: the link is dropped
  * without a goodbye (after draining it for COLO_FAULT_AFTER_CKPT_END) and
  * done(-COLO_EFAULT_INJECTED) follows; the guest is left as it is. The
  * COLO_FAULT environment variable triggers the same points at every

@@ -1,0 +1,1320 @@
+/*
+ * Links: TCP + bufferevent + handshake (HMAC-SHA256 challenge-response) +
+ * heartbeats + backpressure + fd lending. See transport/link.h for the
+ * state machine and the callback contract.
+ *
+ * Layout, in execution order: creation (connect / from fd / accept),
+ * handshake, the UP data path (receive, send, backpressure), heartbeats,
+ * detach/attach, failure and freeing, the listener.
+ */
+#include "transport/link.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "transport/colo_rec.h"
+
+#define HS_MAX_RECORD    128u
+#define HELLO_MAGIC      "COLOLINK"
+#define HELLO_SIZE       48u
+#define HELLO_FLAG_PLAIN 1u
+#define LINK_VERSION     1u
+#define MAC_SIZE         32u
+#define PEEK_MAX         64u
+
+struct xprt_link {
+    struct event_base *base;
+    enum xprt_link_state state;
+    int fd;
+    struct bufferevent *bev;
+    bool initiator;
+
+    /* Configuration (copied). */
+    struct xprt_link_cfg cfg;
+    uint8_t *key;
+    char *name;
+
+    struct xprt_link_cbs cbs;
+    void *arg;
+    struct xprt_listener *ls; /* accepted and still in handshake */
+    struct xprt_link *ls_next;
+
+    /* Timers: connect/handshake deadline, heartbeat tick, deferred work. */
+    struct event *deadline;
+    struct event *tick;
+    struct event *deferred;
+
+    /* Connect: remaining addresses. */
+    struct addrinfo *ai_list, *ai_next;
+
+    /* Handshake. */
+    struct xprt_reader hs_rd;
+    uint8_t my_nonce[XPRT_NONCE_SIZE], peer_nonce[XPRT_NONCE_SIZE];
+    bool got_hello, peer_verified, got_auth_ok;
+
+    /* Data path. */
+    struct xprt_reader rd;
+    bool exact;
+    bool rx_paused;
+    bool want_writable;
+    uint64_t last_rx_ns, last_tx_ns;
+    uint32_t hb_ms, hb_misses;
+
+    /* Detach. */
+    xprt_detach_cb detach_cb;
+    void *detach_arg;
+
+    /* Deferred failure (reported from the loop). */
+    int pending_rc;
+
+    /* Re-entrancy: free requested inside one of our callbacks. */
+    int depth;
+    bool free_pending;
+
+    char peer[64];
+    struct xprt_link_stats st;
+};
+
+struct xprt_listener {
+    struct event_base *base;
+    struct evconnlistener *evl;
+    struct xprt_link_cfg cfg;
+    uint8_t *key;
+    char *name;
+    xprt_accept_cb cb;
+    void *arg;
+    struct xprt_link *hs_links; /* in handshake */
+    uint16_t port;
+    int depth;
+    bool free_pending;
+};
+
+static void link_fail(struct xprt_link *l, int rc, const char *why);
+static void rx_process(struct xprt_link *l);
+static void link_really_free(struct xprt_link *l);
+static void listener_really_free(struct xprt_listener *ls);
+
+/* ---------------------------------------------------------------------- */
+/* Helpers                                                                  */
+
+void xprt_link_cfg_init(struct xprt_link_cfg *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+static void cfg_defaults(struct xprt_link_cfg *c)
+{
+    if (!c->connect_timeout_ms)
+        c->connect_timeout_ms = 10000;
+    if (!c->handshake_timeout_ms)
+        c->handshake_timeout_ms = 5000;
+    if (!c->heartbeat_ms)
+        c->heartbeat_ms = 1000;
+    if (!c->heartbeat_misses)
+        c->heartbeat_misses = 3;
+    if (!c->max_record)
+        c->max_record = XPRT_REC_MAX_DEFAULT;
+    if (!c->wm_high)
+        c->wm_high = 8u << 20;
+    if (!c->wm_low)
+        c->wm_low = c->wm_high / 4;
+}
+
+static int cfg_check(const struct xprt_link_cfg *c)
+{
+    if (c->plain)
+        return 0;
+    if (!c->key || c->key_len < 16 || c->key_len > XPRT_KEY_MAX)
+        return -EINVAL;
+    return 0;
+}
+
+/* Copy cfg with its key and name into owned storage. */
+static int cfg_copy(struct xprt_link_cfg *dst, uint8_t **key, char **name,
+                    const struct xprt_link_cfg *src)
+{
+    *dst = *src;
+    cfg_defaults(dst);
+    *key = NULL;
+    *name = strdup(src->name ? src->name : "link");
+    if (!*name)
+        return -ENOMEM;
+    if (!src->plain) {
+        *key = malloc(src->key_len);
+        if (!*key)
+            return -ENOMEM;
+        memcpy(*key, src->key, src->key_len);
+    }
+    dst->key = *key;
+    dst->name = *name;
+    return 0;
+}
+
+static void free_key(uint8_t **key, size_t len)
+{
+    if (*key) {
+        OPENSSL_cleanse(*key, len);
+        free(*key);
+        *key = NULL;
+    }
+}
+
+static void set_peer_name(struct xprt_link *l)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN];
+
+    if (getpeername(l->fd, (struct sockaddr *)&ss, &sl) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *s = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &s->sin_addr, host, sizeof(host));
+        snprintf(l->peer, sizeof(l->peer), "%s:%u", host, ntohs(s->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof(host));
+        snprintf(l->peer, sizeof(l->peer), "[%s]:%u", host,
+                 ntohs(s->sin6_port));
+    } else {
+        snprintf(l->peer, sizeof(l->peer), "local");
+    }
+}
+
+static void set_nodelay(int fd)
+{
+    int one = 1;
+
+    /* Fails harmlessly on AF_UNIX socketpairs. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void enter(struct xprt_link *l)
+{
+    l->depth++;
+}
+
+/* Returns true if the link is gone (freed) and must not be touched. */
+static bool leave(struct xprt_link *l)
+{
+    if (--l->depth == 0 && l->free_pending) {
+        link_really_free(l);
+        return true;
+    }
+    return false;
+}
+
+static bool gone(const struct xprt_link *l)
+{
+    return l->free_pending || l->state == XPRT_LINK_CLOSED;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Creation                                                                 */
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+static void on_deadline(evutil_socket_t fd, short what, void *arg);
+static void on_tick(evutil_socket_t fd, short what, void *arg);
+static void on_deferred(evutil_socket_t fd, short what, void *arg);
+static void hs_start(struct xprt_link *l);
+
+static int link_alloc(struct event_base *base, const struct xprt_link_cfg *cfg,
+                      const struct xprt_link_cbs *cbs, void *arg,
+                      struct xprt_link **ret)
+{
+    struct xprt_link *l;
+    int rc;
+
+    rc = cfg_check(cfg);
+    if (rc < 0)
+        return rc;
+    l = calloc(1, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    l->base = base;
+    l->fd = -1;
+    rc = cfg_copy(&l->cfg, &l->key, &l->name, cfg);
+    if (rc < 0)
+        goto fail;
+    if (cbs)
+        l->cbs = *cbs;
+    l->arg = arg;
+    l->hb_ms = l->cfg.heartbeat_ms;
+    l->hb_misses = l->cfg.heartbeat_misses;
+    l->deadline = evtimer_new(base, on_deadline, l);
+    l->tick = event_new(base, -1, EV_PERSIST, on_tick, l);
+    l->deferred = event_new(base, -1, 0, on_deferred, l);
+    if (!l->deadline || !l->tick || !l->deferred) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    xprt_reader_init(&l->hs_rd, XPRT_FMT_RECORDS, HS_MAX_RECORD);
+    xprt_reader_init(&l->rd, XPRT_FMT_RECORDS, l->cfg.max_record);
+    *ret = l;
+    return 0;
+fail:
+    link_really_free(l);
+    return rc;
+}
+
+static int bev_setup(struct xprt_link *l)
+{
+    /* The link owns the fd, not the bufferevent: it survives detach. */
+    l->bev = bufferevent_socket_new(l->base, l->fd, 0);
+    if (!l->bev)
+        return -ENOMEM;
+    bufferevent_setcb(l->bev, on_read, on_write, on_event, l);
+    bufferevent_setwatermark(l->bev, EV_WRITE, l->cfg.wm_low, 0);
+    return 0;
+}
+
+static void arm_deadline(struct xprt_link *l, uint32_t ms)
+{
+    struct timeval tv = colo_ms_to_tv(ms);
+
+    evtimer_add(l->deadline, &tv);
+}
+
+static int try_connect(struct xprt_link *l)
+{
+    int rc = -EHOSTUNREACH;
+
+    while (l->ai_next) {
+        struct addrinfo *ai = l->ai_next;
+
+        l->ai_next = ai->ai_next;
+        if (l->bev) {
+            bufferevent_disable(l->bev, EV_READ | EV_WRITE);
+            bufferevent_free(l->bev);
+            l->bev = NULL;
+        }
+        colo_close(&l->fd);
+        l->fd = socket(ai->ai_family,
+                       SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (l->fd < 0) {
+            rc = -errno;
+            continue;
+        }
+        rc = bev_setup(l);
+        if (rc < 0)
+            return rc;
+        if (bufferevent_socket_connect(l->bev, ai->ai_addr,
+                                       (int)ai->ai_addrlen) == 0)
+            return 0;
+        rc = -errno ? -errno : -ECONNREFUSED;
+    }
+    return rc;
+}
+
+int xprt_link_connect(struct event_base *base, const char *host, uint16_t port,
+                      const struct xprt_link_cfg *cfg,
+                      const struct xprt_link_cbs *cbs, void *arg,
+                      struct xprt_link **ret)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    struct xprt_link *l = NULL;
+    char portstr[8];
+    int rc;
+
+    *ret = NULL;
+    if (!host || !*host || !port)
+        return -EINVAL;
+    rc = link_alloc(base, cfg, cbs, arg, &l);
+    if (rc < 0)
+        return rc;
+    l->initiator = true;
+    l->state = XPRT_LINK_CONNECTING;
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    /* Blocking resolution: numeric addresses and /etc/hosts answer at once;
+     * a DNS name may block the loop (documented in link.h). */
+    if (getaddrinfo(host, portstr, &hints, &l->ai_list) != 0) {
+        rc = -EHOSTUNREACH;
+        goto fail;
+    }
+    l->ai_next = l->ai_list;
+    snprintf(l->peer, sizeof(l->peer), "%s:%u", host, port);
+    rc = try_connect(l);
+    if (rc < 0)
+        goto fail;
+    arm_deadline(l, l->cfg.connect_timeout_ms);
+    *ret = l;
+    return 0;
+fail:
+    link_really_free(l);
+    return rc;
+}
+
+int xprt_link_new_from_fd(struct event_base *base, int fd, bool initiator,
+                          const struct xprt_link_cfg *cfg,
+                          const struct xprt_link_cbs *cbs, void *arg,
+                          struct xprt_link **ret)
+{
+    struct xprt_link *l = NULL;
+    int rc;
+
+    *ret = NULL;
+    rc = link_alloc(base, cfg, cbs, arg, &l);
+    if (rc < 0) {
+        colo_close(&fd);
+        return rc;
+    }
+    l->fd = fd;
+    l->initiator = initiator;
+    colo_fd_set_nonblock(fd, 1);
+    colo_fd_set_cloexec(fd, 1);
+    rc = bev_setup(l);
+    if (rc < 0) {
+        link_really_free(l);
+        return rc;
+    }
+    set_peer_name(l);
+    hs_start(l);
+    *ret = l;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Handshake                                                                */
+
+static void send_raw_record(struct xprt_link *l, uint32_t type,
+                            const void *body, size_t len)
+{
+    if (xprt_rec_write_evbuf(bufferevent_get_output(l->bev), type, body, len) ==
+        0)
+        l->last_tx_ns = colo_now_ns();
+}
+
+static void hs_start(struct xprt_link *l)
+{
+    uint8_t hello[HELLO_SIZE];
+
+    l->state = XPRT_LINK_HANDSHAKE;
+    set_nodelay(l->fd);
+    if (RAND_bytes(l->my_nonce, sizeof(l->my_nonce)) != 1) {
+        l->pending_rc = -COLO_EINTERNAL;
+        event_active(l->deferred, 0, 0);
+        return;
+    }
+    memcpy(hello, HELLO_MAGIC, 8);
+    colo_put_le32(hello + 8, LINK_VERSION);
+    colo_put_le32(hello + 12, l->cfg.plain ? HELLO_FLAG_PLAIN : 0);
+    memcpy(hello + 16, l->my_nonce, XPRT_NONCE_SIZE);
+    send_raw_record(l, XPRT_LINK_HELLO, hello, sizeof(hello));
+    evtimer_del(l->deadline);
+    arm_deadline(l, l->cfg.handshake_timeout_ms);
+    bufferevent_enable(l->bev, EV_READ | EV_WRITE);
+}
+
+/* proof = HMAC-SHA256(key, label | role | nonce_initiator |
+ * nonce_acceptor); role 'I' for the initiator's proof, 'A' for the
+ * acceptor's, so a proof cannot be reflected back. */
+static void compute_proof(const struct xprt_link *l, bool initiator_role,
+                          uint8_t out[MAC_SIZE])
+{
+    static const char label[] = "colo-link-v1 auth";
+    uint8_t msg[sizeof(label) + 1 + 2 * XPRT_NONCE_SIZE];
+    const uint8_t *ni = l->initiator ? l->my_nonce : l->peer_nonce;
+    const uint8_t *na = l->initiator ? l->peer_nonce : l->my_nonce;
+    unsigned int outlen = MAC_SIZE;
+
+    memcpy(msg, label, sizeof(label));
+    msg[sizeof(label)] = initiator_role ? 'I' : 'A';
+    memcpy(msg + sizeof(label) + 1, ni, XPRT_NONCE_SIZE);
+    memcpy(msg + sizeof(label) + 1 + XPRT_NONCE_SIZE, na, XPRT_NONCE_SIZE);
+    HMAC(EVP_sha256(), l->key, (int)l->cfg.key_len, msg, sizeof(msg), out,
+         &outlen);
+}
+
+/* Tell the peer no, as plainly as possible, before closing. */
+static void send_reject(struct xprt_link *l, int code, const char *text)
+{
+    uint8_t rec[8 + 8 + 128];
+    size_t tl = strnlen(text, 120);
+    uint8_t body[8 + 120];
+
+    colo_put_le32(body, (uint32_t)code);
+    colo_put_le32(body + 4, (uint32_t)tl);
+    memcpy(body + 8, text, tl);
+    xprt_rec_hdr_encode(rec, XPRT_LINK_REJECT, (uint32_t)(8 + tl));
+    memcpy(rec + 8, body, 8 + tl);
+    memset(rec + 16 + tl, 0, xprt_rec_padded_len((uint32_t)(8 + tl)) - 8 - tl);
+    /* Whatever is queued first (our HELLO/AUTH), then the rejection; a
+     * best-effort non-blocking write on a fresh socket. */
+    if (l->bev) {
+        /* The bufferevent froze its output's front: copy, not drain. */
+        struct evbuffer *out = bufferevent_get_output(l->bev);
+        size_t n = evbuffer_get_length(out);
+
+        if (n)
+            (void)!send(l->fd, evbuffer_pullup(out, -1), n,
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    (void)!send(l->fd, rec, 8 + xprt_rec_padded_len((uint32_t)(8 + tl)),
+                MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static void go_up(struct xprt_link *l)
+{
+    struct timeval tv;
+
+    l->state = XPRT_LINK_UP;
+    evtimer_del(l->deadline);
+    l->last_rx_ns = l->last_tx_ns = colo_now_ns();
+    if (l->hb_ms != UINT32_MAX) {
+        tv = colo_ms_to_tv(l->hb_ms / 4 ? l->hb_ms / 4 : 1);
+        event_add(l->tick, &tv);
+    }
+    colo_debug("link %s: up with %s%s", l->name, l->peer,
+               l->cfg.plain ? " (plain, unauthenticated)" : "");
+    if (l->ls) {
+        struct xprt_listener *ls = l->ls;
+        struct xprt_link **pp;
+
+        for (pp = &ls->hs_links; *pp; pp = &(*pp)->ls_next)
+            if (*pp == l) {
+                *pp = l->ls_next;
+                break;
+            }
+        l->ls = NULL;
+        l->ls_next = NULL;
+        ls->depth++;
+        ls->cb(ls, l, 0, ls->arg);
+        if (--ls->depth == 0 && ls->free_pending)
+            listener_really_free(ls);
+    } else if (l->cbs.up) {
+        l->cbs.up(l, l->arg);
+    }
+}
+
+static void hs_record(struct xprt_link *l, const struct xprt_item *it)
+{
+    uint8_t proof[MAC_SIZE];
+
+    switch (it->type) {
+    case XPRT_LINK_HELLO: {
+        uint32_t flags;
+
+        if (l->got_hello || it->length != HELLO_SIZE ||
+            memcmp(it->body, HELLO_MAGIC, 8)) {
+            send_reject(l, -COLO_EAUTH, "bad handshake hello");
+            link_fail(l, -COLO_EAUTH, "bad handshake hello from peer");
+            return;
+        }
+        if (colo_get_le32(it->body + 8) != LINK_VERSION) {
+            send_reject(l, -COLO_EAUTH, "unsupported link version");
+            link_fail(l, -COLO_EAUTH, "peer speaks another link version");
+            return;
+        }
+        flags = colo_get_le32(it->body + 12);
+        if (!!(flags & HELLO_FLAG_PLAIN) != l->cfg.plain) {
+            send_reject(l, -COLO_EAUTH,
+                        "authentication mode mismatch (plain vs key)");
+            link_fail(l, -COLO_EAUTH,
+                      l->cfg.plain ? "peer requires authentication"
+                                   : "peer asked for a plain link, we "
+                                     "require authentication");
+            return;
+        }
+        memcpy(l->peer_nonce, it->body + 16, XPRT_NONCE_SIZE);
+        l->got_hello = true;
+        if (l->cfg.plain) {
+            go_up(l);
+            return;
+        }
+        compute_proof(l, l->initiator, proof);
+        send_raw_record(l, XPRT_LINK_AUTH, proof, sizeof(proof));
+        return;
+    }
+    case XPRT_LINK_AUTH:
+        if (!l->got_hello || l->peer_verified || it->length != MAC_SIZE) {
+            send_reject(l, -COLO_EAUTH, "bad handshake order");
+            link_fail(l, -COLO_EAUTH, "bad handshake order from peer");
+            return;
+        }
+        compute_proof(l, !l->initiator, proof);
+        if (CRYPTO_memcmp(proof, it->body, MAC_SIZE) != 0) {
+            send_reject(l, -COLO_EAUTH, "authentication failed: wrong key");
+            link_fail(l, -COLO_EAUTH,
+                      "peer failed authentication (wrong "
+                      "key)");
+            return;
+        }
+        l->peer_verified = true;
+        send_raw_record(l, XPRT_LINK_AUTH_OK, NULL, 0);
+        if (l->got_auth_ok)
+            go_up(l);
+        return;
+    case XPRT_LINK_AUTH_OK:
+        if (!l->got_hello || l->got_auth_ok || it->length != 0) {
+            send_reject(l, -COLO_EAUTH, "bad handshake order");
+            link_fail(l, -COLO_EAUTH, "bad handshake order from peer");
+            return;
+        }
+        l->got_auth_ok = true;
+        if (l->peer_verified)
+            go_up(l);
+        return;
+    case XPRT_LINK_REJECT: {
+        char text[128] = "";
+        uint32_t tl = it->length >= 8 ? colo_get_le32(it->body + 4) : 0;
+
+        if (tl <= it->length - 8 && tl < sizeof(text)) {
+            memcpy(text, it->body + 8, tl);
+            text[tl] = '\0';
+        }
+        colo_warn("link %s: peer %s rejected us: %s", l->name, l->peer, text);
+        link_fail(l, -COLO_EAUTH, "rejected by peer");
+        return;
+    }
+    default:
+        /* Nothing else is parsed before authentication. */
+        send_reject(l, -COLO_EAUTH, "expected the colo link handshake");
+        link_fail(l, -COLO_EAUTH, "peer sent data before authenticating");
+        return;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Receive path                                                             */
+
+/* Deliver one item; returns false if the link went away or stopped. */
+static bool deliver(struct xprt_link *l, const struct xprt_item *it)
+{
+    if (it->kind == XPRT_ITEM_RECORD) {
+        l->st.records_in++;
+        if (it->type == XPRT_COLO_HEARTBEAT) {
+            l->st.heartbeats_in++;
+            return true;
+        }
+        if (it->type >= XPRT_COLO_LINK_FIRST &&
+            it->type <= XPRT_COLO_LINK_FIRST + 0xfff) {
+            link_fail(l, -COLO_ESTREAM_CORRUPT,
+                      "handshake record after the handshake");
+            return false;
+        }
+    }
+    if (l->cbs.record)
+        l->cbs.record(l, it, l->arg);
+    return !gone(l);
+}
+
+static void set_read_limit(struct xprt_link *l, size_t need)
+{
+    if (l->exact)
+        bufferevent_setwatermark(l->bev, EV_READ, 0, need);
+    else
+        bufferevent_setwatermark(l->bev, EV_READ, 0, 0);
+}
+
+static void rx_process(struct xprt_link *l)
+{
+    while (!gone(l) && l->bev &&
+           (l->state == XPRT_LINK_HANDSHAKE ||
+            (l->state == XPRT_LINK_UP && !l->rx_paused))) {
+        struct evbuffer *in = bufferevent_get_input(l->bev);
+        struct xprt_reader *rd =
+            l->state == XPRT_LINK_HANDSHAKE ? &l->hs_rd : &l->rd;
+        size_t avail = evbuffer_get_length(in);
+        uint8_t peek[PEEK_MAX];
+        size_t plen = avail < PEEK_MAX ? avail : PEEK_MAX;
+        struct xprt_item it;
+        ssize_t need, n;
+        uint8_t *p;
+
+        if (plen)
+            evbuffer_copyout(in, peek, plen);
+        need = xprt_reader_next_size(rd, peek, plen);
+        if (need < 0) {
+            if (l->state == XPRT_LINK_HANDSHAKE) {
+                send_reject(l, -COLO_EAUTH, "oversized handshake record");
+                link_fail(l, -COLO_EAUTH, "oversized handshake record");
+            } else {
+                char why[160];
+                snprintf(why, sizeof(why),
+                         "record #%llu at offset %llu: length over the cap",
+                         (unsigned long long)rd->index,
+                         (unsigned long long)rd->offset);
+                link_fail(l, (int)need, why);
+            }
+            return;
+        }
+        if ((size_t)need > avail) {
+            set_read_limit(l, (size_t)need);
+            return;
+        }
+        p = evbuffer_pullup(in, need);
+        n = xprt_reader_push(rd, p, (size_t)need, &it);
+        if (n < 0) {
+            if (l->state == XPRT_LINK_HANDSHAKE) {
+                send_reject(l, -COLO_EAUTH, "bad handshake record");
+                link_fail(l, -COLO_EAUTH, "bad handshake record");
+            } else {
+                link_fail(l, (int)n, xprt_reader_why(rd));
+            }
+            return;
+        }
+        if (it.kind == XPRT_ITEM_NONE) {
+            /* AUTO decided a format without consuming: go round. */
+            if (n == 0)
+                continue;
+        }
+        l->st.bytes_in += (uint64_t)n;
+        if (l->state == XPRT_LINK_HANDSHAKE) {
+            enum xprt_link_state before = l->state;
+
+            hs_record(l, &it);
+            if (gone(l))
+                return;
+            evbuffer_drain(in, (size_t)n);
+            if (before != l->state && l->state != XPRT_LINK_UP)
+                return;
+            continue;
+        }
+        if (it.kind != XPRT_ITEM_NONE && !deliver(l, &it))
+            return;
+        if (l->bev)
+            evbuffer_drain(bufferevent_get_input(l->bev), (size_t)n);
+    }
+    if (!gone(l) && l->bev && l->exact)
+        set_read_limit(l, XPRT_REC_HDR_SIZE);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct xprt_link *l = arg;
+
+    (void)bev;
+    l->last_rx_ns = colo_now_ns();
+    enter(l);
+    rx_process(l);
+    leave(l);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Send path and backpressure                                               */
+
+int xprt_link_sendv(struct xprt_link *l, uint32_t type, const struct iovec *iov,
+                    int n)
+{
+    uint64_t len = 0;
+    int rc;
+
+    if (l->state != XPRT_LINK_UP)
+        return -ENOTCONN;
+    if (type >= XPRT_COLO_LINK_FIRST && type <= XPRT_COLO_LINK_FIRST + 0xfff)
+        return -EINVAL;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    if (len > l->cfg.max_record)
+        return -COLO_ESTREAM_TOO_BIG;
+    rc = xprt_rec_writev_evbuf(bufferevent_get_output(l->bev), type, iov, n);
+    if (rc < 0)
+        return rc;
+    l->last_tx_ns = colo_now_ns();
+    l->st.records_out++;
+    l->st.bytes_out += XPRT_REC_HDR_SIZE + xprt_rec_padded_len((uint32_t)len);
+    return 0;
+}
+
+int xprt_link_send(struct xprt_link *l, uint32_t type, const void *body,
+                   size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)body, .iov_len = len};
+
+    return xprt_link_sendv(l, type, &iov, len ? 1 : 0);
+}
+
+int xprt_link_send_raw(struct xprt_link *l, const void *bytes, size_t len)
+{
+    if (l->state != XPRT_LINK_UP)
+        return -ENOTCONN;
+    if (evbuffer_add(bufferevent_get_output(l->bev), bytes, len))
+        return -ENOMEM;
+    l->last_tx_ns = colo_now_ns();
+    l->st.bytes_out += len;
+    return 0;
+}
+
+size_t xprt_link_output_len(const struct xprt_link *l)
+{
+    if (!l->bev)
+        return 0;
+    return evbuffer_get_length(bufferevent_get_output(l->bev));
+}
+
+bool xprt_link_may_write(struct xprt_link *l)
+{
+    if (l->state != XPRT_LINK_UP)
+        return false;
+    if (xprt_link_output_len(l) < l->cfg.wm_high)
+        return true;
+    l->want_writable = true;
+    return false;
+}
+
+static void detach_finish(struct xprt_link *l);
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct xprt_link *l = arg;
+
+    (void)bev;
+    enter(l);
+    if (l->state == XPRT_LINK_DETACHING) {
+        if (xprt_link_output_len(l) == 0)
+            detach_finish(l);
+    } else if (l->state == XPRT_LINK_UP && l->want_writable &&
+               xprt_link_output_len(l) <= l->cfg.wm_low) {
+        l->want_writable = false;
+        if (l->cbs.writable)
+            l->cbs.writable(l, l->arg);
+    }
+    leave(l);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Socket events, timers                                                    */
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct xprt_link *l = arg;
+
+    (void)bev;
+    enter(l);
+    if (what & BEV_EVENT_CONNECTED) {
+        set_peer_name(l);
+        hs_start(l);
+        leave(l);
+        return;
+    }
+    if (l->state == XPRT_LINK_CONNECTING && (what & BEV_EVENT_ERROR)) {
+        int err = EVUTIL_SOCKET_ERROR();
+        int rc = try_connect(l);
+
+        if (rc < 0)
+            link_fail(l, err ? -err : rc, "connect failed");
+        leave(l);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        /* Deliver whatever complete records came before the EOF. */
+        rx_process(l);
+        if (!gone(l)) {
+            struct evbuffer *in = l->bev ? bufferevent_get_input(l->bev) : NULL;
+
+            if (l->state == XPRT_LINK_HANDSHAKE)
+                link_fail(l, -COLO_EAUTH,
+                          "peer closed the link during the handshake");
+            else if (in && evbuffer_get_length(in) > 0)
+                link_fail(l, -COLO_ESTREAM_TRUNCATED,
+                          "peer closed the link in the middle of a record");
+            else
+                link_fail(l, -COLO_EPEER_CLOSED, "peer closed the link");
+        }
+    } else if (what & BEV_EVENT_ERROR) {
+        int err = EVUTIL_SOCKET_ERROR();
+
+        link_fail(l, err ? -err : -EIO, "socket error");
+    }
+    leave(l);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct xprt_link *l = arg;
+
+    (void)fd;
+    (void)what;
+    enter(l);
+    if (l->state == XPRT_LINK_CONNECTING)
+        link_fail(l, -ETIMEDOUT, "connect timed out");
+    else if (l->state == XPRT_LINK_HANDSHAKE)
+        link_fail(l, -ETIMEDOUT, "handshake timed out");
+    leave(l);
+}
+
+static void send_heartbeat(struct xprt_link *l)
+{
+    uint8_t b[8];
+
+    colo_put_le64(b, colo_now_ns());
+    if (xprt_rec_write_evbuf(bufferevent_get_output(l->bev),
+                             XPRT_COLO_HEARTBEAT, b, sizeof(b)) == 0) {
+        l->last_tx_ns = colo_now_ns();
+        l->st.heartbeats_out++;
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct xprt_link *l = arg;
+    uint64_t now = colo_now_ns();
+    uint64_t iv = (uint64_t)l->hb_ms * 1000000u;
+
+    (void)fd;
+    (void)what;
+    if (l->state != XPRT_LINK_UP)
+        return;
+    enter(l);
+    if (now - l->last_tx_ns >= iv)
+        send_heartbeat(l);
+    if (!l->rx_paused && now - l->last_rx_ns >= iv * l->hb_misses) {
+        char why[96];
+
+        snprintf(why, sizeof(why), "no heartbeat for %llu ms",
+                 (unsigned long long)((now - l->last_rx_ns) / 1000000u));
+        link_fail(l, -COLO_EPEER_GONE, why);
+    }
+    leave(l);
+}
+
+static void on_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    struct xprt_link *l = arg;
+
+    (void)fd;
+    (void)what;
+    enter(l);
+    if (l->pending_rc) {
+        int rc = l->pending_rc;
+
+        l->pending_rc = 0;
+        link_fail(l, rc, "deferred failure");
+    } else if (l->state == XPRT_LINK_DETACHING &&
+               xprt_link_output_len(l) == 0) {
+        detach_finish(l);
+    } else if (l->state == XPRT_LINK_UP && l->bev) {
+        /* After attach with a prefix, or resume: process buffered input. */
+        rx_process(l);
+    }
+    leave(l);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Options                                                                  */
+
+int xprt_link_set_rx_format(struct xprt_link *l, enum xprt_format fmt)
+{
+    return xprt_reader_set_format(&l->rd, fmt);
+}
+
+void xprt_link_set_exact_reads(struct xprt_link *l, bool on)
+{
+    l->exact = on;
+    if (l->bev)
+        set_read_limit(l, XPRT_REC_HDR_SIZE);
+}
+
+void xprt_link_rx_pause(struct xprt_link *l, bool pause)
+{
+    if (l->rx_paused == pause)
+        return;
+    l->rx_paused = pause;
+    if (!l->bev || l->state != XPRT_LINK_UP)
+        return;
+    if (pause) {
+        bufferevent_disable(l->bev, EV_READ);
+    } else {
+        l->last_rx_ns = colo_now_ns();
+        bufferevent_enable(l->bev, EV_READ);
+        event_active(l->deferred, 0, 0);
+    }
+}
+
+void xprt_link_set_heartbeat(struct xprt_link *l, uint32_t interval_ms,
+                             uint32_t misses)
+{
+    struct timeval tv;
+
+    l->hb_ms = interval_ms ? interval_ms : 1000;
+    l->hb_misses = misses ? misses : 3;
+    event_del(l->tick);
+    if (l->state == XPRT_LINK_UP && l->hb_ms != UINT32_MAX) {
+        tv = colo_ms_to_tv(l->hb_ms / 4 ? l->hb_ms / 4 : 1);
+        event_add(l->tick, &tv);
+    }
+}
+
+enum xprt_link_state xprt_link_state(const struct xprt_link *l)
+{
+    return l->state;
+}
+
+const char *xprt_link_name(const struct xprt_link *l)
+{
+    return l->name;
+}
+
+const char *xprt_link_peer(const struct xprt_link *l)
+{
+    return l->peer;
+}
+
+void xprt_link_get_stats(const struct xprt_link *l, struct xprt_link_stats *ret)
+{
+    *ret = l->st;
+}
+
+void xprt_link_set_cbs(struct xprt_link *l, const struct xprt_link_cbs *cbs,
+                       void *arg)
+{
+    l->cbs = *cbs;
+    l->arg = arg;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Detach / attach                                                          */
+
+int xprt_link_detach_start(struct xprt_link *l, xprt_detach_cb cb, void *arg)
+{
+    if (l->state != XPRT_LINK_UP)
+        return -ENOTCONN;
+    l->state = XPRT_LINK_DETACHING;
+    l->detach_cb = cb;
+    l->detach_arg = arg;
+    event_del(l->tick);
+    bufferevent_disable(l->bev, EV_READ);
+    bufferevent_setwatermark(l->bev, EV_WRITE, 0, 0);
+    /* Completion always comes from the loop, never from here. */
+    event_active(l->deferred, 0, 0);
+    return 0;
+}
+
+static void detach_finish(struct xprt_link *l)
+{
+    struct colo_buf left;
+    struct evbuffer *in = bufferevent_get_input(l->bev);
+    size_t n = evbuffer_get_length(in);
+    xprt_detach_cb cb = l->detach_cb;
+
+    colo_buf_init(&left, 0);
+    if (n && colo_buf_reserve(&left, n) == 0) {
+        evbuffer_remove(in, left.data, n);
+        left.len = n;
+    }
+    bufferevent_disable(l->bev, EV_READ | EV_WRITE);
+    bufferevent_free(l->bev);
+    l->bev = NULL;
+    l->state = XPRT_LINK_DETACHED;
+    l->detach_cb = NULL;
+    colo_fd_set_nonblock(l->fd, 0);
+    if (cb)
+        cb(l, 0, l->fd, &left, l->detach_arg);
+    colo_buf_dispose(&left);
+}
+
+int xprt_link_attach(struct xprt_link *l, const void *prefix, size_t len)
+{
+    struct timeval tv;
+    int rc;
+
+    if (l->state != XPRT_LINK_DETACHED)
+        return -EINVAL;
+    colo_fd_set_nonblock(l->fd, 1);
+    rc = bev_setup(l);
+    if (rc < 0)
+        return rc;
+    if (len && evbuffer_add(bufferevent_get_input(l->bev), prefix, len)) {
+        bufferevent_free(l->bev);
+        l->bev = NULL;
+        return -ENOMEM;
+    }
+    l->state = XPRT_LINK_UP;
+    l->last_rx_ns = l->last_tx_ns = colo_now_ns();
+    bufferevent_enable(l->bev, l->rx_paused ? EV_WRITE : EV_READ | EV_WRITE);
+    if (l->exact)
+        set_read_limit(l, XPRT_REC_HDR_SIZE);
+    if (l->hb_ms != UINT32_MAX) {
+        tv = colo_ms_to_tv(l->hb_ms / 4 ? l->hb_ms / 4 : 1);
+        event_add(l->tick, &tv);
+    }
+    if (len)
+        event_active(l->deferred, 0, 0);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Failure and freeing                                                      */
+
+static void stop_io(struct xprt_link *l)
+{
+    if (l->bev) {
+        /* Delete the socket events now, not at deferred finalization,
+         * which would run after the close below. */
+        bufferevent_disable(l->bev, EV_READ | EV_WRITE);
+        bufferevent_free(l->bev);
+        l->bev = NULL;
+    }
+    if (l->deadline)
+        evtimer_del(l->deadline);
+    if (l->tick)
+        event_del(l->tick);
+    colo_close(&l->fd);
+}
+
+static void link_fail(struct xprt_link *l, int rc, const char *why)
+{
+    enum xprt_link_state was = l->state;
+    xprt_detach_cb dcb = l->detach_cb;
+
+    if (l->state == XPRT_LINK_CLOSED || l->free_pending)
+        return;
+    stop_io(l);
+    l->state = XPRT_LINK_CLOSED;
+    colo_debug("link %s: %s (%s): %s", l->name, why, l->peer,
+               colo_strerror(rc));
+    if (l->ls) {
+        /* Still in the listener's handshake: report and drop it. */
+        struct xprt_listener *ls = l->ls;
+        struct xprt_link **pp;
+
+        for (pp = &ls->hs_links; *pp; pp = &(*pp)->ls_next)
+            if (*pp == l) {
+                *pp = l->ls_next;
+                break;
+            }
+        l->ls = NULL;
+        l->free_pending = true; /* freed when the callbacks unwind */
+        ls->depth++;
+        ls->cb(ls, NULL, rc, ls->arg);
+        if (--ls->depth == 0 && ls->free_pending)
+            listener_really_free(ls);
+        return;
+    }
+    if (was == XPRT_LINK_DETACHING && dcb) {
+        l->detach_cb = NULL;
+        dcb(l, rc, -1, NULL, l->detach_arg);
+        return;
+    }
+    if (l->cbs.error)
+        l->cbs.error(l, rc, l->arg); /* last thing we do */
+}
+
+static void link_really_free(struct xprt_link *l)
+{
+    stop_io(l);
+    if (l->deadline)
+        event_free(l->deadline);
+    if (l->tick)
+        event_free(l->tick);
+    if (l->deferred)
+        event_free(l->deferred);
+    if (l->ai_list)
+        freeaddrinfo(l->ai_list);
+    xprt_reader_dispose(&l->hs_rd);
+    xprt_reader_dispose(&l->rd);
+    free_key(&l->key, l->cfg.key_len);
+    free(l->name);
+    OPENSSL_cleanse(l->my_nonce, sizeof(l->my_nonce));
+    free(l);
+}
+
+void xprt_link_free(struct xprt_link *l)
+{
+    if (!l)
+        return;
+    if (l->ls) {
+        struct xprt_link **pp;
+
+        for (pp = &l->ls->hs_links; *pp; pp = &(*pp)->ls_next)
+            if (*pp == l) {
+                *pp = l->ls_next;
+                break;
+            }
+        l->ls = NULL;
+    }
+    if (l->depth > 0) {
+        /* Inside our own callback: stop everything now, free on unwind. */
+        stop_io(l);
+        l->state = XPRT_LINK_CLOSED;
+        l->free_pending = true;
+        return;
+    }
+    link_really_free(l);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Listener                                                                 */
+
+static void on_accept(struct evconnlistener *evl, evutil_socket_t fd,
+                      struct sockaddr *sa, int salen, void *arg)
+{
+    struct xprt_listener *ls = arg;
+    struct xprt_link *l = NULL;
+    int rc;
+
+    (void)evl;
+    (void)sa;
+    (void)salen;
+    rc = xprt_link_new_from_fd(ls->base, fd, false, &ls->cfg, NULL, NULL, &l);
+    if (rc < 0) {
+        colo_warn("listener %s: cannot take a connection: %s", ls->name,
+                  colo_strerror(rc));
+        return;
+    }
+    l->ls = ls;
+    l->ls_next = ls->hs_links;
+    ls->hs_links = l;
+}
+
+int xprt_listener_new(struct event_base *base, const char *host, uint16_t port,
+                      const struct xprt_link_cfg *cfg, xprt_accept_cb cb,
+                      void *arg, struct xprt_listener **ret)
+{
+    struct xprt_listener *ls;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    unsigned flags =
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
+    int rc;
+
+    *ret = NULL;
+    rc = cfg_check(cfg);
+    if (rc < 0)
+        return rc;
+    ls = calloc(1, sizeof(*ls));
+    if (!ls)
+        return -ENOMEM;
+    ls->base = base;
+    ls->cb = cb;
+    ls->arg = arg;
+    rc = cfg_copy(&ls->cfg, &ls->key, &ls->name, cfg);
+    if (rc < 0)
+        goto fail;
+    if (!host || !*host) {
+        struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
+                                  .sin6_port = htons(port),
+                                  .sin6_addr = IN6ADDR_ANY_INIT};
+        ls->evl = evconnlistener_new_bind(base, on_accept, ls, flags, 64,
+                                          (struct sockaddr *)&s6, sizeof(s6));
+        if (!ls->evl) {
+            struct sockaddr_in s4 = {.sin_family = AF_INET,
+                                     .sin_port = htons(port)};
+            ls->evl =
+                evconnlistener_new_bind(base, on_accept, ls, flags, 64,
+                                        (struct sockaddr *)&s4, sizeof(s4));
+        }
+    } else {
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_PASSIVE};
+        struct addrinfo *ai = NULL;
+        char portstr[8];
+
+        snprintf(portstr, sizeof(portstr), "%u", port);
+        if (getaddrinfo(host, portstr, &hints, &ai) != 0) {
+            rc = -EADDRNOTAVAIL;
+            goto fail;
+        }
+        ls->evl = evconnlistener_new_bind(base, on_accept, ls, flags, 64,
+                                          ai->ai_addr, (int)ai->ai_addrlen);
+        freeaddrinfo(ai);
+    }
+    if (!ls->evl) {
+        rc = errno ? -errno : -EADDRINUSE;
+        goto fail;
+    }
+    if (getsockname(evconnlistener_get_fd(ls->evl), (struct sockaddr *)&ss,
+                    &sl) == 0)
+        ls->port = ntohs(ss.ss_family == AF_INET6
+                             ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                             : ((struct sockaddr_in *)&ss)->sin_port);
+    *ret = ls;
+    return 0;
+fail:
+    listener_really_free(ls);
+    return rc;
+}
+
+uint16_t xprt_listener_port(const struct xprt_listener *ls)
+{
+    return ls->port;
+}
+
+void xprt_listener_pause(struct xprt_listener *ls, bool pause)
+{
+    if (pause)
+        evconnlistener_disable(ls->evl);
+    else
+        evconnlistener_enable(ls->evl);
+}
+
+static void listener_really_free(struct xprt_listener *ls)
+{
+    while (ls->hs_links) {
+        struct xprt_link *l = ls->hs_links;
+
+        ls->hs_links = l->ls_next;
+        l->ls = NULL;
+        xprt_link_free(l);
+    }
+    if (ls->evl)
+        evconnlistener_free(ls->evl);
+    free_key(&ls->key, ls->cfg.key_len);
+    free(ls->name);
+    free(ls);
+}
+
+void xprt_listener_free(struct xprt_listener *ls)
+{
+    if (!ls)
+        return;
+    if (ls->depth > 0) {
+        if (ls->evl) {
+            evconnlistener_free(ls->evl);
+            ls->evl = NULL;
+        }
+        ls->free_pending = true;
+        return;
+    }
+    listener_really_free(ls);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Key files                                                                */
+
+int xprt_key_read_file(const char *path, uint8_t **ret_key, size_t *ret_len)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    *ret_key = NULL;
+    *ret_len = 0;
+    rc = colo_read_file(path, XPRT_KEY_MAX + 2, &buf, &len);
+    if (rc < 0)
+        return rc == -EFBIG ? -COLO_ECONFIG : rc;
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    if (len < 16 || len > XPRT_KEY_MAX) {
+        OPENSSL_cleanse(buf, len);
+        free(buf);
+        return -COLO_ECONFIG;
+    }
+    *ret_key = (uint8_t *)buf;
+    *ret_len = len;
+    return 0;
+}

@@ -430,7 +430,10 @@ int qmp_qemu_launch(struct event_base *base, char *const argv[],
                                                 : LAUNCH_DEFAULT_TIMEOUT_MS;
     if (opts && opts->client_opts)
         copts = *opts->client_opts;
-    copts.greeting_timeout_ms = timeout_ms;
+    /* The start deadline is ours: the client's greeting deadline (which
+     * would say "busy") only backs it up. colo owns the socket, so no
+     * other client can hold the monitor. */
+    copts.greeting_timeout_ms = timeout_ms + 1000;
     if (!copts.name)
         copts.name = q->name;
     q->client = q->name ? qmp_client_new(base, &copts) : NULL;

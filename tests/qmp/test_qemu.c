@@ -505,3 +505,19 @@ Test(qmp_qemu, saver_free_midway_no_callback)
     cr_assert(qt_run_until(base, &st.done, 10000));
     cr_assert(!r.done, "no callback after free");
 }
+
+Test(qmp_qemu, start_timeout)
+{
+    /* A "QEMU" that holds the socket but never greets: the extra QMP
+     * arguments become the shell's positional parameters. */
+    char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)"sleep 30", NULL};
+    struct qmp_launch_opts o = {.start_timeout_ms = 300};
+    char status[32];
+    int rc;
+
+    rc = qt_launch(base, argv, &o, &qemu, status, sizeof(status));
+    cr_assert_eq(rc, -ETIMEDOUT, "rc %s", colo_strerror(rc));
+    cr_assert(qmp_qemu_pid(qemu) > 0 || qmp_qemu_exited(qemu));
+    qmp_qemu_free(qemu); /* kills and reaps the shell */
+    qemu = NULL;
+}

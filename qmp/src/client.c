@@ -1254,6 +1254,8 @@ int qmp_cancel(struct qmp_client *c, uint64_t id)
                 cmd->cb = NULL;
                 cmd->destroy = NULL;
                 cmd->abandoned = true;
+                if (cmd->timer)
+                    event_del(cmd->timer);
                 if (destroy)
                     destroy(cmd->arg);
                 return 0;

@@ -54,6 +54,7 @@ struct qmp_qemu {
     struct qmp_client *client;
     int start_rc; /* start failure waiting for the exit status */
     bool up_done;
+    bool was_up; /* start succeeded: exit_cb may fire */
     char status[32];
 
     char line[1024];
@@ -201,6 +202,7 @@ static void start_finish(struct qmp_qemu *q, int rc)
     event_del(q->ev_timer);
     if (rc == 0) {
         q->state = L_UP;
+        q->was_up = true;
         colo_info("qemu[%s]: up (pid %d, status %s)", q->name, (int)q->pid,
                   q->status);
     } else {
@@ -222,7 +224,7 @@ static void start_finish(struct qmp_qemu *q, int rc)
 
 static void maybe_report_exit(struct qmp_qemu *q)
 {
-    if (!q->reaped || !q->up_done || q->exit_reported)
+    if (!q->reaped || !q->was_up || q->exit_reported)
         return;
     if (qmp_client_state(q->client) != QMP_DISCONNECTED)
         return; /* its pending commands fail first (close_cb) */

@@ -9,6 +9,7 @@
 #include "qmp/devstate.h"
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/fd.h"
 #include "common/log.h"
 
@@ -610,6 +611,13 @@ static void getfd_done(struct qmp_client *c, int rc, json_t *ret,
     if (rc < 0) {
         colo_err("qmp: getfd: %s", desc ? desc : "");
         load_finish(op, rc);
+        return;
+    }
+    if (colo_fault(COLO_FAULT_DEVICE_LOAD)) {
+        colo_err("qmp: fault point %d (device load) fired",
+                 COLO_FAULT_DEVICE_LOAD);
+        qmp_closefd(c, op->fdname, NULL, NULL);
+        load_finish(op, -COLO_EFAULT_INJECTED);
         return;
     }
     rc = qmp_client_add_hook(op->c, load_hook, op, load_unref);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/fault.h"
 #include "common/fd.h"
 #include "qmp/devstate.h"
 #include "qmp/launch.h"
@@ -520,4 +521,69 @@ Test(qmp_qemu, start_timeout)
     cr_assert(qmp_qemu_pid(qemu) > 0 || qmp_qemu_exited(qemu));
     qmp_qemu_free(qemu); /* kills and reaps the shell */
     qemu = NULL;
+}
+
+struct loadrec {
+    bool done;
+    int rc;
+    enum qmp_loader loader;
+};
+
+static void load_cb(struct qmp_client *c, int rc, enum qmp_loader loader,
+                    void *arg)
+{
+    struct loadrec *r = arg;
+
+    (void)c;
+    r->rc = rc;
+    r->loader = loader;
+    r->done = true;
+}
+
+Test(qmp_qemu, bare_save_load_and_fault_point)
+{
+    struct qmp_client *c;
+    struct qmp_qemu *sec = NULL;
+    struct qmp_client *c2;
+    struct saverec r = {0};
+    struct loadrec lr = {0};
+    struct strec st = {0};
+    char status[32] = "";
+    int rc;
+
+    if (!qt_have_qemu())
+        return;
+    c = start_bare(NULL);
+    cr_assert_eq(qmp_devstate_save(c, 0, save_cb, &r), 0);
+    cr_assert(qt_run_until(base, &r.done, 20000));
+    cr_assert_eq(r.rc, 0);
+    cr_assert(!r.was_running, "prelaunch is not running");
+
+    rc = qt_launch(base, qt_bare_argv(qmp_secondary_args()), NULL, &sec, status,
+                   sizeof(status));
+    cr_assert_eq(rc, 0);
+    cr_assert_str_eq(status, "inmigrate");
+    c2 = qmp_qemu_client(sec);
+
+    /* The fault point fails the load before QEMU is asked to load. */
+    setenv("COLO_FAULT", "8", 1);
+    colo_fault_reload();
+    cr_assert_eq(qmp_devstate_load(c2, r.blob, r.len, 0, load_cb, &lr), 0);
+    cr_assert(qt_run_until(base, &lr.done, 10000));
+    unsetenv("COLO_FAULT");
+    colo_fault_reload();
+    cr_assert_eq(lr.rc, -COLO_EFAULT_INJECTED);
+
+    /* The one-shot incoming path is still unused: a real load works. */
+    memset(&lr, 0, sizeof(lr));
+    cr_assert_eq(qmp_devstate_load(c2, r.blob, r.len, 0, load_cb, &lr), 0);
+    cr_assert(qt_run_until(base, &lr.done, 20000));
+    cr_assert_eq(lr.rc, 0, "%s", colo_strerror(lr.rc));
+    cr_assert_eq(lr.loader, QMP_LOADER_INCOMING);
+    cr_assert_eq(qmp_query_status(c2, st_cb, &st), 0);
+    cr_assert(qt_run_until(base, &st.done, 10000));
+    cr_assert_str_eq(st.status, "running");
+    cr_assert(st.running);
+    free(r.blob);
+    qmp_qemu_free(sec);
 }

@@ -30,6 +30,9 @@
  *       QEMU is a Xen device model (QMP_LOAD_XEN_DM) and the command is
  *       offered.
  *   The chosen loader and the reason are logged at info level.
+ *   Fault point COLO_FAULT_DEVICE_LOAD (common/fault.h) fails the
+ *   incoming load just before migrate-incoming with
+ *   -COLO_EFAULT_INJECTED (or exits, with COLO_FAULT_ACTION=exit).
  *   A QEMU that dies during a load fails the load with the connection error
  *   (-COLO_EQMP_DISCONNECTED); with qmp/launch the exit_cb reports the exit.
  *

@@ -10,6 +10,7 @@
 #include "common/timeutil.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,17 @@ struct qmem {
     uint8_t *shadow;   /* primary: what the peer has; COLO secondary: the
                           committed image. NULL otherwise. */
     bool shadow_valid; /* primary: false until the first capture */
+    uint64_t *scratch; /* primary: dirty pfn lists of the two halves */
+
+    /* Primary: one worker thread for the scan and copy (run_pair). */
+    bool w_started;
+    bool w_quit;
+    pthread_t w_th;
+    pthread_mutex_t w_mu;
+    pthread_cond_t w_cv;
+    uint64_t w_posted, w_done;
+    void (*w_fn)(void *);
+    void *w_arg;
 
     /* Secondary staging for one checkpoint. */
     struct ckpt_pageset staged;
@@ -120,59 +132,152 @@ static uint64_t qmem_page_count(struct ckpt_memory *m)
     return to_qmem(m)->npages;
 }
 
+/*
+ * Capture runs in two phases, each split over the calling thread and one
+ * worker thread (the guest is paused, its vCPUs leave the cores free):
+ *   1. scan: compare each page against the shadow (full: test for zero),
+ *      listing the dirty pfns of each half;
+ *   2. copy: each half copies its pages RAM -> output -> shadow into its
+ *      own slice of the output set (pfn order is kept).
+ * The pause is bounded by memory bandwidth; two threads get more of it.
+ */
+struct scan_half {
+    struct qmem *q;
+    uint64_t lo, hi;
+    bool full;
+    uint64_t *list; /* phase 1 output: dirty pfns (room for hi - lo) */
+    size_t n;
+    uint64_t zero;
+    uint8_t *dst;      /* phase 2: where this half's pages go */
+    uint64_t *dst_pfn; /* and their pfns */
+};
+
+static void scan_fn(void *arg)
+{
+    struct scan_half *h = arg;
+    struct qmem *q = h->q;
+
+    h->n = 0;
+    h->zero = 0;
+    for (uint64_t pfn = h->lo; pfn < h->hi; pfn++) {
+        const uint8_t *p = q->ram + (pfn << CKPT_PAGE_SHIFT);
+        uint8_t *sh = q->shadow + (pfn << CKPT_PAGE_SHIFT);
+
+        if (h->full) {
+            if (page_is_zero(p)) {
+                memset(sh, 0, CKPT_PAGE_SIZE);
+                h->zero++;
+                continue;
+            }
+        } else if (memcmp(p, sh, CKPT_PAGE_SIZE) == 0) {
+            continue;
+        }
+        h->list[h->n++] = pfn;
+    }
+}
+
+static void copy_fn(void *arg)
+{
+    struct scan_half *h = arg;
+    struct qmem *q = h->q;
+
+    for (size_t i = 0; i < h->n; i++) {
+        size_t off = h->list[i] << CKPT_PAGE_SHIFT;
+        uint8_t *dst = h->dst + i * (size_t)CKPT_PAGE_SIZE;
+
+        /* Copy once from RAM, then into the shadow from that copy: the
+         * shadow holds exactly the bytes sent. */
+        memcpy(dst, q->ram + off, CKPT_PAGE_SIZE);
+        memcpy(q->shadow + off, dst, CKPT_PAGE_SIZE);
+        h->dst_pfn[i] = h->list[i];
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct qmem *q = arg;
+
+    pthread_mutex_lock(&q->w_mu);
+    for (;;) {
+        while (!q->w_quit && q->w_posted == q->w_done)
+            pthread_cond_wait(&q->w_cv, &q->w_mu);
+        if (q->w_quit)
+            break;
+        pthread_mutex_unlock(&q->w_mu);
+        q->w_fn(q->w_arg);
+        pthread_mutex_lock(&q->w_mu);
+        q->w_done++;
+        pthread_cond_broadcast(&q->w_cv);
+    }
+    pthread_mutex_unlock(&q->w_mu);
+    return NULL;
+}
+
+/* fn(a) here and fn(b) on the worker, joined. */
+static void run_pair(struct qmem *q, void (*fn)(void *), void *a, void *b)
+{
+    if (!q->w_started) {
+        fn(a);
+        fn(b);
+        return;
+    }
+    pthread_mutex_lock(&q->w_mu);
+    q->w_fn = fn;
+    q->w_arg = b;
+    q->w_posted++;
+    pthread_cond_broadcast(&q->w_cv);
+    pthread_mutex_unlock(&q->w_mu);
+    fn(a);
+    pthread_mutex_lock(&q->w_mu);
+    while (q->w_done != q->w_posted)
+        pthread_cond_wait(&q->w_cv, &q->w_mu);
+    pthread_mutex_unlock(&q->w_mu);
+}
+
 static int qmem_capture(struct ckpt_memory *m, unsigned flags,
                         struct ckpt_pageset *out, struct ckpt_capture_stats *st)
 {
     struct qmem *q = to_qmem(m);
     bool full = (flags & CKPT_CAPTURE_FULL) || !q->shadow_valid;
-    uint64_t t0 = colo_now_ns(), scan_ns = 0, copy_ns = 0, zero = 0;
-    int rc = 0;
+    uint64_t t0 = colo_now_ns(), t1, t2, mid = q->npages / 2;
+    struct scan_half h[2] = {
+        {.q = q, .lo = 0, .hi = mid, .full = full, .list = q->scratch},
+        {.q = q,
+         .lo = mid,
+         .hi = q->npages,
+         .full = full,
+         .list = q->scratch + mid},
+    };
+    size_t total;
+    int rc;
 
     if (!q->shadow)
         return -EINVAL;
     ckpt_pageset_reset(out);
     out->full = full;
-    /*
-     * One pass: compare, and copy each differing page once (RAM -> set ->
-     * shadow) so the shadow holds exactly what was sent.
-     */
-    for (uint64_t pfn = 0; pfn < q->npages; pfn++) {
-        const uint8_t *p = q->ram + (pfn << CKPT_PAGE_SHIFT);
-        uint8_t *s = q->shadow + (pfn << CKPT_PAGE_SHIFT);
-        uint8_t *dst;
-        uint64_t c0;
-
-        if (full) {
-            if (page_is_zero(p)) {
-                memset(s, 0, CKPT_PAGE_SIZE);
-                zero++;
-                continue;
-            }
-        } else if (memcmp(p, s, CKPT_PAGE_SIZE) == 0) {
-            continue;
-        }
-        c0 = colo_now_ns();
-        rc = pageset_reserve(out, 1);
-        if (rc < 0)
-            goto out;
-        dst = out->data + out->count * (size_t)CKPT_PAGE_SIZE;
-        memcpy(dst, p, CKPT_PAGE_SIZE);
-        memcpy(s, dst, CKPT_PAGE_SIZE);
-        out->pfns[out->count++] = pfn;
-        copy_ns += colo_now_ns() - c0;
+    run_pair(q, scan_fn, &h[0], &h[1]);
+    t1 = colo_now_ns();
+    total = h[0].n + h[1].n;
+    rc = pageset_reserve(out, total);
+    if (rc < 0) {
+        q->shadow_valid = false; /* full pages already zeroed in it */
+        return rc;
     }
+    h[0].dst = out->data;
+    h[0].dst_pfn = out->pfns;
+    h[1].dst = out->data + h[0].n * (size_t)CKPT_PAGE_SIZE;
+    h[1].dst_pfn = out->pfns + h[0].n;
+    run_pair(q, copy_fn, &h[0], &h[1]);
+    out->count = total;
     q->shadow_valid = true;
-out:
-    if (rc < 0)
-        q->shadow_valid = false; /* the shadow is half updated */
-    scan_ns = colo_now_ns() - t0 - copy_ns;
+    t2 = colo_now_ns();
     if (st) {
-        st->scan_ns = scan_ns;
-        st->copy_ns = copy_ns;
-        st->dirty_pages = out->count;
-        st->zero_pages = zero;
+        st->scan_ns = t1 - t0;
+        st->copy_ns = t2 - t1;
+        st->dirty_pages = total;
+        st->zero_pages = h[0].zero + h[1].zero;
     }
-    return rc;
+    return 0;
 }
 
 static void qmem_reset_shadow(struct ckpt_memory *m)
@@ -312,6 +417,18 @@ static void qmem_free(struct ckpt_memory *m)
 {
     struct qmem *q = to_qmem(m);
 
+    if (q->w_started) {
+        pthread_mutex_lock(&q->w_mu);
+        q->w_quit = true;
+        pthread_cond_broadcast(&q->w_cv);
+        pthread_mutex_unlock(&q->w_mu);
+        pthread_join(q->w_th, NULL);
+    }
+    if (q->scratch) {
+        pthread_mutex_destroy(&q->w_mu);
+        pthread_cond_destroy(&q->w_cv);
+    }
+    free(q->scratch);
     if (q->ram)
         munmap(q->ram, q->size);
     if (q->shadow)
@@ -402,6 +519,20 @@ int ckpt_mem_qemu_open(const char *path, size_t size, unsigned flags,
         rc = map_anon(size, &q->shadow);
         if (rc < 0)
             goto out;
+    }
+    if (flags & CKPT_MEM_PRIMARY) {
+        q->scratch = malloc(q->npages * sizeof(*q->scratch));
+        if (!q->scratch) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        pthread_mutex_init(&q->w_mu, NULL);
+        pthread_cond_init(&q->w_cv, NULL);
+        /* Without the worker, run_pair() runs both halves here. */
+        if (pthread_create(&q->w_th, NULL, worker_main, q) == 0)
+            q->w_started = true;
+        else
+            colo_warn("memory: no scan worker thread; scanning alone");
     }
     if (flags & CKPT_MEM_SECONDARY) {
         q->written = calloc((q->npages + 7) / 8, 1);

@@ -6,6 +6,9 @@
 #include "transport/link.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,4 +140,11 @@ void ckpt_link_cfg(const struct ckpt_link_opts *o, const char *name,
     if (!cfg->heartbeat_misses)
         cfg->heartbeat_misses = 1;
     cfg->name = name;
+}
+
+void ckpt_tcp_nodelay(int fd)
+{
+    int one = 1;
+
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }

@@ -23,6 +23,10 @@ void ckpt_window_add(struct ckpt_window *w, uint64_t v);
 /* Percentile p (0..100) of the values in the window, 0 if empty. */
 uint64_t ckpt_window_pct(const struct ckpt_window *w, unsigned p);
 
+/* TCP_NODELAY on a socket (no-op for other fds): the small END and ACK
+ * records must not wait for Nagle + delayed ACK (~40 ms each). */
+void ckpt_tcp_nodelay(int fd);
+
 /* Link configuration from the engine's link options. */
 void ckpt_link_cfg(const struct ckpt_link_opts *o, const char *name,
                    struct xprt_link_cfg *cfg);

@@ -931,6 +931,7 @@ int ckpt_primary_start(struct ckpt_primary *p, int fd)
         return rc;
     }
     ckpt_link_cfg(&p->o.link, "to-secondary", &cfg);
+    ckpt_tcp_nodelay(fd);
     rc = xprt_link_new_from_fd(p->evb, fd, true, &cfg, &link_cbs, p, &p->link);
     if (rc < 0)
         return rc;

@@ -49,7 +49,11 @@ struct ckpt_secondary {
     enum ckpt_mode mode;
 
     /* Ours. */
-    struct ckpt_vm *vm;
+    struct ckpt_vm *vm;      /* the QEMU on the RAM file (COLO: running) */
+    struct ckpt_vm *standby; /* COLO: the next one, started -incoming */
+    bool standby_launching;
+    bool commit_waits_standby; /* COLO: END(n) arrived, no standby yet */
+    int lost_rc; /* COLO: link lost during a commit (0: not lost) */
     char *ram_path;
     struct ckpt_memory *mem;
 
@@ -163,6 +167,10 @@ static void finish(struct ckpt_secondary *s, enum ckpt_secondary_state st,
         s->cbs.done(s->arg, rc, &stats);
 }
 
+static int colo_commit_start(struct ckpt_secondary *s);
+static void colo_commit_continue(struct ckpt_secondary *s);
+static void primary_lost(struct ckpt_secondary *s, int rc);
+
 static void send_error(struct ckpt_secondary *s, int code, const char *text)
 {
     struct colo_buf b;
@@ -222,6 +230,20 @@ static void start_resume(struct ckpt_secondary *s)
         finish(s, CKPT_S_DONE, -COLO_EFAULT_INJECTED);
         return;
     }
+    if (s->mode == CKPT_MODE_COLO) {
+        /* The secondary's guest runs already (since the last commit):
+         * it simply goes on; the standby is not needed any more. */
+        ckpt_vm_free(s->standby);
+        s->standby = NULL;
+        colo_info("secondary: COLO takeover: the guest running since "
+                  "checkpoint %lld goes on",
+                  (long long)s->st.last_committed);
+        set_state(s, CKPT_S_RESUMING);
+        emit(s, CKPT_EV_TAKEOVER, s->st.last_committed, 0);
+        if (s->state == CKPT_S_RESUMING)
+            finish(s, CKPT_S_RUNNING, 0);
+        return;
+    }
     set_state(s, CKPT_S_RESUMING);
     colo_info("secondary: resuming the guest from checkpoint %lld",
               (long long)s->st.last_committed);
@@ -242,6 +264,11 @@ static void primary_lost(struct ckpt_secondary *s, int rc)
     colo_warn("secondary: primary lost in state %s: %s", state_names[s->state],
               colo_strerror(rc));
     drop_link(s);
+    if (s->state == CKPT_S_COMMITTING) {
+        /* END(n) arrived whole: finish committing n first. */
+        s->lost_rc = rc;
+        return;
+    }
     if (s->in_ckpt)
         colo_info("secondary: dropping half-received checkpoint %llu",
                   (unsigned long long)s->cur_n);
@@ -268,6 +295,169 @@ static void primary_lost(struct ckpt_secondary *s, int rc)
     }
     if (s->state == CKPT_S_LOST)
         emit(s, CKPT_EV_PRIMARY_LOST, s->st.last_committed, rc);
+}
+
+/* ------------------------------------------------------------------ */
+/* COLO mode: the secondary's guest runs between checkpoints            */
+/*
+ * At END(n): stop the running QEMU, put back the pages its guest wrote
+ * (revert, from the committed shadow), apply n, kill that QEMU, load n's
+ * device state into the standby QEMU (started earlier on the same RAM file
+ * with -incoming defer: QEMU 7.2 loads device state once per process) and
+ * resume it; ACK(n); ask for the next standby. The first checkpoint has no
+ * running QEMU yet: the launched one is loaded and resumed directly.
+ */
+
+static void colo_fail(struct ckpt_secondary *s, int rc)
+{
+    colo_err("secondary: COLO commit failed: %s", colo_strerror(rc));
+    send_error(s, rc, "secondary COLO commit failed");
+    finish(s, CKPT_S_DONE, rc);
+}
+
+static int commit_memory(struct ckpt_secondary *s)
+{
+    int rc = s->mem->ops->commit(s->mem, s->cur_n,
+                                 s->cur_flags & XPRT_CKPT_FLAG_FULL);
+
+    if (rc < 0)
+        return rc;
+    free(s->dev_committed);
+    s->dev_committed = s->dev_staged;
+    s->dev_committed_len = s->dev_staged_len;
+    s->dev_staged = NULL;
+    s->dev_staged_len = 0;
+    s->in_ckpt = false;
+    s->st.last_committed = (int64_t)s->cur_n;
+    s->st.checkpoints++;
+    s->st.dirty_pages_last = s->pages_cur;
+    s->st.dirty_pages_total += s->pages_cur;
+    s->st.devstate_bytes_last = s->dev_committed_len;
+    s->next_n = s->cur_n + 1;
+    return 0;
+}
+
+static void request_standby(struct ckpt_secondary *s)
+{
+    struct ckpt_launch_req req = {0};
+    int rc;
+
+    req.vm_name = s->hello.vm_name;
+    req.vm_config = s->vm_config;
+    req.ram_size = s->hello.ram_size;
+    req.mode = s->mode;
+    req.standby = true;
+    req.ram_path = s->ram_path;
+    s->standby_launching = true;
+    rc = s->cbs.launch(s->arg, s, &req);
+    if (rc < 0) {
+        s->standby_launching = false;
+        colo_fail(s, rc);
+    }
+}
+
+static void colo_resumed(void *arg, int rc)
+{
+    struct ckpt_secondary *s = arg;
+    uint64_t n = (uint64_t)s->st.last_committed;
+    uint8_t body[16];
+
+    s->vm_busy = false;
+    if (rc < 0) {
+        colo_fail(s, rc);
+        return;
+    }
+    if (s->lost_rc) {
+        /* The primary went away while we committed: n is committed and
+         * the guest runs; decide about takeover now. */
+        int lrc = s->lost_rc;
+
+        s->lost_rc = 0;
+        set_state(s, CKPT_S_RECEIVING);
+        primary_lost(s, lrc);
+        return;
+    }
+    xprt_ack_encode(body, n, 0);
+    rc = xprt_link_send(s->link, XPRT_COLO_ACK, body, 16);
+    if (rc < 0) {
+        set_state(s, CKPT_S_RECEIVING);
+        primary_lost(s, rc);
+        return;
+    }
+    set_state(s, CKPT_S_RECEIVING);
+    if (!s->standby && !s->standby_launching)
+        request_standby(s);
+    if (s->state == CKPT_S_RECEIVING)
+        emit(s, CKPT_EV_CHECKPOINT, (int64_t)n, 0);
+}
+
+static void colo_load_into(struct ckpt_secondary *s)
+{
+    int rc = s->vm->ops->load_devices_and_cont(
+        s->vm, s->dev_committed, s->dev_committed_len, colo_resumed, s);
+
+    if (rc < 0) {
+        colo_fail(s, rc);
+        return;
+    }
+    s->vm_busy = true;
+}
+
+static void colo_stopped(void *arg, int rc)
+{
+    struct ckpt_secondary *s = arg;
+
+    s->vm_busy = false;
+    if (rc < 0) {
+        colo_fail(s, rc);
+        return;
+    }
+    rc = s->mem->ops->revert(s->mem);
+    if (rc >= 0)
+        rc = commit_memory(s);
+    if (rc < 0) {
+        colo_fail(s, rc);
+        return;
+    }
+    /* The old QEMU goes; the standby takes its place. */
+    ckpt_vm_free(s->vm);
+    s->vm = s->standby;
+    s->standby = NULL;
+    colo_load_into(s);
+}
+
+static void colo_commit_continue(struct ckpt_secondary *s)
+{
+    int rc;
+
+    s->commit_waits_standby = false;
+    rc = s->vm->ops->stop(s->vm, colo_stopped, s);
+    if (rc < 0) {
+        colo_fail(s, rc);
+        return;
+    }
+    s->vm_busy = true;
+}
+
+static int colo_commit_start(struct ckpt_secondary *s)
+{
+    int rc;
+
+    if (s->st.last_committed < 0) {
+        /* First checkpoint: the launched QEMU waits for its state. */
+        rc = commit_memory(s);
+        if (rc < 0)
+            return rc;
+        colo_load_into(s);
+        return 0;
+    }
+    if (!s->standby) {
+        s->commit_waits_standby = true; /* launch_done continues */
+        arm_timer(s, s->o.launch_timeout_ms);
+        return 0;
+    }
+    colo_commit_continue(s);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -359,6 +549,8 @@ static int on_end(struct ckpt_secondary *s, const struct xprt_item *it)
         return -COLO_ESTREAM_CORRUPT;
     /* The whole checkpoint is here: commit memory, then device state. */
     set_state(s, CKPT_S_COMMITTING);
+    if (s->mode == CKPT_MODE_COLO)
+        return colo_commit_start(s);
     rc = s->mem->ops->commit(s->mem, n, s->cur_flags & XPRT_CKPT_FLAG_FULL);
     if (rc < 0) {
         colo_err("secondary: commit of %llu failed: %s", (unsigned long long)n,
@@ -440,10 +632,6 @@ static int on_config(struct ckpt_secondary *s, const struct xprt_item *it)
     s->vm_config = strndup(json, len);
     if (!s->vm_config)
         return -ENOMEM;
-    if (s->mode == CKPT_MODE_COLO) {
-        colo_err("secondary: COLO mode is not implemented yet");
-        return -COLO_ESTREAM_UNSUPPORTED;
-    }
     req.vm_name = s->hello.vm_name;
     req.vm_config = s->vm_config;
     req.ram_size = s->hello.ram_size;
@@ -569,6 +757,12 @@ static void deferred_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct ckpt_secondary *s = arg;
 
+    if (s->commit_waits_standby && s->standby &&
+        s->state == CKPT_S_COMMITTING) {
+        evtimer_del(s->timer);
+        colo_commit_continue(s);
+        return;
+    }
     if (s->takeover_pending) {
         s->takeover_pending = false;
         if (s->state == CKPT_S_LOST)
@@ -659,6 +853,7 @@ int ckpt_secondary_start(struct ckpt_secondary *s, int fd)
         return -EBUSY;
     }
     ckpt_link_cfg(&s->o.link, "to-primary", &cfg);
+    ckpt_tcp_nodelay(fd);
     rc = xprt_link_new_from_fd(s->evb, fd, false, &cfg, &link_cbs, s, &s->link);
     if (rc < 0)
         return rc;
@@ -684,6 +879,28 @@ int ckpt_secondary_start_link(struct ckpt_secondary *s, struct xprt_link *l)
 void ckpt_secondary_launch_done(struct ckpt_secondary *s, int rc,
                                 struct ckpt_vm *vm, const char *ram_path)
 {
+    if (s->standby_launching) {
+        s->standby_launching = false;
+        if (rc < 0 || !vm || s->standby || s->done_called) {
+            ckpt_vm_free(vm);
+            if (!s->done_called && s->state != CKPT_S_LOST &&
+                s->state != CKPT_S_RUNNING) {
+                s->deferred_rc = rc < 0 ? rc : -EINVAL;
+                colo_err("secondary: standby launch failed: %s",
+                         colo_strerror(s->deferred_rc));
+                send_error(s, s->deferred_rc, "standby launch failed");
+                event_active(s->deferred, 0, 0);
+            }
+            return;
+        }
+        s->standby = vm;
+        if (s->commit_waits_standby) {
+            /* From the loop, not from inside this call. */
+            s->deferred_rc = 0;
+            event_active(s->deferred, 0, 0);
+        }
+        return;
+    }
     if (s->state != CKPT_S_LAUNCHING || s->vm) {
         ckpt_vm_free(vm);
         return;
@@ -774,6 +991,7 @@ void ckpt_secondary_free(struct ckpt_secondary *s)
     xprt_link_free(s->link);
     ckpt_memory_free(s->mem);
     ckpt_vm_free(s->vm);
+    ckpt_vm_free(s->standby);
     free(s->dev_staged);
     free(s->dev_committed);
     free(s->vm_config);

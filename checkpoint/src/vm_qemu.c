@@ -48,6 +48,11 @@ struct vmq {
     ckpt_vm_saved_fn *saved_cb;
     void *arg;
     struct vmq_tok *toks;
+    /* A load issued before the QMP connection was up (the device-state
+     * loader needs a negotiated client): started from connect_cb. */
+    const uint8_t *pend_blob;
+    size_t pend_len;
+    bool pend_load;
 };
 
 static struct vmq *to_vmq(struct ckpt_vm *vm)
@@ -70,6 +75,7 @@ static void op_finish(struct vmq *v, int rc, uint8_t *blob, size_t len)
     void *arg = v->arg;
 
     evtimer_del(v->guard);
+    v->pend_load = false;
     v->op = VMQ_NONE;
     v->op_seq++;
     v->done_cb = NULL;
@@ -107,6 +113,7 @@ static int op_begin(struct vmq *v, enum vmq_op op)
 
 static void op_abort(struct vmq *v)
 {
+    v->pend_load = false;
     evtimer_del(v->guard);
     v->op = VMQ_NONE;
     v->op_seq++;
@@ -261,6 +268,19 @@ static void loaded_cb(struct qmp_client *c, int rc, enum qmp_loader loader,
     op_finish(v, rc, NULL, 0);
 }
 
+static int load_now(struct vmq *v, const uint8_t *blob, size_t len)
+{
+    struct vmq_tok *t = tok_new(v);
+    int rc;
+
+    if (!t)
+        return -ENOMEM;
+    rc = qmp_devstate_load(v->c, blob, len, 0, loaded_cb, t);
+    if (rc < 0)
+        tok_done(t);
+    return rc;
+}
+
 static int vmq_load(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
                     ckpt_vm_done_fn *cb, void *arg)
 {
@@ -270,6 +290,14 @@ static int vmq_load(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
 
     if (rc < 0)
         return rc;
+    if (qmp_client_state(v->c) != QMP_CONNECTED) {
+        v->pend_load = true;
+        v->pend_blob = blob;
+        v->pend_len = len;
+        v->done_cb = cb;
+        v->arg = arg;
+        return 0;
+    }
     t = tok_new(v);
     if (!t) {
         op_abort(v);
@@ -331,9 +359,18 @@ static const struct ckpt_vm_ops vmq_ops = {
 
 static void connect_cb(struct qmp_client *c, int rc, void *arg)
 {
+    struct vmq *v = arg;
+
     if (rc < 0)
         colo_err("QMP connect: %s", colo_strerror(rc));
-    /* Queued commands fail with the same error; nothing else to do. */
+    /* Queued commands fail with the same error by themselves. */
+    if (v->pend_load && v->op == VMQ_LOAD) {
+        v->pend_load = false;
+        if (rc >= 0)
+            rc = load_now(v, v->pend_blob, v->pend_len);
+        if (rc < 0)
+            op_finish(v, rc, NULL, 0);
+    }
 }
 
 static int vmq_alloc(struct event_base *evb, unsigned timeout_ms,

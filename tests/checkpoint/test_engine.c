@@ -43,6 +43,9 @@ struct h {
     bool timed_out;
 
     struct tguest *gp, *gs;
+    struct tguest *standbys[512]; /* COLO: QEMUs started on gs's RAM */
+    int nstandby;
+    bool give_pid; /* the engine owns (kills) the secondary QEMUs */
     struct ckpt_memory *pmem;
     struct ckpt_vm *pvm;
     struct ckpt_primary *p;
@@ -127,16 +130,39 @@ static int s_launch(void *arg, struct ckpt_secondary *s,
 
     cr_assert_eq(req->ram_size, H.ram_size);
     cr_assert_not_null(req->vm_config);
+    struct tguest *g;
+
     o.paused = true;
     o.incoming_defer = true;
     o.ram_path = NULL;
-    rc = tguest_start(&o, &H.gs);
+    if (req->standby) {
+        cr_assert_not_null(req->ram_path);
+        cr_assert_str_eq(req->ram_path, H.gs->ram_path);
+        cr_assert_lt(H.nstandby, 512);
+        /* Standbys before the running one were killed by the engine at
+         * their swap: release them (tguest keeps a bounded live list). */
+        for (int i = 0; i + 1 < H.nstandby; i++) {
+            tguest_free(H.standbys[i]);
+            H.standbys[i] = NULL;
+        }
+        o.ram_path = req->ram_path;
+        rc = tguest_start(&o, &g);
+        if (rc < 0)
+            return rc;
+        H.standbys[H.nstandby++] = g;
+    } else {
+        rc = tguest_start(&o, &H.gs);
+        if (rc < 0)
+            return rc;
+        g = H.gs;
+    }
+    rc = ckpt_vm_qemu_new(H.evb, g->qmp_path, H.give_pid ? g->pid : -1, 10000,
+                          &vm);
     if (rc < 0)
         return rc;
-    rc = ckpt_vm_qemu_new(H.evb, H.gs->qmp_path, -1, 10000, &vm);
-    if (rc < 0)
-        return rc;
-    ckpt_secondary_launch_done(s, 0, vm, H.gs->ram_path);
+    if (H.give_pid)
+        g->pid = -1; /* the engine kills and reaps it */
+    ckpt_secondary_launch_done(s, 0, vm, g->ram_path);
     return 0;
 }
 
@@ -178,7 +204,11 @@ static const struct ckpt_secondary_cbs s_cbs = {
 static void compare_committed(void)
 {
     const uint8_t *pr = ckpt_mem_qemu_shadow(H.pmem);
-    const uint8_t *sr = ckpt_mem_qemu_ram(ckpt_secondary_memory(H.s));
+    struct ckpt_memory *sm = ckpt_secondary_memory(H.s);
+    /* COLO: the secondary's guest runs; its committed image is the
+     * backend's committed shadow. Remus: the RAM file itself. */
+    const uint8_t *sr = ckpt_mem_qemu_shadow(sm) ? ckpt_mem_qemu_shadow(sm)
+                                                 : ckpt_mem_qemu_ram(sm);
     const uint8_t *pd, *sd;
     size_t pl, sl;
 
@@ -200,6 +230,8 @@ static void p_event(void *arg, const struct ckpt_event *ev)
 {
     if (ev->type == CKPT_EV_CHECKPOINT) {
         H.acks++;
+        if (getenv("CKPT_TEST_DEBUG"))
+            fprintf(stderr, "ack %d fds %d\n", H.acks, colo_count_open_fds());
         compare_committed();
     } else if (ev->type == CKPT_EV_UNPROTECTED) {
         H.unprotected++;
@@ -236,7 +268,8 @@ static const struct ckpt_primary_cbs p_cbs = {
 static void setup_guest(size_t ram_mb, size_t dirty_mb)
 {
     memset(&H, 0, sizeof(H));
-    colo_log_set_level(COLO_LOG_WARN);
+    colo_log_set_level(getenv("CKPT_TEST_DEBUG") ? COLO_LOG_DEBUG
+                                                 : COLO_LOG_WARN);
     H.evb = event_base_new();
     cr_assert_not_null(H.evb);
     H.deadline = evtimer_new(H.evb, on_deadline, NULL);
@@ -260,6 +293,8 @@ static void teardown(void)
     ckpt_vm_free(H.pvm);
     ckpt_memory_free(H.pmem);
     tguest_free(H.gp);
+    for (int i = 0; i < H.nstandby; i++)
+        tguest_free(H.standbys[i]);
     tguest_free(H.gs);
     free(H.snap[0]);
     free(H.snap[1]);
@@ -512,4 +547,39 @@ Test(engine, secondary_loss_and_reprotect)
     cr_assert_eq(H.p_rc, -COLO_ECANCELLED);
     cr_assert_eq(H.s_rc, -COLO_ECANCELLED);
     cr_assert_eq(H.takeovers, 0);
+}
+
+Test(engine, colo_100)
+{
+    uint32_t c;
+
+    if (skip_without_qemu())
+        return;
+    setup_guest(32, 0);
+    H.give_pid = true;
+    new_secondary();
+    new_primary(CKPT_MODE_COLO, 5, 100);
+    pair();
+    want_acks = 100;
+    cr_assert(run_until(acks_reached, 240000), "only %d acks", H.acks);
+    cr_assert_eq(H.acks, 100);
+    cr_assert_eq(H.p_done, 0);
+    cr_assert_eq(H.s_done, 0);
+    cr_assert_eq(H.mismatches, 0, "%d RAM mismatches", H.mismatches);
+    cr_assert_eq(H.dev_mismatches, 0, "%d device-state mismatches",
+                 H.dev_mismatches);
+    /* Between checkpoints the secondary's guest runs (COLO). */
+    c = tguest_counter(H.gs);
+    cr_assert_eq(tguest_wait_counter_above(H.gs, c + 1000, 5000), 0,
+                 "the secondary's guest does not run between checkpoints");
+    /* The primary dies: the running secondary goes on. */
+    tguest_kill(H.gp);
+    ckpt_primary_free(H.p);
+    H.p = NULL;
+    cr_assert(run_until(s_finished, 30000));
+    cr_assert_eq(H.s_rc, 0, "takeover: %s", colo_strerror(H.s_rc));
+    cr_assert_eq(H.takeover_ckpt, 100);
+    c = tguest_counter(H.gs);
+    cr_assert_geq(c, H.counters[100]);
+    cr_assert_eq(tguest_wait_counter_above(H.gs, c + 1000, 10000), 0);
 }

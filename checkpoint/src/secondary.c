@@ -35,6 +35,7 @@ struct ckpt_secondary {
 
     enum ckpt_secondary_state state;
     struct xprt_link *link;
+    struct xprt_link *closing_link; /* draining a last ERROR, then freed */
     struct event *timer;
     struct event *deferred; /* deferred transitions (see deferred_cb) */
     int deferred_rc;
@@ -125,6 +126,19 @@ static void emit(struct ckpt_secondary *s, enum ckpt_event_type t, int64_t n,
         s->cbs.event(s->arg, &ev);
 }
 
+static void closing_done(struct xprt_link *l, int rc, int fd,
+                         struct colo_buf *leftover, void *arg)
+{
+    struct ckpt_secondary *s = arg;
+
+    if (leftover)
+        colo_buf_dispose(leftover);
+    xprt_link_free(l);
+    s->closing_link = NULL;
+}
+
+/* Drop the link; queued output (an ERROR for the peer) is drained first
+ * when the link is still up. */
 static void drop_link(struct ckpt_secondary *s)
 {
     struct xprt_link_stats ls;
@@ -134,7 +148,12 @@ static void drop_link(struct ckpt_secondary *s)
     xprt_link_get_stats(s->link, &ls);
     s->st.bytes_received += ls.bytes_in;
     s->st.bytes_sent += ls.bytes_out;
-    xprt_link_free(s->link);
+    if (!s->closing_link && xprt_link_state(s->link) == XPRT_LINK_UP &&
+        xprt_link_output_len(s->link) > 0 &&
+        xprt_link_detach_start(s->link, closing_done, s) == 0)
+        s->closing_link = s->link;
+    else
+        xprt_link_free(s->link);
     s->link = NULL;
     s->st.link_up = false;
 }
@@ -989,6 +1008,7 @@ void ckpt_secondary_free(struct ckpt_secondary *s)
     if (s->deferred)
         event_free(s->deferred);
     xprt_link_free(s->link);
+    xprt_link_free(s->closing_link);
     ckpt_memory_free(s->mem);
     ckpt_vm_free(s->vm);
     ckpt_vm_free(s->standby);

@@ -754,3 +754,153 @@ Test(config, qemu_escape)
     cr_assert_str_eq(s, "");
     free(s);
 }
+
+/* ---- caps: every count and size at the cap passes, one over fails ----- */
+
+static json_t *base_doc(void)
+{
+    return json_pack("{s:s,s:i}", "name", "cap", "memory_mb", 8);
+}
+
+static void expect_from_json(json_t *doc, int ok, const char *path,
+                             const char *msg)
+{
+    struct orch_config_error err;
+    struct orch_vm_config *c = NULL;
+    int rc = orch_config_from_json(doc, "caps", &c, &err);
+
+    if (ok) {
+        cr_assert_eq(rc, 0, "%s", err.text);
+        orch_config_free(c);
+    } else {
+        cr_assert_eq(rc, -COLO_ECONFIG);
+        cr_assert_str_eq(err.path, path, "%s", err.text);
+        cr_assert_not_null(strstr(err.message, msg), "%s", err.text);
+    }
+    json_decref(doc);
+}
+
+static json_t *with_devices(size_t n)
+{
+    json_t *doc = base_doc(), *devs = json_array();
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        char id[16];
+
+        snprintf(id, sizeof(id), "d%zu", i);
+        json_array_append_new(
+            devs, json_pack("{s:s,s:s}", "driver", "isa-serial", "id", id));
+    }
+    json_object_set_new(doc, "devices", devs);
+    return doc;
+}
+
+Test(config, caps_devices)
+{
+    struct orch_vm_config *c = NULL;
+    struct orch_config_error err;
+    json_t *dev;
+
+    expect_from_json(with_devices(ORCH_CONFIG_MAX_DEVICES), 1, NULL, NULL);
+    expect_from_json(with_devices(ORCH_CONFIG_MAX_DEVICES + 1), 0, "$.devices",
+                     "expected at most 256 devices, got 257");
+
+    /* device-add at the cap */
+    dev = with_devices(ORCH_CONFIG_MAX_DEVICES);
+    cr_assert_eq(orch_config_from_json(dev, NULL, &c, &err), 0);
+    json_decref(dev);
+    dev = json_pack("{s:s,s:s}", "driver", "isa-serial", "id", "extra");
+    cr_assert_eq(orch_config_device_add(c, dev, &err), -COLO_ECONFIG);
+    cr_assert_str_eq(err.path, "$.devices");
+    cr_assert_eq(orch_config_device_count(c), ORCH_CONFIG_MAX_DEVICES);
+    json_decref(dev);
+    orch_config_free(c);
+}
+
+Test(config, caps_disks_props_args_strings)
+{
+    json_t *doc, *arr, *dev;
+    char *s;
+    size_t i;
+
+    for (int over = 0; over <= 1; over++) {
+        doc = base_doc();
+        arr = json_array();
+        for (i = 0; i < ORCH_CONFIG_MAX_DISKS + (size_t)over; i++) {
+            char id[16];
+
+            snprintf(id, sizeof(id), "k%zu", i);
+            json_array_append_new(
+                arr, json_pack("{s:s,s:s}", "path", "/d", "id", id));
+        }
+        json_object_set_new(doc, "disks", arr);
+        expect_from_json(doc, !over, "$.disks",
+                         "expected at most 64 disks, got 65");
+
+        doc = base_doc();
+        dev = json_pack("{s:s,s:s}", "driver", "x", "id", "p");
+        for (i = 0; i < ORCH_CONFIG_MAX_PROPS + (size_t)over; i++) {
+            char key[16];
+
+            snprintf(key, sizeof(key), "p%zu", i);
+            json_object_set_new(dev, key, json_integer((json_int_t)i));
+        }
+        json_object_set_new(doc, "devices", json_pack("[o]", dev));
+        expect_from_json(doc, !over, "$.devices[0]",
+                         "expected at most 64 properties, got 65");
+
+        doc = base_doc();
+        arr = json_array();
+        for (i = 0; i < ORCH_CONFIG_MAX_EXTRA + (size_t)over; i++)
+            json_array_append_new(arr, json_string("-x"));
+        json_object_set_new(doc, "qemu", json_pack("{s:o}", "extra_args", arr));
+        expect_from_json(doc, !over, "$.qemu.extra_args",
+                         "expected at most 256 arguments, got 257");
+
+        doc = base_doc();
+        s = malloc(ORCH_CONFIG_MAX_STRING + 2);
+        cr_assert_not_null(s);
+        memset(s, 'c', ORCH_CONFIG_MAX_STRING + (size_t)over);
+        s[ORCH_CONFIG_MAX_STRING + over] = '\0';
+        json_object_set_new(doc, "kernel", json_string("/k"));
+        json_object_set_new(doc, "cmdline", json_string(s));
+        free(s);
+        expect_from_json(doc, !over, "$.cmdline",
+                         "expected string of at most 4096 bytes, got 4097");
+
+        doc = base_doc();
+        json_object_set_new(doc, "vcpus", json_integer(1024 + over));
+        expect_from_json(doc, !over, "$.vcpus",
+                         "expected integer between 1 and 1024, got 1025");
+
+        doc = base_doc();
+        json_object_set_new(doc, "memory_mb",
+                            json_integer(ORCH_CONFIG_MAX_MEM_MB + over));
+        expect_from_json(doc, !over, "$.memory_mb",
+                         "expected integer between 1 and 16777216, "
+                         "got 16777217");
+    }
+}
+
+Test(config, deep_nesting_is_refused_not_a_crash)
+{
+    size_t depth = 5000, i, n = 0;
+    char *text = malloc(2 * depth + 64);
+    struct orch_config_error err;
+    struct orch_vm_config *c = (void *)1;
+
+    cr_assert_not_null(text);
+    n += (size_t)sprintf(text, "{\"name\":\"a\",\"memory_mb\":8,\"x\":");
+    for (i = 0; i < depth; i++)
+        text[n++] = '[';
+    for (i = 0; i < depth; i++)
+        text[n++] = ']';
+    text[n++] = '}';
+    cr_assert_eq(orch_config_parse_string(text, n, "deep", &c, &err),
+                 -COLO_ECONFIG);
+    cr_assert_null(c);
+    cr_assert_eq(err.line, 1);
+    cr_assert_not_null(strstr(err.message, "depth"), "%s", err.text);
+    free(text);
+}

@@ -85,9 +85,10 @@ struct ckpt_primary_opts {
     /* protect */
     unsigned interval_ms;     /* between an ack and the next ckpt (0: 100) */
     unsigned ack_timeout_ms;  /* WaitAck deadline (0: 5000) */
-    uint64_t max_checkpoints; /* > 0: stop checkpointing after this many
-                                 acks and finish with done(0) (tests) */
-    bool verify_digest;       /* ACK digests are checked against our capture */
+    uint64_t max_checkpoints; /* > 0: after this many acks stay in Interval
+                                 without a timer (still protected; the
+                                 owner cancels or checkpoint_now()s) */
+    bool verify_digest;       /* reserved: ACK has no digest field yet */
 
     /* migrate: convergence policy. Stop when the pages of the last round
      * would take at most downtime_ms at the measured link rate, or after

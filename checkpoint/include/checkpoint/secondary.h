@@ -16,7 +16,16 @@
  * last committed device state through the one-shot loader and resumes it.
  * COLO mode: the standby is resumed at every checkpoint, so after each
  * commit the engine asks for a fresh standby on the same RAM file (launch
- * with req->standby = true) and kills the old QEMU at the next checkpoint.
+ * with req->standby = true, req->ram_path set; answer with launch_done as
+ * usual, any time before the next END or within launch_timeout_ms after
+ * it) and frees the old QEMU's ckpt_vm at the next checkpoint: give the
+ * engine a vm that owns its process (ckpt_vm_qemu_new with the pid, or
+ * ckpt_vm_qemu_new_from_qemu) so that free kills it. At END(n): stop the
+ * running QEMU, revert the pages its guest wrote, apply n, free it, load n
+ * into the standby and resume it, ACK(n). A COLO takeover keeps the guest
+ * that runs since the last commit (no load).
+ * The vm given to launch_done may still be connecting to QMP: operations
+ * queue until it is up.
  *
  * States (enum ckpt_secondary_state), what each holds, and its timer:
  *   Idle        created; nothing.
@@ -59,6 +68,8 @@
  *   -> Done, done(-COLO_ECANCELLED), no takeover.
  *   Lost -> Resuming when may_takeover allows; Resuming -> Running, done(0)
  *   or Done, done(rc) when the load fails (QEMU died: an ordinary error).
+ *   A bad record (codec, cap, order) is answered with ERROR(code), drained,
+ *   then handled as the primary being lost.
  *
  * Callbacks: launch() and may_takeover() start a request the orchestrator
  * answers later (or at once) with the matching *_done/_answer function;

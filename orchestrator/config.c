@@ -568,13 +568,40 @@ static int check_disks(struct vctx *v, json_t *root)
     return rc < 0 ? rc : 0;
 }
 
+/* Device types that bring guest-writable RAM of their own (video memory,
+ * memory devices). Guest RAM must live in the one memory-backend-file colo
+ * maps and checkpoints; RAM elsewhere would silently diverge between
+ * primary and secondary. */
+static const char *const ram_devices[] = {
+    "VGA",
+    "isa-vga",
+    "cirrus-vga",
+    "isa-cirrus-vga",
+    "qxl",
+    "qxl-vga",
+    "virtio-vga",
+    "virtio-vga-gl",
+    "secondary-vga",
+    "bochs-display",
+    "ati-vga",
+    "vmware-svga",
+    "ramfb",
+    "pc-dimm",
+    "nvdimm",
+    "virtio-mem-pci",
+    "virtio-pmem-pci",
+    "ivshmem-plain",
+    "ivshmem-doorbell",
+    NULL,
+};
+
 /* A device: {"driver", "id", props...}; v->path points at it. */
 static int check_device(struct vctx *v, const json_t *dev)
 {
     const char *key, *s;
     json_t *val;
     char q[96];
-    int rc;
+    int rc, i;
 
     if (!json_is_object(dev))
         return verr(v, "expected object, got %s", type_name(dev));
@@ -587,6 +614,12 @@ static int check_device(struct vctx *v, const json_t *dev)
                         "expected a QEMU device type ([A-Za-z0-9_.-]{1,64}), "
                         "got %s",
                         quote(q, sizeof(q), s));
+    for (i = 0; ram_devices[i]; i++)
+        if (!strcmp(s, ram_devices[i]))
+            return verr_key(v, "driver",
+                            "device type \"%s\" has guest RAM of its own, "
+                            "which colo's checkpoints do not carry",
+                            s);
     rc = get_string(v, (json_t *)dev, "id", 1, &s);
     if (rc < 0)
         return rc;

@@ -300,6 +300,10 @@ static const struct bad_case bad_cases[] = {
      "$.devices[0].bus",
      "expected string, integer, real or boolean, got object"},
     {"{\"name\": \"a\", \"memory_mb\": 8, \"devices\": ["
+     "{\"driver\": \"virtio-rng-pci\", \"id\": \"r\"}, "
+     "{\"driver\": \"VGA\", \"id\": \"v\"}]}",
+     "$.devices[1].driver", "device type \"VGA\" has guest RAM of its own"},
+    {"{\"name\": \"a\", \"memory_mb\": 8, \"devices\": ["
      "{\"driver\": \"x\", \"id\": \"d\", \"a=b\": 1}]}",
      "$.devices[0][\"a=b\"]", "expected a property name"},
     {"{\"name\": \"a\", \"memory_mb\": 8, \"qemu\": {\"accel\": \"fast\"}}",

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/fd.h"
 #include "config.h"
 
 /* Every field colo knows, with defaults spelled out (so the normalized
@@ -907,4 +908,38 @@ Test(config, deep_nesting_is_refused_not_a_crash)
     cr_assert_eq(err.line, 1);
     cr_assert_not_null(strstr(err.message, "depth"), "%s", err.text);
     free(text);
+}
+
+/* The examples in docs/config.md parse (and say what the text says). */
+Test(config, docs_examples_parse)
+{
+    char *doc = NULL, *p;
+    size_t len = 0;
+    int n = 0;
+
+    cr_assert_eq(
+        colo_read_file(COLO_SOURCE_DIR "/docs/config.md", 1 << 20, &doc, &len),
+        0);
+    for (p = strstr(doc, "```json\n"); p; p = strstr(p, "```json\n")) {
+        char *start = p + 8, *end = strstr(start, "```");
+        struct orch_config_error err;
+        struct orch_vm_config *c = NULL;
+
+        cr_assert_not_null(end);
+        cr_assert_eq(orch_config_parse_string(start, (size_t)(end - start),
+                                              "docs/config.md", &c, &err),
+                     0, "%s", err.text);
+        if (n == 0) {
+            cr_assert_str_eq(orch_config_name(c), "web1");
+            cr_assert_eq(orch_config_target_mb(c), 768);
+        } else {
+            cr_assert_eq(orch_config_type(c), ORCH_VM_XEN);
+            cr_assert_str_eq(orch_config_name(c), "guest1");
+        }
+        orch_config_free(c);
+        n++;
+        p = end + 3;
+    }
+    cr_assert_eq(n, 2, "two JSON examples in docs/config.md");
+    free(doc);
 }

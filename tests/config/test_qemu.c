@@ -429,6 +429,29 @@ static void boot_full_config(enum orch_kvm_mode kvm_mode)
     wait_file_contains(serial, "OK\n", ifd);
     colo_close(&ifd);
 
+    /* A device added to the configuration is, as stored, the arguments of
+     * QMP device_add: hot-plug it into the running guest. */
+    {
+        json_t *dev =
+            json_pack("{s:s,s:s,s:s,s:s,s:i}", "driver", "virtserialport", "id",
+                      "port1", "bus", "vs0.0", "name", "org.colo,hot", "nr", 2);
+        json_t *cmd;
+        char *line;
+
+        cr_assert_eq(orch_config_device_add(c, dev, &err), 0, "%s", err.text);
+        json_decref(dev);
+        cmd = json_pack("{s:s,s:O}", "execute", "device_add", "arguments",
+                        orch_config_device_get(c, "port1"));
+        line = json_dumps(cmd, JSON_COMPACT);
+        json_decref(cmd);
+        json_decref(qmp(line));
+        free(line);
+        r = qmp("{\"execute\":\"qom-get\",\"arguments\":{\"path\":"
+                "\"/machine/peripheral/port1\",\"property\":\"name\"}}");
+        cr_assert_str_eq(json_string_value(r), "org.colo,hot");
+        json_decref(r);
+    }
+
     orch_config_argv_free(argv);
     orch_config_free(c);
 }

@@ -66,6 +66,8 @@ static void path_append(struct vctx *v, const char *s)
 {
     size_t n = strlen(s);
 
+    if (v->len + 4 > sizeof(v->path))
+        return; /* already cut */
     if (v->len + n >= sizeof(v->path)) {
         /* Too deep or too long a key: keep the prefix, mark the cut. */
         if (sizeof(v->path) - v->len > 4)

@@ -266,6 +266,10 @@ static void start_resume(struct ckpt_secondary *s)
     set_state(s, CKPT_S_RESUMING);
     colo_info("secondary: resuming the guest from checkpoint %lld",
               (long long)s->st.last_committed);
+    if (colo_fault(COLO_FAULT_DEVICE_LOAD)) {
+        finish(s, CKPT_S_DONE, -COLO_EFAULT_INJECTED);
+        return;
+    }
     rc = s->vm->ops->load_devices_and_cont(s->vm, s->dev_committed,
                                            s->dev_committed_len, resumed, s);
     if (rc < 0) {

@@ -99,7 +99,16 @@ int colo_read_file(const char *path, size_t max, char **ret_buf,
             if (ncap > max + 1)
                 ncap = max + 1;
             if (ncap <= len + 1) {
-                rc = -EFBIG;
+                /* Exactly max bytes so far: fine if the file ends here. */
+                char probe;
+                ssize_t n2;
+
+                do {
+                    n2 = read(fd, &probe, 1);
+                } while (n2 < 0 && errno == EINTR);
+                if (n2 == 0)
+                    break;
+                rc = n2 < 0 ? -errno : -EFBIG;
                 goto out;
             }
             nbuf = realloc(buf, ncap);

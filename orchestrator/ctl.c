@@ -315,6 +315,16 @@ fail:
     return rc;
 }
 
+unsigned orch_ctl_server_busy(const struct orch_ctl_server *s)
+{
+    unsigned n = 0;
+
+    for (const struct orch_ctl_req *r = s ? s->reqs : NULL; r; r = r->next)
+        if (r->bev && r->finished)
+            n++;
+    return n;
+}
+
 void orch_ctl_server_free(struct orch_ctl_server *s)
 {
     if (!s)

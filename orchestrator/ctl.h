@@ -51,6 +51,8 @@ int orch_ctl_server_start(struct event_base *base, const char *path,
                           orch_ctl_handler_fn *handler, void *arg,
                           struct orch_ctl_server **ret);
 void orch_ctl_server_free(struct orch_ctl_server *s);
+/* Connections still open (requests being answered or flushed). */
+unsigned orch_ctl_server_busy(const struct orch_ctl_server *s);
 
 /* Send a progress line. Borrows ev. */
 void orch_ctl_req_event(struct orch_ctl_req *req, json_t *ev);

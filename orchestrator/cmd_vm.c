@@ -1,0 +1,566 @@
+/*
+ * The VM commands: start, receive, standby (long-running hosts, host.c)
+ * and migrate, protect, unprotect, failover, status, stop, config
+ * (short-lived clients of a host's control socket, ctl.c).
+ */
+#include "cmd_vm.h"
+
+#include "ctl.h"
+#include "host.h"
+#include "netutil.h"
+#include "orch.h"
+
+#include "common/error.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum {
+    OPT_STATE_DIR = 0x100,
+    OPT_KEY_FILE,
+    OPT_INSECURE,
+    OPT_LISTEN,
+    OPT_WITNESS,
+    OPT_FENCE,
+    OPT_HEARTBEAT,
+    OPT_TIMEOUT,
+    OPT_ACCEL,
+    OPT_MODE,
+    OPT_INTERVAL,
+    OPT_DOWNTIME,
+    OPT_ROUNDS,
+    OPT_COUNT,
+    OPT_FOLLOW,
+    OPT_JSON,
+};
+
+static int parse_uint(const char *cmd, const char *what, const char *s,
+                      unsigned long max, unsigned long *ret)
+{
+    char *end;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || v > max)
+        return orch_usage_error(cmd, "bad %s '%s'", what, s);
+    *ret = v;
+    return 0;
+}
+
+/* ---- long-running hosts ---- */
+
+static const char host_common_help[] =
+    "      --state-dir DIR   where control sockets and VM files live\n"
+    "      --key-file FILE   shared key authenticating the link (text)\n"
+    "      --insecure        no authentication (explicitly)\n"
+    "      --heartbeat MS    link heartbeat interval (default 200)\n"
+    "      --timeout MS      peer silent this long is gone (default 1000)\n"
+    "      --accel kvm|tcg   override the configuration's accelerator\n";
+
+static int host_opts_parse(const char *cmd, int argc, char **argv,
+                           struct orch_host_opts *o, bool secondary,
+                           const char *usage)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"key-file", required_argument, NULL, OPT_KEY_FILE},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"witness", required_argument, NULL, OPT_WITNESS},
+        {"fence-cmd", required_argument, NULL, OPT_FENCE},
+        {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"accel", required_argument, NULL, OPT_ACCEL},
+        {NULL, 0, NULL, 0},
+    };
+    static char *listen_host;
+    unsigned long v;
+    uint16_t port;
+    int c;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            printf("%s%s", usage, host_common_help);
+            return 1;
+        case OPT_STATE_DIR:
+            o->state_dir = optarg;
+            break;
+        case OPT_KEY_FILE:
+            o->key_file = optarg;
+            break;
+        case OPT_INSECURE:
+            o->insecure = true;
+            break;
+        case OPT_LISTEN:
+            if (!secondary)
+                goto bad;
+            free(listen_host);
+            if (orch_parse_hostport(optarg, ORCH_DEFAULT_PORT, &listen_host,
+                                    &port) < 0)
+                return orch_usage_error(cmd, "bad --listen '%s'", optarg);
+            o->listen_host = listen_host;
+            o->listen_port = port;
+            break;
+        case OPT_WITNESS:
+            if (!secondary)
+                goto bad;
+            o->witness = optarg;
+            break;
+        case OPT_FENCE:
+            if (!secondary)
+                goto bad;
+            o->fence_cmd = optarg;
+            break;
+        case OPT_HEARTBEAT:
+        case OPT_TIMEOUT:
+            if (parse_uint(cmd, "milliseconds", optarg, 600000, &v))
+                return ORCH_EXIT_USAGE;
+            if (c == OPT_HEARTBEAT)
+                o->heartbeat_ms = (unsigned)v;
+            else
+                o->timeout_ms = (unsigned)v;
+            break;
+        case OPT_ACCEL:
+            if (strcmp(optarg, "kvm") && strcmp(optarg, "tcg"))
+                return orch_usage_error(cmd, "--accel takes kvm or tcg");
+            o->accel = optarg;
+            break;
+        default:
+            goto bad;
+        }
+    }
+    if (o->key_file && o->insecure)
+        return orch_usage_error(cmd, "--key-file and --insecure exclude "
+                                     "each other");
+    if (!o->key_file && !o->insecure)
+        return orch_usage_error(cmd, "give --key-file FILE (or --insecure "
+                                     "to run without authentication)");
+    return 0;
+bad:
+    return orch_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+}
+
+int orch_cmd_start(int argc, char **argv)
+{
+    struct orch_host_opts o = {0};
+    int rc = host_opts_parse(
+        "start", argc, argv, &o, false,
+        "Usage: colo start CONFIG [OPTIONS]\n"
+        "Launch the VM described by CONFIG (JSON, see docs/config.md) under\n"
+        "colo on this host and keep it running; runs in the foreground.\n");
+
+    if (rc)
+        return rc == 1 ? ORCH_EXIT_OK : rc;
+    if (optind != argc - 1)
+        return orch_usage_error("start", "expected one CONFIG file");
+    return orch_host_run_start(argv[optind], &o);
+}
+
+static int run_secondary(const char *cmd, int argc, char **argv, bool standby)
+{
+    struct orch_host_opts o = {.standby = standby};
+    int rc = host_opts_parse(
+        cmd, argc, argv, &o, true,
+        standby
+            ? "Usage: colo standby [--listen HOST:PORT] [OPTIONS]\n"
+              "Be the secondary of a protected VM: receive its checkpoints\n"
+              "and take over when the primary is gone. Automatic takeover\n"
+              "needs a tie-breaker; without one, wait for 'colo failover'.\n"
+              "      --listen HOST:PORT  where to listen (default "
+              "0.0.0.0:8790)\n"
+              "      --witness HOST:PORT take over only if this endpoint "
+              "answers\n"
+              "      --fence-cmd CMD     take over only if CMD exits 0\n"
+            : "Usage: colo receive [--listen HOST:PORT] [OPTIONS]\n"
+              "Receive a VM migrated with 'colo migrate' and run it here.\n"
+              "The configuration comes with the VM.\n"
+              "      --listen HOST:PORT  where to listen (default "
+              "0.0.0.0:8790)\n");
+
+    if (rc)
+        return rc == 1 ? ORCH_EXIT_OK : rc;
+    if (optind != argc)
+        return orch_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!standby && (o.witness || o.fence_cmd))
+        return orch_usage_error(cmd, "--witness/--fence-cmd are for "
+                                     "'colo standby'");
+    return orch_host_run_secondary(&o);
+}
+
+int orch_cmd_receive(int argc, char **argv)
+{
+    return run_secondary("receive", argc, argv, false);
+}
+
+int orch_cmd_standby(int argc, char **argv)
+{
+    return run_secondary("standby", argc, argv, true);
+}
+
+/* ---- control clients ---- */
+
+struct client_ctx {
+    bool json;
+    bool quiet;
+};
+
+static void print_progress(json_t *line, void *arg)
+{
+    struct client_ctx *cc = arg;
+    const char *ev = json_string_value(json_object_get(line, "event"));
+
+    if (cc->json) {
+        char *s = json_dumps(line, JSON_COMPACT);
+
+        if (s)
+            printf("%s\n", s);
+        free(s);
+    } else if (ev && strcmp(ev, "checkpoint") == 0) {
+        printf(
+            "checkpoint %lld  pause %.2f ms (p50 %.2f, p99 %.2f)  "
+            "dirty %lld pages  sent %.1f MiB\n",
+            (long long)json_integer_value(json_object_get(line, "ckpt")),
+            json_integer_value(json_object_get(line, "pause_last_us")) / 1000.0,
+            json_integer_value(json_object_get(line, "pause_p50_us")) / 1000.0,
+            json_integer_value(json_object_get(line, "pause_p99_us")) / 1000.0,
+            (long long)json_integer_value(
+                json_object_get(line, "dirty_pages_last")),
+            json_integer_value(json_object_get(line, "bytes_sent")) /
+                1048576.0);
+    } else if (ev && strcmp(ev, "round") == 0) {
+        printf("precopy round %lld  dirty %lld pages  sent %.1f MiB\n",
+               (long long)json_integer_value(json_object_get(line, "rounds")),
+               (long long)json_integer_value(
+                   json_object_get(line, "dirty_pages_last")),
+               json_integer_value(json_object_get(line, "bytes_sent")) /
+                   1048576.0);
+    } else if (ev) {
+        printf("%s%s%s\n", ev, json_object_get(line, "error") ? ": " : "",
+               json_object_get(line, "error")
+                   ? json_string_value(json_object_get(line, "error"))
+                   : "");
+    }
+    fflush(stdout);
+}
+
+static int ctl_exit_code(json_t *fin)
+{
+    const char *code = json_string_value(json_object_get(fin, "code"));
+
+    if (json_is_true(json_object_get(fin, "ok")))
+        return ORCH_EXIT_OK;
+    if (!code)
+        return ORCH_EXIT_FAIL;
+    if (!strncmp(code, "EPEER", 5) || !strcmp(code, "EAUTH") ||
+        !strcmp(code, "ECONNREFUSED") || !strcmp(code, "EHOSTUNREACH") ||
+        !strcmp(code, "ETIMEDOUT"))
+        return ORCH_EXIT_PEER;
+    if (!strncmp(code, "EQMP", 4) || !strcmp(code, "EQEMU_DIED"))
+        return ORCH_EXIT_QEMU;
+    if (!strncmp(code, "ESTREAM", 7))
+        return ORCH_EXIT_STREAM;
+    return ORCH_EXIT_FAIL;
+}
+
+/* Send req to VM's control socket; print the answer. Consumes req. */
+static int ctl_request(const char *cmd, const char *state_dir, const char *vm,
+                       json_t *req, struct client_ctx *cc, int timeout_ms,
+                       json_t **ret_final)
+{
+    char *dir = NULL, *path = NULL, *err = NULL;
+    json_t *fin = NULL;
+    int rc;
+
+    rc = orch_state_dir(state_dir, &dir);
+    if (rc == 0)
+        rc = orch_ctl_path(dir, vm, &path);
+    if (rc < 0) {
+        fprintf(stderr, "colo: %s: %s\n", cmd, colo_strerror(rc));
+        goto out;
+    }
+    fin = orch_ctl_call(path, req, timeout_ms, print_progress, cc, &err);
+    if (!fin) {
+        fprintf(stderr, "colo: %s: %s\n", cmd, err);
+        rc = ORCH_EXIT_FAIL;
+        goto out;
+    }
+    rc = ctl_exit_code(fin);
+    if (rc != ORCH_EXIT_OK)
+        fprintf(stderr, "colo: %s %s: %s\n", cmd, vm,
+                json_string_value(json_object_get(fin, "error")));
+out:
+    json_decref(req);
+    free(dir);
+    free(path);
+    free(err);
+    if (ret_final && rc == ORCH_EXIT_OK)
+        *ret_final = fin;
+    else
+        json_decref(fin);
+    return rc;
+}
+
+static int run_job(const char *cmd, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"mode", required_argument, NULL, OPT_MODE},
+        {"interval", required_argument, NULL, OPT_INTERVAL},
+        {"downtime", required_argument, NULL, OPT_DOWNTIME},
+        {"max-rounds", required_argument, NULL, OPT_ROUNDS},
+        {"count", required_argument, NULL, OPT_COUNT},
+        {"follow", no_argument, NULL, OPT_FOLLOW},
+        {"json", no_argument, NULL, OPT_JSON},
+        {NULL, 0, NULL, 0},
+    };
+    bool protect = strcmp(cmd, "protect") == 0;
+    struct client_ctx cc = {.json = colo_log_get_json()};
+    const char *state_dir = NULL, *mode = protect ? "remus" : "migrate";
+    unsigned long interval = 0, downtime = 0, rounds = 0, count = 0;
+    bool follow = false;
+    json_t *req, *fin = NULL;
+    int c, rc;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            if (protect)
+                printf("Usage: colo protect VM HOST[:PORT] [--mode "
+                       "remus|colo] [--interval MS] [--follow]\n"
+                       "Checkpoint VM to the secondary at HOST (running "
+                       "'colo standby') every\ninterval; returns once the "
+                       "first checkpoint is acked (--follow: keeps\n"
+                       "printing checkpoints).\n"
+                       "      --count N    stop after N checkpoints\n");
+            else
+                printf("Usage: colo migrate VM HOST[:PORT] [--downtime MS] "
+                       "[--max-rounds N]\n"
+                       "Move VM, running, to HOST (running 'colo receive'): "
+                       "precopy rounds,\nthen a short stop-and-copy.\n");
+            printf("      --state-dir DIR   where the VM's control socket "
+                   "is\n      --json            JSON event lines\n");
+            return ORCH_EXIT_OK;
+        case OPT_STATE_DIR:
+            state_dir = optarg;
+            break;
+        case OPT_MODE:
+            if (!protect || (strcmp(optarg, "remus") && strcmp(optarg, "colo")))
+                return orch_usage_error(cmd, "--mode takes remus or colo");
+            mode = optarg;
+            break;
+        case OPT_INTERVAL:
+        case OPT_DOWNTIME:
+        case OPT_ROUNDS:
+        case OPT_COUNT:
+            if (parse_uint(cmd, "number", optarg, 100000000,
+                           c == OPT_INTERVAL   ? &interval
+                           : c == OPT_DOWNTIME ? &downtime
+                           : c == OPT_ROUNDS   ? &rounds
+                                               : &count))
+                return ORCH_EXIT_USAGE;
+            break;
+        case OPT_FOLLOW:
+            follow = true;
+            break;
+        case OPT_JSON:
+            cc.json = true;
+            break;
+        default:
+            return orch_usage_error(cmd, "unknown option '%s'",
+                                    argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 2)
+        return orch_usage_error(cmd, "expected VM and HOST[:PORT]");
+    req = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "cmd", cmd,
+                    "target", argv[optind + 1], "mode", mode, "interval_ms",
+                    (json_int_t)interval, "downtime_ms", (json_int_t)downtime,
+                    "max_rounds", (json_int_t)rounds, "max_checkpoints",
+                    (json_int_t)count, "follow", follow);
+    rc = ctl_request(cmd, state_dir, argv[optind], req, &cc, 0, &fin);
+    if (rc == ORCH_EXIT_OK && !cc.json) {
+        if (protect)
+            printf("VM %s protected by %s (%s mode)\n", argv[optind],
+                   argv[optind + 1], mode);
+        else
+            printf(
+                "VM %s migrated to %s: total %.1f ms, downtime %.1f ms, "
+                "%lld rounds, %.1f MiB\n",
+                argv[optind], argv[optind + 1],
+                json_integer_value(json_object_get(fin, "total_us")) / 1000.0,
+                json_integer_value(json_object_get(fin, "downtime_us")) /
+                    1000.0,
+                (long long)json_integer_value(json_object_get(fin, "rounds")),
+                json_integer_value(json_object_get(fin, "bytes_sent")) /
+                    1048576.0);
+    } else if (rc == ORCH_EXIT_OK) {
+        print_progress(fin, &cc);
+        if (!json_object_get(fin, "event")) {
+            char *s = json_dumps(fin, JSON_COMPACT);
+
+            printf("%s\n", s ? s : "{}");
+            free(s);
+        }
+    }
+    json_decref(fin);
+    return rc;
+}
+
+int orch_cmd_migrate(int argc, char **argv)
+{
+    return run_job("migrate", argc, argv);
+}
+
+int orch_cmd_protect(int argc, char **argv)
+{
+    return run_job("protect", argc, argv);
+}
+
+static int simple_request(const char *cmd, const char *ctl_cmd,
+                          const char *help, int argc, char **argv,
+                          json_t **ret_final, struct client_ctx *cc)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"json", no_argument, NULL, OPT_JSON},
+        {NULL, 0, NULL, 0},
+    };
+    const char *state_dir = NULL;
+    int c;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            printf("%s      --state-dir DIR   where the VM's control socket "
+                   "is\n      --json            JSON output\n",
+                   help);
+            return -1;
+        case OPT_STATE_DIR:
+            state_dir = optarg;
+            break;
+        case OPT_JSON:
+            cc->json = true;
+            break;
+        default:
+            return orch_usage_error(cmd, "unknown option '%s'",
+                                    argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1)
+        return orch_usage_error(cmd, "expected one VM name");
+    return ctl_request(cmd, state_dir, argv[optind],
+                       json_pack("{s:s}", "cmd", ctl_cmd), cc, 10000,
+                       ret_final);
+}
+
+int orch_cmd_status(int argc, char **argv)
+{
+    struct client_ctx cc = {.json = colo_log_get_json()};
+    json_t *fin = NULL;
+    int rc = simple_request(
+        "status", "status",
+        "Usage: colo status VM\nRole, mode, last committed checkpoint, "
+        "pause times, dirty pages, bytes and\nlink health of VM.\n",
+        argc, argv, &fin, &cc);
+
+    if (rc < 0)
+        return ORCH_EXIT_OK;
+    if (rc != ORCH_EXIT_OK)
+        return rc;
+    json_object_del(fin, "ok");
+    if (cc.json) {
+        char *s = json_dumps(fin, JSON_COMPACT | JSON_SORT_KEYS);
+
+        printf("%s\n", s ? s : "{}");
+        free(s);
+    } else {
+        const char *k;
+        json_t *v;
+
+        json_object_foreach(fin, k, v)
+        {
+            char *s = json_dumps(v, JSON_ENCODE_ANY);
+
+            printf("%-20s %s\n", k, s ? s : "?");
+            free(s);
+        }
+    }
+    json_decref(fin);
+    return ORCH_EXIT_OK;
+}
+
+static int plain_cmd(const char *cmd, const char *help, int argc, char **argv,
+                     const char *done_msg)
+{
+    struct client_ctx cc = {.json = colo_log_get_json()};
+    json_t *fin = NULL;
+    int rc = simple_request(cmd, cmd, help, argc, argv, &fin, &cc);
+
+    if (rc < 0)
+        return ORCH_EXIT_OK;
+    if (rc == ORCH_EXIT_OK && done_msg)
+        printf("VM %s %s\n", argv[argc - 1], done_msg);
+    json_decref(fin);
+    return rc;
+}
+
+int orch_cmd_stop(int argc, char **argv)
+{
+    return plain_cmd("stop",
+                     "Usage: colo stop VM\nStop VM (its QEMU is killed) and "
+                     "the colo process running it.\n",
+                     argc, argv, "stopped");
+}
+
+int orch_cmd_failover(int argc, char **argv)
+{
+    return plain_cmd("failover",
+                     "Usage: colo failover VM\nOn the secondary: resume VM "
+                     "here from the last committed checkpoint.\nOnly when "
+                     "the primary is known to be dead.\n",
+                     argc, argv, "failover started");
+}
+
+int orch_cmd_unprotect(int argc, char **argv)
+{
+    return plain_cmd("unprotect",
+                     "Usage: colo unprotect VM\nEnd protection of VM; the "
+                     "guest runs on here alone.\n",
+                     argc, argv, "protection ended");
+}
+
+int orch_cmd_config(int argc, char **argv)
+{
+    struct client_ctx cc = {.json = true};
+    json_t *fin = NULL;
+    int rc = simple_request(
+        "config", "config",
+        "Usage: colo config VM\nPrint VM's current configuration (JSON).\n",
+        argc, argv, &fin, &cc);
+    char *s;
+
+    if (rc < 0)
+        return ORCH_EXIT_OK;
+    if (rc != ORCH_EXIT_OK)
+        return rc;
+    s = json_dumps(json_object_get(fin, "config"),
+                   JSON_INDENT(2) | JSON_SORT_KEYS);
+    printf("%s\n", s ? s : "{}");
+    free(s);
+    json_decref(fin);
+    return ORCH_EXIT_OK;
+}

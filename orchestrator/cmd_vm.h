@@ -1,0 +1,16 @@
+/* The VM subcommands (cmd_vm.c). */
+#ifndef COLO_ORCH_CMD_VM_H
+#define COLO_ORCH_CMD_VM_H
+
+int orch_cmd_start(int argc, char **argv);
+int orch_cmd_receive(int argc, char **argv);
+int orch_cmd_standby(int argc, char **argv);
+int orch_cmd_migrate(int argc, char **argv);
+int orch_cmd_protect(int argc, char **argv);
+int orch_cmd_unprotect(int argc, char **argv);
+int orch_cmd_failover(int argc, char **argv);
+int orch_cmd_status(int argc, char **argv);
+int orch_cmd_stop(int argc, char **argv);
+int orch_cmd_config(int argc, char **argv);
+
+#endif

@@ -1,0 +1,1027 @@
+/*
+ * The VM host (see host.h): one colo process per VM per host.
+ *
+ * Layout: common plumbing, then ==== PRIMARY ROLE ==== (start, jobs), then
+ * ==== SECONDARY ROLE ==== (receive/standby, takeover), then the control
+ * socket dispatcher and the two entry points.
+ */
+#include "host.h"
+
+#include "config.h"
+#include "ctl.h"
+#include "netutil.h"
+#include "orch.h"
+
+#include "checkpoint/primary.h"
+#include "checkpoint/secondary.h"
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/log.h"
+#include "qmp/launch.h"
+#include "transport/link.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum host_state {
+    HOST_LISTENING = 0,
+    HOST_SECONDARY,
+    HOST_RUNNING,
+    HOST_JOB,
+    HOST_EXITING,
+};
+
+static const char *const host_state_names[] = {
+    "listening", "secondary", "running", "job", "exiting",
+};
+
+struct orch_host {
+    struct event_base *base;
+    struct orch_host_opts o;
+    enum host_state state;
+    int exit_code;
+
+    char *state_dir;
+    char *key; /* NUL-terminated shared key, NULL: plain */
+
+    /* The VM. */
+    struct orch_vm_config *cfg;
+    char *cfg_json; /* canonical JSON, what travels in VM_CONFIG */
+    char *name;
+    char *vm_dir, *ram_path, *serial_path, *ctl_path;
+    uint64_t ram_size;
+    struct ckpt_vm *vm;
+    struct ckpt_memory *mem; /* primary role: the RAM file mapping */
+    struct orch_pidwatch *qemu_watch;
+    struct orch_ctl_server *ctl;
+
+    /* Primary role: a migrate or protect job. */
+    struct ckpt_primary *prim;
+    enum ckpt_mode job_mode;
+    struct orch_ctl_req *job_req;
+    bool job_follow;
+    bool job_acked; /* protect: first checkpoint acked */
+    struct orch_connect *conn;
+    char *peer;
+
+    /* Secondary role. */
+    struct evconnlistener *listener;
+    struct ckpt_secondary *sec;
+    struct ckpt_secondary *sec_retired; /* done(0): holds the link only */
+    struct orch_child *fence;
+    struct orch_connect *witness;
+    int64_t took_over_from;
+
+    struct event *sig_int, *sig_term;
+    struct event *exit_timer;
+    unsigned exit_polls;
+};
+
+/* Leave the loop once the final answers on the control socket have been
+ * flushed (bounded: 50 x 10 ms). */
+static void exit_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct orch_host *h = arg;
+    struct timeval tv = {0, 10000};
+
+    if (orch_ctl_server_busy(h->ctl) == 0 || ++h->exit_polls > 50) {
+        event_base_loopexit(h->base, NULL);
+        return;
+    }
+    event_add(h->exit_timer, &tv);
+}
+
+static void host_exit(struct orch_host *h, int code)
+{
+    if (h->state == HOST_EXITING)
+        return;
+    h->state = HOST_EXITING;
+    h->exit_code = code;
+    h->exit_timer = evtimer_new(h->base, exit_check, h);
+    if (!h->exit_timer) {
+        event_base_loopexit(h->base, NULL);
+        return;
+    }
+    exit_check(-1, 0, h);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct orch_host *h = arg;
+
+    colo_info("signal %d: stopping", (int)sig);
+    host_exit(h, ORCH_EXIT_OK);
+}
+
+static int read_key(const struct orch_host_opts *o, char **ret_key)
+{
+    uint8_t *key = NULL;
+    size_t len = 0;
+    int rc;
+
+    *ret_key = NULL;
+    if (!o->key_file) {
+        if (o->insecure)
+            return 0;
+        colo_err("no --key-file given: links are authenticated by "
+                 "default (use --insecure to run without authentication)");
+        return -COLO_ECONFIG;
+    }
+    rc = xprt_key_read_file(o->key_file, &key, &len);
+    if (rc < 0) {
+        colo_err("key file %s: %s", o->key_file, colo_strerror(rc));
+        return rc;
+    }
+    if (memchr(key, '\0', len)) {
+        colo_err("key file %s: must be text (no NUL bytes)", o->key_file);
+        free(key);
+        return -COLO_ECONFIG;
+    }
+    *ret_key = strndup((char *)key, len);
+    explicit_bzero(key, len);
+    free(key);
+    return *ret_key ? 0 : -ENOMEM;
+}
+
+static void set_int(json_t *o, const char *k, int64_t v)
+{
+    json_object_set_new(o, k, json_integer((json_int_t)v));
+}
+
+static json_t *stats_json(const struct ckpt_stats *s)
+{
+    json_t *j = json_object();
+
+    json_object_set_new(j, "role", json_string(ckpt_role_name(s->role)));
+    json_object_set_new(j, "mode", json_string(ckpt_mode_name(s->mode)));
+    json_object_set_new(j, "engine_state",
+                        json_string(s->state ? s->state : ""));
+    json_object_set_new(j, "protected", json_boolean(s->is_protected));
+    json_object_set_new(j, "link_up", json_boolean(s->link_up));
+    set_int(j, "last_committed", s->last_committed);
+    set_int(j, "checkpoints", (int64_t)s->checkpoints);
+    set_int(j, "link_idle_ms", (int64_t)s->link_idle_ms);
+    set_int(j, "pause_last_us", (int64_t)s->pause_last_us);
+    set_int(j, "pause_p50_us", (int64_t)s->pause_p50_us);
+    set_int(j, "pause_p99_us", (int64_t)s->pause_p99_us);
+    set_int(j, "devstate_last_us", (int64_t)s->devstate_last_us);
+    set_int(j, "scan_last_us", (int64_t)s->scan_last_us);
+    set_int(j, "copy_last_us", (int64_t)s->copy_last_us);
+    set_int(j, "dirty_pages_last", (int64_t)s->dirty_pages_last);
+    set_int(j, "dirty_pages_total", (int64_t)s->dirty_pages_total);
+    set_int(j, "devstate_bytes_last", (int64_t)s->devstate_bytes_last);
+    set_int(j, "bytes_sent", (int64_t)s->bytes_sent);
+    set_int(j, "bytes_received", (int64_t)s->bytes_received);
+    set_int(j, "rounds", s->rounds);
+    set_int(j, "total_us", (int64_t)s->total_us);
+    set_int(j, "downtime_us", (int64_t)s->downtime_us);
+    return j;
+}
+
+/* The VM's files: <state>/<name>/{ram,serial.log}, <state>/<name>.sock */
+static int host_set_vm(struct orch_host *h, struct orch_vm_config *cfg)
+{
+    int rc;
+
+    h->cfg = cfg;
+    h->name = strdup(orch_config_name(cfg));
+    h->ram_size = orch_config_max_mb(cfg) << 20;
+    rc = orch_config_generate(cfg, 0, &h->cfg_json, NULL);
+    if (rc < 0)
+        return rc;
+    if (!h->name || asprintf(&h->vm_dir, "%s/%s", h->state_dir, h->name) < 0)
+        return -ENOMEM;
+    if (mkdir(h->vm_dir, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    if (asprintf(&h->ram_path, "%s/ram", h->vm_dir) < 0 ||
+        asprintf(&h->serial_path, "%s/serial.log", h->vm_dir) < 0)
+        return -ENOMEM;
+    colo_log_set_vm(h->name);
+    return orch_ctl_path(h->state_dir, h->name, &h->ctl_path);
+}
+
+static void ctl_handler(struct orch_ctl_req *req, const char *cmd, json_t *args,
+                        void *arg);
+
+static int host_open_ctl(struct orch_host *h)
+{
+    int rc;
+
+    if (h->ctl)
+        return 0;
+    rc = orch_ctl_server_start(h->base, h->ctl_path, ctl_handler, h, &h->ctl);
+    if (rc == -EADDRINUSE)
+        colo_err("a colo process already runs VM '%s' here (%s)", h->name,
+                 h->ctl_path);
+    else if (rc < 0)
+        colo_err("control socket %s: %s", h->ctl_path, colo_strerror(rc));
+    return rc;
+}
+
+static void qemu_gone(void *arg)
+{
+    struct orch_host *h = arg;
+
+    colo_err("QEMU (pid %d) exited; the VM is gone",
+             (int)ckpt_vm_qemu_pid(h->vm));
+    host_exit(h, ORCH_EXIT_QEMU);
+}
+
+/* The guest runs here from now on: map its RAM for future jobs and
+ * watch its QEMU. vm consumed. */
+static int host_become_primary(struct orch_host *h, struct ckpt_vm *vm)
+{
+    pid_t pid;
+    int rc;
+
+    h->vm = vm;
+    pid = ckpt_vm_qemu_pid(vm);
+    if (pid > 0) {
+        rc = orch_pidwatch_start(h->base, pid, qemu_gone, h, &h->qemu_watch);
+        if (rc < 0)
+            return rc;
+    }
+    rc =
+        ckpt_mem_qemu_open(h->ram_path, h->ram_size, CKPT_MEM_PRIMARY, &h->mem);
+    if (rc < 0) {
+        colo_err("cannot map guest RAM %s: %s", h->ram_path, colo_strerror(rc));
+        return rc;
+    }
+    h->state = HOST_RUNNING;
+    return 0;
+}
+
+/* Launch QEMU for h->cfg. */
+struct launch_ctx {
+    struct orch_host *h;
+    bool secondary;
+    char *ram_path;
+};
+
+static void launch_up(struct qmp_qemu *q, int rc, const char *status,
+                      void *arg);
+
+static int host_launch(struct orch_host *h, bool incoming, const char *ram_path)
+{
+    const char *accel = h->o.accel;
+    struct orch_qemu_launch_params p = {
+        .ram_path = ram_path,
+        .serial_path = h->serial_path,
+        .incoming_defer = incoming,
+        .kvm = ORCH_KVM_DETECT,
+    };
+    struct qmp_launch_opts lo = {.name = h->name, .start_timeout_ms = 30000};
+    struct launch_ctx *lc;
+    struct qmp_qemu *q;
+    char **argv = NULL;
+    int rc;
+
+    if (accel && strcmp(accel, "tcg") == 0)
+        p.kvm = ORCH_KVM_NO;
+    else if (accel && strcmp(accel, "kvm") == 0)
+        p.kvm = ORCH_KVM_YES;
+    rc = orch_config_qemu_argv(h->cfg, &p, &argv);
+    if (rc < 0) {
+        colo_err("cannot build the QEMU command line: %s", colo_strerror(rc));
+        return rc;
+    }
+    lc = calloc(1, sizeof(*lc));
+    if (!lc || !(lc->ram_path = strdup(ram_path))) {
+        free(lc);
+        orch_config_argv_free(argv);
+        return -ENOMEM;
+    }
+    lc->h = h;
+    lc->secondary = incoming;
+    rc = qmp_qemu_launch(h->base, argv, &lo, launch_up, lc, &q);
+    orch_config_argv_free(argv);
+    if (rc < 0) {
+        colo_err("cannot start QEMU: %s", colo_strerror(rc));
+        free(lc->ram_path);
+        free(lc);
+    }
+    return rc;
+}
+
+static void secondary_launched(struct orch_host *h, int rc, struct ckpt_vm *vm,
+                               const char *ram_path);
+
+static void launch_up(struct qmp_qemu *q, int rc, const char *status, void *arg)
+{
+    struct launch_ctx *lc = arg;
+    struct orch_host *h = lc->h;
+    struct ckpt_vm *vm = NULL;
+
+    if (rc < 0) {
+        colo_err("QEMU failed to start: %s%s%s", colo_strerror(rc),
+                 qmp_qemu_exited(q) ? ": " : "",
+                 qmp_qemu_exited(q) ? qmp_qemu_describe_exit(q) : "");
+        qmp_qemu_free(q);
+    } else {
+        colo_debug("QEMU pid %d up, status %s", (int)qmp_qemu_pid(q), status);
+        rc = ckpt_vm_qemu_new_from_qemu(h->base, q, 10000, &vm);
+    }
+    if (lc->secondary) {
+        secondary_launched(h, rc, vm, lc->ram_path);
+    } else if (rc < 0) {
+        host_exit(h, ORCH_EXIT_QEMU);
+    } else if ((rc = host_become_primary(h, vm)) < 0) {
+        host_exit(h, orch_exit_code(rc));
+    } else {
+        printf("colo: VM '%s' running (QEMU pid %d); control socket %s\n",
+               h->name, (int)ckpt_vm_qemu_pid(h->vm), h->ctl_path);
+        fflush(stdout);
+    }
+    free(lc->ram_path);
+    free(lc);
+}
+
+/* ==================== PRIMARY ROLE ==================== */
+
+static void job_finish(struct orch_host *h, int rc, const char *msg,
+                       json_t *result)
+{
+    if (h->job_req) {
+        orch_ctl_req_finish(h->job_req, rc, msg, result);
+        h->job_req = NULL;
+    } else {
+        json_decref(result);
+    }
+}
+
+static void prim_event(void *arg, const struct ckpt_event *ev)
+{
+    struct orch_host *h = arg;
+    json_t *j = stats_json(ev->stats);
+
+    json_object_set_new(j, "event", json_string(ckpt_event_name(ev->type)));
+    json_object_set_new(j, "ckpt", json_integer(ev->ckpt));
+    if (ev->rc < 0) {
+        json_object_set_new(j, "error", json_string(colo_strerror(ev->rc)));
+        json_object_set_new(j, "code", json_string(colo_errname(ev->rc)));
+    }
+    if (h->job_req)
+        orch_ctl_req_event(h->job_req, j);
+    switch (ev->type) {
+    case CKPT_EV_CHECKPOINT:
+        colo_log_set_checkpoint(ev->ckpt);
+        if (!h->job_acked) {
+            h->job_acked = true;
+            colo_info("VM protected: checkpoint %lld acked by %s",
+                      (long long)ev->ckpt, h->peer);
+            if (!h->job_follow)
+                job_finish(h, 0, NULL, json_incref(j));
+        }
+        break;
+    case CKPT_EV_UNPROTECTED:
+        colo_warn("VM is UNPROTECTED: the secondary %s is gone (%s); the "
+                  "guest runs on here",
+                  h->peer, colo_strerror(ev->rc));
+        job_finish(h, ev->rc, "the secondary is gone: VM unprotected", NULL);
+        break;
+    case CKPT_EV_ROUND:
+        break;
+    default:
+        break;
+    }
+    json_decref(j);
+}
+
+static void prim_done(void *arg, int rc, const struct ckpt_stats *st)
+{
+    struct orch_host *h = arg;
+    json_t *res = stats_json(st);
+    enum ckpt_mode mode = h->job_mode;
+
+    ckpt_primary_free(h->prim);
+    h->prim = NULL;
+    if (h->state == HOST_JOB)
+        h->state = HOST_RUNNING;
+    if (mode == CKPT_MODE_MIGRATE && rc == 0) {
+        colo_info("migrated to %s: total %.1f ms, downtime %.1f ms, "
+                  "%u rounds, %llu bytes",
+                  h->peer, st->total_us / 1000.0, st->downtime_us / 1000.0,
+                  st->rounds, (unsigned long long)st->bytes_sent);
+        json_object_set_new(res, "peer", json_string(h->peer));
+        job_finish(h, 0, NULL, res);
+        /* The guest runs on the destination: this copy is done. */
+        host_exit(h, ORCH_EXIT_OK);
+        return;
+    }
+    if (rc < 0 && rc != -COLO_ECANCELLED)
+        colo_err("%s to %s failed: %s", ckpt_mode_name(mode), h->peer,
+                 colo_strerror(rc));
+    job_finish(h, rc, NULL, rc < 0 ? NULL : res);
+    if (rc < 0)
+        json_decref(res);
+}
+
+struct job_args {
+    enum ckpt_mode mode;
+    char *host;
+    uint16_t port;
+    unsigned interval_ms, downtime_ms, max_rounds;
+    uint64_t max_checkpoints;
+};
+
+static void job_connected(void *arg, int fd_or_rc)
+{
+    struct orch_host *h = arg;
+    int rc = fd_or_rc;
+
+    h->conn = NULL;
+    if (rc >= 0)
+        rc = ckpt_primary_start(h->prim, fd_or_rc);
+    if (rc < 0) {
+        colo_err("cannot reach %s: %s", h->peer, colo_strerror(rc));
+        ckpt_primary_free(h->prim);
+        h->prim = NULL;
+        h->state = HOST_RUNNING;
+        job_finish(h, rc, NULL, NULL);
+    }
+}
+
+static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
+{
+    struct ckpt_primary_opts po = {0};
+    struct ckpt_primary_cbs cbs = {.event = prim_event, .done = prim_done};
+    const char *target = json_string_value(json_object_get(a, "target"));
+    const char *mode = json_string_value(json_object_get(a, "mode"));
+    char *host = NULL;
+    uint16_t port;
+    int rc;
+
+    if (h->state == HOST_JOB) {
+        orch_ctl_req_finish(
+            req, -EBUSY, "a migrate or protect job is already running", NULL);
+        return;
+    }
+    if (h->state != HOST_RUNNING) {
+        orch_ctl_req_finish(req, -EBUSY, "the VM is not running here", NULL);
+        return;
+    }
+    rc = ckpt_mode_parse(mode ? mode : "migrate", &po.mode);
+    if (rc < 0 || !target ||
+        orch_parse_hostport(target, ORCH_DEFAULT_PORT, &host, &port) < 0) {
+        orch_ctl_req_finish(req, -EINVAL, "bad target or mode", NULL);
+        return;
+    }
+    free(h->peer);
+    if (asprintf(&h->peer, "%s:%u", host, port) < 0)
+        h->peer = NULL;
+    po.vm_name = h->name;
+    po.vm_config = h->cfg_json;
+    po.ram_size = h->ram_size;
+    po.link.auth_key = h->key;
+    po.link.heartbeat_ms = h->o.heartbeat_ms;
+    po.link.timeout_ms = h->o.timeout_ms;
+    po.interval_ms =
+        (unsigned)json_integer_value(json_object_get(a, "interval_ms"));
+    po.downtime_ms =
+        (unsigned)json_integer_value(json_object_get(a, "downtime_ms"));
+    po.max_rounds =
+        (unsigned)json_integer_value(json_object_get(a, "max_rounds"));
+    po.max_checkpoints =
+        (uint64_t)json_integer_value(json_object_get(a, "max_checkpoints"));
+    rc = ckpt_primary_new(h->base, &po, h->mem, h->vm, &cbs, h, &h->prim);
+    if (rc < 0)
+        goto fail;
+    h->job_mode = po.mode;
+    h->job_req = req;
+    h->job_follow = json_is_true(json_object_get(a, "follow"));
+    h->job_acked = false;
+    h->state = HOST_JOB;
+    colo_info("%s to %s",
+              po.mode == CKPT_MODE_MIGRATE ? "migrating" : "protecting",
+              h->peer);
+    rc = orch_connect_start(h->base, host, port, 10000, job_connected, h,
+                            &h->conn);
+    if (rc < 0) {
+        ckpt_primary_free(h->prim);
+        h->prim = NULL;
+        h->job_req = NULL;
+        h->state = HOST_RUNNING;
+        goto fail;
+    }
+    free(host);
+    return;
+fail:
+    free(host);
+    orch_ctl_req_finish(req, rc, NULL, NULL);
+}
+
+/* ==================== SECONDARY ROLE ==================== */
+
+static int sec_launch(void *arg, struct ckpt_secondary *s,
+                      const struct ckpt_launch_req *req)
+{
+    struct orch_host *h = arg;
+    struct orch_vm_config *cfg = NULL;
+    struct orch_config_error err;
+    int rc;
+
+    if (!req->standby) {
+        if (!req->vm_config) {
+            colo_err("the primary sent no VM configuration");
+            return -COLO_ECONFIG;
+        }
+        rc = orch_config_parse_string(req->vm_config, strlen(req->vm_config),
+                                      "peer", &cfg, &err);
+        if (rc < 0) {
+            colo_err("configuration from the primary: %s", err.text);
+            return rc;
+        }
+        if ((orch_config_max_mb(cfg) << 20) != req->ram_size) {
+            colo_err("configuration says %llu MiB, HELLO says %llu bytes",
+                     (unsigned long long)orch_config_max_mb(cfg),
+                     (unsigned long long)req->ram_size);
+            orch_config_free(cfg);
+            return -COLO_ECONFIG;
+        }
+        if (h->cfg) {
+            /* A new primary after a lost one: start afresh. */
+            orch_config_free(h->cfg);
+            h->cfg = NULL;
+            free(h->cfg_json);
+            free(h->name);
+            free(h->vm_dir);
+            free(h->ram_path);
+            free(h->serial_path);
+            free(h->ctl_path);
+            h->cfg_json = h->name = h->vm_dir = h->ram_path = NULL;
+            h->serial_path = h->ctl_path = NULL;
+            orch_ctl_server_free(h->ctl);
+            h->ctl = NULL;
+        }
+        rc = host_set_vm(h, cfg);
+        if (rc < 0)
+            return rc;
+        rc = host_open_ctl(h);
+        if (rc < 0)
+            return rc;
+        unlink(h->ram_path); /* a fresh image for a fresh pairing */
+    }
+    (void)s;
+    colo_info("launching %sQEMU for '%s' (%s, %llu MiB)",
+              req->standby ? "a standby " : "", h->name,
+              ckpt_mode_name(req->mode),
+              (unsigned long long)(req->ram_size >> 20));
+    return host_launch(h, true, req->ram_path ? req->ram_path : h->ram_path);
+}
+
+static void secondary_launched(struct orch_host *h, int rc, struct ckpt_vm *vm,
+                               const char *ram_path)
+{
+    if (!h->sec) {
+        ckpt_vm_free(vm);
+        return;
+    }
+    ckpt_secondary_launch_done(h->sec, rc, rc < 0 ? NULL : vm, ram_path);
+}
+
+static void takeover_answer(struct orch_host *h, bool ok, const char *why)
+{
+    if (ok)
+        colo_warn("primary lost; %s: taking over", why);
+    else
+        colo_warn("primary lost; %s: NOT taking over automatically; run "
+                  "'colo failover %s' once the primary is known dead",
+                  why, h->name);
+    if (h->sec)
+        ckpt_secondary_takeover_answer(h->sec, ok);
+}
+
+static void fence_done(void *arg, int st)
+{
+    struct orch_host *h = arg;
+    char why[128];
+
+    h->fence = NULL;
+    if (st < 0)
+        snprintf(why, sizeof(why), "fence command: %s", colo_strerror(st));
+    else
+        snprintf(why, sizeof(why), "fence command exited %d",
+                 WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    takeover_answer(h, st == 0, why);
+}
+
+static void witness_done(void *arg, int fd_or_rc)
+{
+    struct orch_host *h = arg;
+    int fd = fd_or_rc;
+
+    h->witness = NULL;
+    if (fd >= 0)
+        colo_close(&fd);
+    takeover_answer(h, fd_or_rc >= 0,
+                    fd_or_rc >= 0 ? "witness reachable"
+                                  : "witness unreachable");
+}
+
+static int sec_may_takeover(void *arg, struct ckpt_secondary *s, int why)
+{
+    struct orch_host *h = arg;
+    char *host = NULL;
+    uint16_t port;
+    int rc;
+
+    (void)s;
+    colo_warn("primary lost: %s", colo_strerror(why));
+    if (h->o.fence_cmd)
+        return orch_child_start(h->base, h->o.fence_cmd, 10000, fence_done, h,
+                                &h->fence);
+    if (h->o.witness) {
+        rc = orch_parse_hostport(h->o.witness, 0, &host, &port);
+        if (rc == 0)
+            rc = orch_connect_start(h->base, host, port, 2000, witness_done, h,
+                                    &h->witness);
+        free(host);
+        return rc;
+    }
+    /* No tie-breaker: refuse from the loop (answers are never synchronous
+     * with the question). */
+    return orch_child_start(h->base, "exit 1", 1000, fence_done, h, &h->fence);
+}
+
+static void sec_event(void *arg, const struct ckpt_event *ev)
+{
+    struct orch_host *h = arg;
+
+    switch (ev->type) {
+    case CKPT_EV_PAIRED:
+        colo_info("paired with the primary (%s)",
+                  ckpt_mode_name(ev->stats->mode));
+        break;
+    case CKPT_EV_CHECKPOINT:
+        colo_log_set_checkpoint(ev->ckpt);
+        if (ev->ckpt % 50 == 0)
+            colo_info("checkpoint %lld committed", (long long)ev->ckpt);
+        else
+            colo_debug("checkpoint %lld committed", (long long)ev->ckpt);
+        break;
+    case CKPT_EV_TAKEOVER:
+        h->took_over_from = ev->ckpt;
+        colo_warn("taking over: resuming the guest from committed "
+                  "checkpoint %lld",
+                  (long long)ev->ckpt);
+        break;
+    default:
+        break;
+    }
+}
+
+static void sec_done(void *arg, int rc, const struct ckpt_stats *st)
+{
+    struct orch_host *h = arg;
+    struct ckpt_vm *vm = NULL;
+
+    (void)st;
+    if (rc == 0) {
+        vm = ckpt_secondary_take_vm(h->sec);
+        /* The engine keeps the link until the source has read the final
+         * ACK (migrate); it is freed with the host. */
+        h->sec_retired = h->sec;
+    } else {
+        ckpt_secondary_free(h->sec);
+    }
+    h->sec = NULL;
+    orch_child_cancel(h->fence);
+    h->fence = NULL;
+    orch_connect_cancel(h->witness);
+    h->witness = NULL;
+    if (rc == 0) {
+        if (h->listener) {
+            evconnlistener_free(h->listener);
+            h->listener = NULL;
+        }
+        rc = host_become_primary(h, vm);
+        if (rc < 0) {
+            host_exit(h, orch_exit_code(rc));
+            return;
+        }
+        printf("colo: VM '%s' now runs here (QEMU pid %d)%s\n", h->name,
+               (int)ckpt_vm_qemu_pid(h->vm),
+               h->took_over_from >= 0 ? " after failover" : "");
+        fflush(stdout);
+        return;
+    }
+    colo_err("%s failed: %s", h->o.standby ? "standby" : "receive",
+             colo_strerror(rc));
+    if (!h->o.standby) {
+        host_exit(h, orch_exit_code(rc));
+        return;
+    }
+    colo_info("waiting for a primary again");
+    h->state = HOST_LISTENING;
+    evconnlistener_enable(h->listener);
+}
+
+static void sec_accept(struct evconnlistener *l, evutil_socket_t fd,
+                       struct sockaddr *sa, int socklen, void *arg)
+{
+    struct orch_host *h = arg;
+    struct ckpt_secondary_opts so = {0};
+    struct ckpt_secondary_cbs cbs = {
+        .launch = sec_launch,
+        .may_takeover = sec_may_takeover,
+        .event = sec_event,
+        .done = sec_done,
+    };
+    int rc;
+
+    (void)sa;
+    (void)socklen;
+    if (h->sec) {
+        close(fd); /* one primary at a time */
+        return;
+    }
+    colo_fd_set_cloexec(fd, 1);
+    so.link.auth_key = h->key;
+    so.link.heartbeat_ms = h->o.heartbeat_ms;
+    so.link.timeout_ms = h->o.timeout_ms;
+    h->took_over_from = -1;
+    rc = ckpt_secondary_new(h->base, &so, &cbs, h, &h->sec);
+    if (rc == 0) {
+        rc = ckpt_secondary_start(h->sec, fd);
+    } else {
+        close(fd);
+    }
+    if (rc < 0) {
+        colo_err("cannot start the secondary: %s", colo_strerror(rc));
+        ckpt_secondary_free(h->sec);
+        h->sec = NULL;
+        return;
+    }
+    evconnlistener_disable(l);
+    h->state = HOST_SECONDARY;
+}
+
+/* ==================== CONTROL SOCKET ==================== */
+
+static void ctl_status(struct orch_host *h, struct orch_ctl_req *req)
+{
+    struct ckpt_stats st;
+    json_t *j;
+
+    if (h->prim) {
+        ckpt_primary_get_stats(h->prim, &st);
+        j = stats_json(&st);
+    } else if (h->sec) {
+        ckpt_secondary_get_stats(h->sec, &st);
+        j = stats_json(&st);
+    } else {
+        j = json_pack("{s:s, s:b}", "role",
+                      h->state == HOST_LISTENING ? "secondary" : "primary",
+                      "protected", 0);
+    }
+    json_object_set_new(j, "vm", json_string(h->name ? h->name : ""));
+    json_object_set_new(j, "host_state",
+                        json_string(host_state_names[h->state]));
+    json_object_set_new(j, "qemu_pid",
+                        json_integer(h->vm ? ckpt_vm_qemu_pid(h->vm) : -1));
+    json_object_set_new(j, "ram_path",
+                        json_string(h->ram_path ? h->ram_path : ""));
+    json_object_set_new(j, "serial_path",
+                        json_string(h->serial_path ? h->serial_path : ""));
+    json_object_set_new(j, "ram_mb",
+                        json_integer((json_int_t)(h->ram_size >> 20)));
+    if (h->peer && h->prim)
+        json_object_set_new(j, "peer", json_string(h->peer));
+    if (h->took_over_from >= 0)
+        json_object_set_new(j, "took_over_from",
+                            json_integer(h->took_over_from));
+    orch_ctl_req_finish(req, 0, NULL, j);
+}
+
+static void ctl_handler(struct orch_ctl_req *req, const char *cmd, json_t *args,
+                        void *arg)
+{
+    struct orch_host *h = arg;
+    int rc;
+
+    if (strcmp(cmd, "status") == 0) {
+        ctl_status(h, req);
+    } else if (strcmp(cmd, "config") == 0) {
+        json_t *c = h->cfg ? json_deep_copy(orch_config_json(h->cfg)) : NULL;
+
+        orch_ctl_req_finish(req, c ? 0 : -ENOENT, "no configuration yet",
+                            c ? json_pack("{s:o}", "config", c) : NULL);
+    } else if (strcmp(cmd, "stop") == 0) {
+        orch_ctl_req_finish(req, 0, NULL, NULL);
+        colo_info("stop requested");
+        host_exit(h, ORCH_EXIT_OK);
+    } else if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "protect") == 0) {
+        start_job(h, req, args);
+    } else if (strcmp(cmd, "unprotect") == 0) {
+        if (!h->prim) {
+            orch_ctl_req_finish(req, -ENOENT, "the VM is not protected", NULL);
+            return;
+        }
+        ckpt_primary_cancel(h->prim);
+        orch_ctl_req_finish(req, 0, NULL, NULL);
+    } else if (strcmp(cmd, "failover") == 0) {
+        if (!h->sec) {
+            orch_ctl_req_finish(req, -ENOENT, "this host is not a secondary",
+                                NULL);
+            return;
+        }
+        orch_child_cancel(h->fence);
+        h->fence = NULL;
+        orch_connect_cancel(h->witness);
+        h->witness = NULL;
+        rc = ckpt_secondary_failover(h->sec);
+        orch_ctl_req_finish(
+            req, rc,
+            rc == -ENOENT ? "no checkpoint was ever committed here" : NULL,
+            NULL);
+    } else {
+        orch_ctl_req_finish(req, -EINVAL, "unknown control command", NULL);
+    }
+}
+
+/* ==================== ENTRY POINTS ==================== */
+
+static int host_init(struct orch_host *h, const struct orch_host_opts *o)
+{
+    int rc;
+
+    memset(h, 0, sizeof(*h));
+    h->o = *o;
+    h->took_over_from = -1;
+    signal(SIGPIPE, SIG_IGN);
+    h->base = event_base_new();
+    if (!h->base)
+        return -ENOMEM;
+    rc = orch_state_dir(o->state_dir, &h->state_dir);
+    if (rc < 0) {
+        colo_err("state directory: %s", colo_strerror(rc));
+        return rc;
+    }
+    h->sig_int = evsignal_new(h->base, SIGINT, on_signal, h);
+    h->sig_term = evsignal_new(h->base, SIGTERM, on_signal, h);
+    if (!h->sig_int || !h->sig_term)
+        return -ENOMEM;
+    evsignal_add(h->sig_int, NULL);
+    evsignal_add(h->sig_term, NULL);
+    return 0;
+}
+
+static void host_dispose(struct orch_host *h)
+{
+    if (h->job_req)
+        job_finish(h, -COLO_ECANCELLED, "colo is stopping", NULL);
+    ckpt_primary_free(h->prim);
+    ckpt_secondary_free(h->sec);
+    ckpt_secondary_free(h->sec_retired);
+    orch_connect_cancel(h->conn);
+    orch_connect_cancel(h->witness);
+    orch_child_cancel(h->fence);
+    orch_pidwatch_free(h->qemu_watch);
+    ckpt_memory_free(h->mem);
+    ckpt_vm_free(h->vm);
+    orch_ctl_server_free(h->ctl);
+    if (h->listener)
+        evconnlistener_free(h->listener);
+    if (h->sig_int)
+        event_free(h->sig_int);
+    if (h->sig_term)
+        event_free(h->sig_term);
+    if (h->exit_timer)
+        event_free(h->exit_timer);
+    if (h->ram_path)
+        unlink(h->ram_path);
+    if (h->vm_dir)
+        rmdir(h->vm_dir); /* only if empty: the serial log stays */
+    orch_config_free(h->cfg);
+    if (h->key)
+        explicit_bzero(h->key, strlen(h->key));
+    free(h->key);
+    free(h->cfg_json);
+    free(h->name);
+    free(h->vm_dir);
+    free(h->ram_path);
+    free(h->serial_path);
+    free(h->ctl_path);
+    free(h->state_dir);
+    free(h->peer);
+    if (h->base)
+        event_base_free(h->base);
+}
+
+int orch_host_run_start(const char *config_path, const struct orch_host_opts *o)
+{
+    struct orch_host h;
+    struct orch_vm_config *cfg = NULL;
+    struct orch_config_error err;
+    int rc;
+
+    rc = orch_config_parse_file(config_path, &cfg, &err);
+    if (rc < 0) {
+        fprintf(stderr, "colo: %s\n", err.text);
+        return ORCH_EXIT_CONFIG;
+    }
+    if (orch_config_type(cfg) != ORCH_VM_QEMU) {
+        fprintf(stderr,
+                "colo: %s: Xen domains are not supported by "
+                "'colo start' yet (QEMU guests only)\n",
+                config_path);
+        orch_config_free(cfg);
+        return ORCH_EXIT_CONFIG;
+    }
+    rc = host_init(&h, o);
+    if (rc == 0)
+        rc = read_key(o, &h.key);
+    if (rc == 0)
+        rc = host_set_vm(&h, cfg);
+    else
+        orch_config_free(cfg);
+    if (rc == 0)
+        rc = host_open_ctl(&h);
+    if (rc == 0) {
+        unlink(h.ram_path);
+        rc = host_launch(&h, false, h.ram_path);
+    }
+    if (rc < 0) {
+        host_dispose(&h);
+        return orch_exit_code(rc);
+    }
+    h.state = HOST_RUNNING; /* until QEMU is up the VM ops queue */
+    h.exit_code = ORCH_EXIT_OK;
+    event_base_dispatch(h.base);
+    rc = h.exit_code;
+    host_dispose(&h);
+    return rc;
+}
+
+int orch_host_run_secondary(const struct orch_host_opts *o)
+{
+    struct orch_host h;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char port[NI_MAXSERV];
+    int rc;
+
+    rc = host_init(&h, o);
+    if (rc == 0)
+        rc = read_key(o, &h.key);
+    if (rc < 0) {
+        host_dispose(&h);
+        return orch_exit_code(rc);
+    }
+    /* --listen HOST:0 asks for an ephemeral port. */
+    snprintf(port, sizeof(port), "%u",
+             o->listen_host ? o->listen_port : ORCH_DEFAULT_PORT);
+    rc = getaddrinfo(o->listen_host ? o->listen_host : "0.0.0.0", port, &hints,
+                     &ai);
+    if (rc != 0) {
+        colo_err("cannot listen on %s:%s: %s",
+                 o->listen_host ? o->listen_host : "0.0.0.0", port,
+                 gai_strerror(rc));
+        host_dispose(&h);
+        return ORCH_EXIT_USAGE;
+    }
+    h.listener = evconnlistener_new_bind(
+        h.base, sec_accept, &h,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 4,
+        ai->ai_addr, (int)ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (!h.listener) {
+        colo_err("cannot listen on %s:%s: %s",
+                 o->listen_host ? o->listen_host : "0.0.0.0", port,
+                 strerror(errno));
+        host_dispose(&h);
+        return ORCH_EXIT_FAIL;
+    }
+    {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        char hbuf[NI_MAXHOST], pbuf[NI_MAXSERV];
+
+        /* The real port: --listen HOST:0 asks for an ephemeral one. */
+        if (getsockname(evconnlistener_get_fd(h.listener),
+                        (struct sockaddr *)&ss, &sl) == 0 &&
+            getnameinfo((struct sockaddr *)&ss, sl, hbuf, sizeof(hbuf), pbuf,
+                        sizeof(pbuf), NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+            snprintf(port, sizeof(port), "%s", pbuf);
+    }
+    printf("colo: %s: waiting for a primary on %s:%s\n",
+           o->standby ? "standby" : "receive",
+           o->listen_host ? o->listen_host : "0.0.0.0", port);
+    fflush(stdout);
+    h.state = HOST_LISTENING;
+    event_base_dispatch(h.base);
+    rc = h.exit_code;
+    host_dispose(&h);
+    return rc;
+}

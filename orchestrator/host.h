@@ -1,0 +1,55 @@
+/*
+ * The VM host: the long-running colo process that owns one VM on this
+ * host, in one of two roles, on one libevent loop.
+ *
+ *   primary role   the guest runs here (colo start, or after a receive /
+ *                  takeover). Owns QEMU, the RAM-file mapping and, while a
+ *                  job runs, the primary engine (migrate or protect).
+ *   secondary role colo receive / colo standby: a listening socket and the
+ *                  secondary engine; launches the standby QEMU from the
+ *                  configuration that arrives in the stream; on a finished
+ *                  migrate or a takeover it switches to the primary role.
+ *
+ * The control socket <state-dir>/<vm>.sock answers: status, stop, config,
+ * migrate, protect, unprotect, failover (see ctl.h and the README).
+ *
+ * States (struct orch_host):
+ *   Listening   secondary, no peer yet               listener
+ *   Secondary   secondary engine running             engine, ctl
+ *   Running     primary role, guest running          qemu, vm, mem, ctl
+ *   Job         Running + a primary engine           + engine, job request
+ *   Exiting     the loop is being left (rc set)
+ *
+ * orch_host_run_*() run the loop until the host exits and return the
+ * process exit code (ORCH_EXIT_*).
+ */
+#ifndef COLO_ORCH_HOST_H
+#define COLO_ORCH_HOST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct orch_host_opts {
+    const char *state_dir; /* NULL: default (see ctl.h) */
+    /* Secondary role. */
+    const char *listen_host; /* NULL: 0.0.0.0 */
+    uint16_t listen_port;    /* with listen_host; 0: ephemeral */
+    const char *key_file;    /* shared key; NULL with insecure: no auth */
+    bool insecure;           /* explicitly no authentication */
+    bool standby;            /* protect (standby) rather than receive */
+    const char *witness;     /* host:port that must be reachable */
+    const char *fence_cmd;   /* command that must exit 0 */
+    unsigned heartbeat_ms;
+    unsigned timeout_ms;
+    const char *accel; /* "kvm", "tcg" or NULL (config / auto) */
+};
+
+#define ORCH_DEFAULT_PORT 8790
+
+/* colo start CONFIG */
+int orch_host_run_start(const char *config_path,
+                        const struct orch_host_opts *o);
+/* colo receive / colo standby */
+int orch_host_run_secondary(const struct orch_host_opts *o);
+
+#endif

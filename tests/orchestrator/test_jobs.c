@@ -1,0 +1,393 @@
+/*
+ * The colo binary's jobs end to end: real colo processes (start, receive,
+ * standby) and real QEMU running the test guest, over real TCP on
+ * 127.0.0.1. Every wait has a deadline; output is read through pipes.
+ */
+#include "guest_abi.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+struct proc {
+    pid_t pid;
+    int out; /* stdout+stderr of the child */
+    char buf[65536];
+    size_t len;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void spawn(struct proc *p, char *const argv[])
+{
+    int fds[2];
+
+    memset(p, 0, sizeof(*p));
+    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+    p->pid = fork();
+    cr_assert_geq(p->pid, 0);
+    if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    p->out = fds[0];
+}
+
+/* Read output until it contains s (after *from); returns the offset just
+ * past the match, or -1 on deadline / EOF. */
+static long wait_out(struct proc *p, const char *s, size_t from, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+    for (;;) {
+        struct pollfd pf = {.fd = p->out, .events = POLLIN};
+        uint64_t now;
+        char *hit;
+        ssize_t n;
+
+        p->buf[p->len] = '\0';
+        hit = strstr(p->buf + from, s);
+        if (hit)
+            return (long)(hit - p->buf) + (long)strlen(s);
+        now = now_ms();
+        if (now >= deadline || p->len >= sizeof(p->buf) - 1)
+            return -1;
+        if (poll(&pf, 1, (int)(deadline - now)) <= 0)
+            continue;
+        n = read(p->out, p->buf + p->len, sizeof(p->buf) - 1 - p->len);
+        if (n <= 0)
+            return -1;
+        p->len += (size_t)n;
+    }
+}
+
+/* Wait for exit with a deadline; returns the exit code, or -1. */
+static int wait_exit(struct proc *p, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    int st;
+
+    for (;;) {
+        pid_t r = waitpid(p->pid, &st, WNOHANG);
+
+        if (r == p->pid) {
+            p->pid = -1;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        if (now_ms() >= deadline)
+            return -1;
+        /* Drain output so the child never blocks on a full pipe. */
+        wait_out(p, "\x01never", p->len, 20);
+    }
+}
+
+static void reap(struct proc *p)
+{
+    if (p->pid > 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+        p->pid = -1;
+    }
+    if (p->out >= 0)
+        close(p->out);
+    p->out = -1;
+}
+
+static int run_colo(const char *args, char *out, size_t outsz)
+{
+    char cmd[1024];
+    FILE *f;
+    size_t n;
+    int st;
+
+    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", COLO_EXE, args);
+    f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    n = fread(out, 1, outsz - 1, f);
+    out[n] = '\0';
+    st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static uint32_t counter(const char *ram_path)
+{
+    uint32_t v = 0;
+    int fd = open(ram_path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return 0;
+    if (pread(fd, &v, 4, TGUEST_STATUS_GPA + TGUEST_COUNTER_OFF) != 4)
+        v = 0;
+    close(fd);
+    return v;
+}
+
+/* Wait until the counter in ram_path exceeds v. */
+static bool counter_above(const char *ram, uint32_t v, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    struct timespec step = {0, 5 * 1000 * 1000};
+
+    while (now_ms() < deadline) {
+        if (counter(ram) > v)
+            return true;
+        nanosleep(&step, NULL); /* polling shared memory: no event */
+    }
+    return false;
+}
+
+struct env {
+    char dir[64];
+    char cfg[128], key[128], pdir[128], sdir[128];
+    char pram[160], sram[160];
+};
+
+static void env_setup(struct env *e)
+{
+    FILE *f;
+
+    strcpy(e->dir, "/tmp/colo-jobs-XXXXXX");
+    cr_assert_not_null(mkdtemp(e->dir));
+    snprintf(e->cfg, sizeof(e->cfg), "%s/vm.json", e->dir);
+    snprintf(e->key, sizeof(e->key), "%s/key", e->dir);
+    snprintf(e->pdir, sizeof(e->pdir), "%s/p", e->dir);
+    snprintf(e->sdir, sizeof(e->sdir), "%s/s", e->dir);
+    snprintf(e->pram, sizeof(e->pram), "%s/jobvm/ram", e->pdir);
+    snprintf(e->sram, sizeof(e->sram), "%s/jobvm/ram", e->sdir);
+    f = fopen(e->cfg, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "{\"name\": \"jobvm\", \"memory_mb\": 32, \"vcpus\": 1,\n"
+            " \"kernel\": \"%s/tests/guest/colo-test-guest.elf\",\n"
+            " \"cmdline\": \"dirty=2 rate=4\"}\n",
+            COLO_BINARY_DIR);
+    fclose(f);
+    f = fopen(e->key, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "a shared test key of enough length\n");
+    fclose(f);
+}
+
+static void env_teardown(struct env *e)
+{
+    char cmd[256];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
+    if (system(cmd) != 0)
+        cr_log_warn("could not remove %s", e->dir);
+}
+
+static void start_primary(struct env *e, struct proc *p)
+{
+    char *argv[] = {COLO_EXE, "start",      e->cfg, "--state-dir",
+                    e->pdir,  "--key-file", e->key, NULL};
+
+    spawn(p, argv);
+    cr_assert_geq(wait_out(p, "running (QEMU pid", 0, 30000), 0,
+                  "primary did not start:\n%s", p->buf);
+    cr_assert(counter_above(e->pram, 0, 10000), "guest not running");
+}
+
+/* Start a secondary (receive or standby) on an ephemeral port; returns
+ * the port. */
+static int start_secondary(struct env *e, struct proc *s, const char *what,
+                           const char *extra1, const char *extra2)
+{
+    char *argv[] = {COLO_EXE,       (char *)what,   "--listen",   "127.0.0.1:0",
+                    "--state-dir",  e->sdir,        "--key-file", e->key,
+                    (char *)extra1, (char *)extra2, NULL};
+    long off;
+
+    spawn(s, argv);
+    off = wait_out(s, "waiting for a primary on 127.0.0.1:", 0, 10000);
+    cr_assert_geq(off, 0, "secondary did not listen:\n%s", s->buf);
+    return atoi(s->buf + off);
+}
+
+Test(jobs, migrate_counter_continues, .timeout = 120)
+{
+    struct env e;
+    struct proc p, s;
+    char args[512], out[8192];
+    uint32_t at_source;
+    int port, rc;
+
+    env_setup(&e);
+    start_primary(&e, &p);
+    port = start_secondary(&e, &s, "receive", NULL, NULL);
+
+    snprintf(args, sizeof(args), "migrate jobvm 127.0.0.1:%d --state-dir %s",
+             port, e.pdir);
+    rc = run_colo(args, out, sizeof(out));
+    cr_assert_eq(rc, 0,
+                 "migrate failed (%d): %s\nprimary:\n%s\nsecondary:"
+                 "\n%s",
+                 rc, out, p.buf, s.buf);
+    cr_expect(strstr(out, "migrated to") != NULL, "%s", out);
+    /* The source colo exits once the guest runs on the destination. */
+    cr_expect_eq(wait_exit(&p, 10000), 0, "%s", p.buf);
+    cr_assert_geq(wait_out(&s, "now runs here", 0, 10000), 0, "%s", s.buf);
+    at_source = counter(e.pram); /* the source's file is gone: 0 */
+    (void)at_source;
+    /* The destination's counter moves on. */
+    cr_expect(counter_above(e.sram, 1000, 10000), "destination not running");
+    {
+        uint32_t a = counter(e.sram);
+
+        cr_expect(counter_above(e.sram, a, 10000));
+    }
+    snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", e.sdir);
+    cr_expect_eq(run_colo(args, out, sizeof(out)), 0, "%s", out);
+    cr_expect(strstr(out, "\"role\":\"primary\"") ||
+                  strstr(out, "\"host_state\":\"running\""),
+              "%s", out);
+    snprintf(args, sizeof(args), "stop jobvm --state-dir %s", e.sdir);
+    cr_expect_eq(run_colo(args, out, sizeof(out)), 0, "%s", out);
+    cr_expect_eq(wait_exit(&s, 10000), 0);
+    reap(&p);
+    reap(&s);
+    env_teardown(&e);
+}
+
+Test(jobs, protect_then_primary_killed_failover, .timeout = 120)
+{
+    struct env e;
+    struct proc p, s;
+    char args[512], out[8192], fence[64];
+    int port, rc;
+
+    env_setup(&e);
+    start_primary(&e, &p);
+    snprintf(fence, sizeof(fence), "! kill -0 %d 2>/dev/null", (int)p.pid);
+    port = start_secondary(&e, &s, "standby", "--fence-cmd", fence);
+
+    snprintf(args, sizeof(args),
+             "protect jobvm 127.0.0.1:%d --interval 50 --state-dir %s", port,
+             e.pdir);
+    rc = run_colo(args, out, sizeof(out));
+    cr_assert_eq(rc, 0,
+                 "protect failed (%d): %s\nprimary:\n%s\nsecondary:"
+                 "\n%s",
+                 rc, out, p.buf, s.buf);
+    /* Let a few checkpoints commit. */
+    snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", e.pdir);
+    for (int i = 0; i < 200; i++) {
+        cr_assert_eq(run_colo(args, out, sizeof(out)), 0, "%s", out);
+        if (strstr(out, "\"checkpoints\":1") == NULL &&
+            strstr(out, "\"checkpoints\":") &&
+            atoi(strstr(out, "\"checkpoints\":") + 14) >= 10)
+            break;
+        wait_out(&p, "\x01never", p.len, 50);
+    }
+    cr_assert(atoi(strstr(out, "\"checkpoints\":") + 14) >= 10, "%s", out);
+    cr_expect(strstr(out, "\"protected\":true") != NULL, "%s", out);
+
+    /* The primary host dies: colo and (through PDEATHSIG) its QEMU. */
+    kill(p.pid, SIGKILL);
+    waitpid(p.pid, NULL, 0);
+    p.pid = -1;
+
+    cr_assert_geq(wait_out(&s, "now runs here", 0, 20000), 0,
+                  "no takeover:\n%s", s.buf);
+    cr_expect(strstr(s.buf, "fence command exited 0") != NULL, "%s", s.buf);
+    /* The secondary resumed from a committed checkpoint (the engine tests
+     * check the image itself) and the guest runs there. */
+    snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", e.sdir);
+    cr_assert_eq(run_colo(args, out, sizeof(out)), 0, "%s", out);
+    cr_assert_not_null(strstr(out, "\"took_over_from\":"), "%s", out);
+    cr_expect_geq(atoi(strstr(out, "\"took_over_from\":") + 17), 10, "%s", out);
+    cr_expect_gt(counter(e.sram), 0);
+    cr_expect(counter_above(e.sram, counter(e.sram), 10000),
+              "secondary not running");
+    snprintf(args, sizeof(args), "stop jobvm --state-dir %s", e.sdir);
+    cr_expect_eq(run_colo(args, out, sizeof(out)), 0, "%s", out);
+    cr_expect_eq(wait_exit(&s, 10000), 0);
+    reap(&p);
+    reap(&s);
+    env_teardown(&e);
+}
+
+Test(jobs, standby_without_tiebreaker_waits_for_failover, .timeout = 120)
+{
+    struct env e;
+    struct proc p, s;
+    char args[512], out[8192];
+    int port, rc;
+
+    env_setup(&e);
+    start_primary(&e, &p);
+    port = start_secondary(&e, &s, "standby", NULL, NULL);
+    snprintf(args, sizeof(args),
+             "protect jobvm 127.0.0.1:%d --interval 50 --state-dir %s", port,
+             e.pdir);
+    rc = run_colo(args, out, sizeof(out));
+    cr_assert_eq(rc, 0, "protect failed: %s\n%s\n%s", out, p.buf, s.buf);
+    kill(p.pid, SIGKILL);
+    waitpid(p.pid, NULL, 0);
+    p.pid = -1;
+    cr_assert_geq(wait_out(&s, "NOT taking over automatically", 0, 20000), 0,
+                  "%s", s.buf);
+    cr_expect_lt(wait_out(&s, "now runs here", 0, 500), 0,
+                 "took over without a tie-breaker");
+    snprintf(args, sizeof(args), "failover jobvm --state-dir %s", e.sdir);
+    cr_expect_eq(run_colo(args, out, sizeof(out)), 0, "%s", out);
+    cr_assert_geq(wait_out(&s, "now runs here", 0, 20000), 0, "%s", s.buf);
+    cr_expect(counter_above(e.sram, counter(e.sram), 10000));
+    reap(&s);
+    env_teardown(&e);
+}
+
+Test(jobs, bad_config_is_exit_3)
+{
+    struct env e;
+    char args[512], out[4096];
+    FILE *f;
+
+    env_setup(&e);
+    f = fopen(e.cfg, "w");
+    fprintf(f, "{\"name\": 5}");
+    fclose(f);
+    snprintf(args, sizeof(args), "start %s --state-dir %s --insecure", e.cfg,
+             e.pdir);
+    cr_expect_eq(run_colo(args, out, sizeof(out)), 3, "%s", out);
+    cr_expect(strstr(out, "$.name") != NULL, "%s", out);
+    env_teardown(&e);
+}
+
+Test(jobs, control_command_without_vm)
+{
+    char out[4096];
+
+    cr_expect_eq(run_colo("status novm --state-dir /tmp/colo-none-xyz", out,
+                          sizeof(out)),
+                 1);
+    cr_expect(strstr(out, "is the VM running") != NULL, "%s", out);
+}
+
+Test(jobs, start_requires_key_or_insecure)
+{
+    char out[4096];
+
+    cr_expect_eq(run_colo("start /nonexistent.json", out, sizeof(out)), 2);
+    cr_expect(strstr(out, "--key-file") != NULL, "%s", out);
+}

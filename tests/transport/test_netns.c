@@ -384,3 +384,36 @@ Test(netns, link_down_raises_peer_gone)
                       i ? "receiver" : "sender", (unsigned long long)ms);
     }
 }
+
+/* SYNs into a downed link are lost: the connect deadline fires. */
+Test(netns, connect_timeout_when_link_down)
+{
+    struct xprt_link_cfg cfg;
+    struct peer c;
+    struct event_base *b;
+    uint64_t t0;
+    int fd, rc;
+
+    if (skip_if_no_ns())
+        return;
+    cr_assert_eq(sh("ip -n %s link set %s down", ns_b, if_b), 0);
+    /* Connect from ns_a in this (test) process: switch back afterwards. */
+    fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    cr_assert(fd >= 0);
+    cr_assert_eq(enter_ns(ns_a), 0);
+    b = event_base_new();
+    test_cfg(&cfg, test_key);
+    cfg.connect_timeout_ms = 300;
+    memset(&c, 0, sizeof(c));
+    t0 = colo_now_ns();
+    rc = xprt_link_connect(b, addr_b, PORT, &cfg, &peer_cbs, &c, &c.link);
+    if (rc == 0)
+        run_until(b, &c.err, 5000);
+    cr_assert_eq(setns(fd, CLONE_NEWNET), 0);
+    close(fd);
+    cr_assert_eq(rc, 0, "%s", colo_strerror(rc));
+    cr_assert_eq(c.err, -ETIMEDOUT, "%s", colo_strerror(c.err));
+    cr_assert_lt((colo_now_ns() - t0) / 1000000u, 2000);
+    xprt_link_free(c.link);
+    event_base_free(b);
+}

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,11 +89,13 @@ struct qmem {
     unsigned flags;
     size_t size;
     uint64_t npages;
-    uint8_t *ram;      /* MAP_SHARED view of the RAM file */
-    uint8_t *shadow;   /* primary: what the peer has; COLO secondary: the
-                          committed image. NULL otherwise. */
-    bool shadow_valid; /* primary: false until the first capture */
-    uint64_t *scratch; /* primary: dirty pfn lists of the two halves */
+    uint8_t *ram;        /* MAP_SHARED view of the RAM file */
+    uint8_t *shadow;     /* primary: what the peer has; COLO secondary: the
+                            committed image. NULL otherwise. */
+    bool shadow_valid;   /* primary: false until the first capture */
+    uint64_t *scratch;   /* primary: dirty pfn lists, per chunk */
+    uint32_t *chunk_cnt; /* primary: per capture chunk */
+    uint64_t *chunk_off;
 
     /* Primary: one worker thread for the scan and copy (run_pair). */
     bool w_started;
@@ -133,63 +136,88 @@ static uint64_t qmem_page_count(struct ckpt_memory *m)
 }
 
 /*
- * Capture runs in two phases, each split over the calling thread and one
+ * Capture runs in two phases, each shared by the calling thread and one
  * worker thread (the guest is paused, its vCPUs leave the cores free):
  *   1. scan: compare each page against the shadow (full: test for zero),
- *      listing the dirty pfns of each half;
- *   2. copy: each half copies its pages RAM -> output -> shadow into its
- *      own slice of the output set (pfn order is kept).
- * The pause is bounded by memory bandwidth; two threads get more of it.
+ *      listing the dirty pfns of each chunk of CAPTURE_CHUNK pages;
+ *   2. copy: each chunk's pages go RAM -> output -> shadow, into the
+ *      chunk's slice of the output set (pfn order is kept).
+ * Chunks are claimed from an atomic counter, so a worker that the kernel
+ * does not schedule (a busy machine) costs at most one chunk: the calling
+ * thread does the rest. The pause is bounded by memory bandwidth.
  */
-struct scan_half {
+#define CAPTURE_CHUNK 1024u /* pages */
+
+struct capture_job {
     struct qmem *q;
-    uint64_t lo, hi;
     bool full;
-    uint64_t *list; /* phase 1 output: dirty pfns (room for hi - lo) */
-    size_t n;
-    uint64_t zero;
-    uint8_t *dst;      /* phase 2: where this half's pages go */
-    uint64_t *dst_pfn; /* and their pfns */
+    bool copy; /* phase 2 */
+    uint64_t nchunks;
+    atomic_uint_fast64_t next;
+    atomic_uint_fast64_t zero;
+    uint32_t *cnt;  /* per chunk: dirty pages found */
+    uint64_t *off;  /* per chunk: first slot in the output */
+    uint8_t *data;  /* output pages */
+    uint64_t *pfns; /* output pfns */
 };
 
-static void scan_fn(void *arg)
+static void scan_chunk(struct capture_job *j, uint64_t c)
 {
-    struct scan_half *h = arg;
-    struct qmem *q = h->q;
+    struct qmem *q = j->q;
+    uint64_t lo = c * CAPTURE_CHUNK, hi = lo + CAPTURE_CHUNK;
+    uint64_t *list = q->scratch + lo;
+    uint32_t n = 0, zero = 0;
 
-    h->n = 0;
-    h->zero = 0;
-    for (uint64_t pfn = h->lo; pfn < h->hi; pfn++) {
+    if (hi > q->npages)
+        hi = q->npages;
+    for (uint64_t pfn = lo; pfn < hi; pfn++) {
         const uint8_t *p = q->ram + (pfn << CKPT_PAGE_SHIFT);
         uint8_t *sh = q->shadow + (pfn << CKPT_PAGE_SHIFT);
 
-        if (h->full) {
+        if (j->full) {
             if (page_is_zero(p)) {
                 memset(sh, 0, CKPT_PAGE_SIZE);
-                h->zero++;
+                zero++;
                 continue;
             }
         } else if (memcmp(p, sh, CKPT_PAGE_SIZE) == 0) {
             continue;
         }
-        h->list[h->n++] = pfn;
+        list[n++] = pfn;
     }
+    j->cnt[c] = n;
+    if (zero)
+        atomic_fetch_add(&j->zero, zero);
 }
 
-static void copy_fn(void *arg)
+static void copy_chunk(struct capture_job *j, uint64_t c)
 {
-    struct scan_half *h = arg;
-    struct qmem *q = h->q;
+    struct qmem *q = j->q;
+    const uint64_t *list = q->scratch + c * CAPTURE_CHUNK;
 
-    for (size_t i = 0; i < h->n; i++) {
-        size_t off = h->list[i] << CKPT_PAGE_SHIFT;
-        uint8_t *dst = h->dst + i * (size_t)CKPT_PAGE_SIZE;
+    for (uint32_t i = 0; i < j->cnt[c]; i++) {
+        size_t off = list[i] << CKPT_PAGE_SHIFT;
+        uint64_t slot = j->off[c] + i;
+        uint8_t *dst = j->data + slot * CKPT_PAGE_SIZE;
 
         /* Copy once from RAM, then into the shadow from that copy: the
          * shadow holds exactly the bytes sent. */
         memcpy(dst, q->ram + off, CKPT_PAGE_SIZE);
         memcpy(q->shadow + off, dst, CKPT_PAGE_SIZE);
-        h->dst_pfn[i] = h->list[i];
+        j->pfns[slot] = list[i];
+    }
+}
+
+static void job_run(void *arg)
+{
+    struct capture_job *j = arg;
+    uint64_t c;
+
+    while ((c = atomic_fetch_add(&j->next, 1)) < j->nchunks) {
+        if (j->copy)
+            copy_chunk(j, c);
+        else
+            scan_chunk(j, c);
     }
 }
 
@@ -213,21 +241,22 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* fn(a) here and fn(b) on the worker, joined. */
-static void run_pair(struct qmem *q, void (*fn)(void *), void *a, void *b)
+/* Run job j on this thread and the worker together; return when both
+ * are done. */
+static void run_job(struct qmem *q, struct capture_job *j)
 {
+    atomic_store(&j->next, 0);
     if (!q->w_started) {
-        fn(a);
-        fn(b);
+        job_run(j);
         return;
     }
     pthread_mutex_lock(&q->w_mu);
-    q->w_fn = fn;
-    q->w_arg = b;
+    q->w_fn = job_run;
+    q->w_arg = j;
     q->w_posted++;
     pthread_cond_broadcast(&q->w_cv);
     pthread_mutex_unlock(&q->w_mu);
-    fn(a);
+    job_run(j);
     pthread_mutex_lock(&q->w_mu);
     while (q->w_done != q->w_posted)
         pthread_cond_wait(&q->w_cv, &q->w_mu);
@@ -238,36 +267,34 @@ static int qmem_capture(struct ckpt_memory *m, unsigned flags,
                         struct ckpt_pageset *out, struct ckpt_capture_stats *st)
 {
     struct qmem *q = to_qmem(m);
-    bool full = (flags & CKPT_CAPTURE_FULL) || !q->shadow_valid;
-    uint64_t t0 = colo_now_ns(), t1, t2, mid = q->npages / 2;
-    struct scan_half h[2] = {
-        {.q = q, .lo = 0, .hi = mid, .full = full, .list = q->scratch},
-        {.q = q,
-         .lo = mid,
-         .hi = q->npages,
-         .full = full,
-         .list = q->scratch + mid},
-    };
-    size_t total;
+    struct capture_job j = {.q = q};
+    uint64_t t0 = colo_now_ns(), t1, t2, total = 0;
     int rc;
 
     if (!q->shadow)
         return -EINVAL;
+    j.full = (flags & CKPT_CAPTURE_FULL) || !q->shadow_valid;
+    j.nchunks = (q->npages + CAPTURE_CHUNK - 1) / CAPTURE_CHUNK;
+    j.cnt = q->chunk_cnt;
+    j.off = q->chunk_off;
+    atomic_init(&j.zero, 0);
     ckpt_pageset_reset(out);
-    out->full = full;
-    run_pair(q, scan_fn, &h[0], &h[1]);
+    out->full = j.full;
+    run_job(q, &j);
     t1 = colo_now_ns();
-    total = h[0].n + h[1].n;
+    for (uint64_t c = 0; c < j.nchunks; c++) {
+        j.off[c] = total;
+        total += j.cnt[c];
+    }
     rc = pageset_reserve(out, total);
     if (rc < 0) {
-        q->shadow_valid = false; /* full pages already zeroed in it */
+        q->shadow_valid = false; /* full: zero pages already cleared */
         return rc;
     }
-    h[0].dst = out->data;
-    h[0].dst_pfn = out->pfns;
-    h[1].dst = out->data + h[0].n * (size_t)CKPT_PAGE_SIZE;
-    h[1].dst_pfn = out->pfns + h[0].n;
-    run_pair(q, copy_fn, &h[0], &h[1]);
+    j.copy = true;
+    j.data = out->data;
+    j.pfns = out->pfns;
+    run_job(q, &j);
     out->count = total;
     q->shadow_valid = true;
     t2 = colo_now_ns();
@@ -275,7 +302,7 @@ static int qmem_capture(struct ckpt_memory *m, unsigned flags,
         st->scan_ns = t1 - t0;
         st->copy_ns = t2 - t1;
         st->dirty_pages = total;
-        st->zero_pages = h[0].zero + h[1].zero;
+        st->zero_pages = atomic_load(&j.zero);
     }
     return 0;
 }
@@ -429,6 +456,8 @@ static void qmem_free(struct ckpt_memory *m)
         pthread_cond_destroy(&q->w_cv);
     }
     free(q->scratch);
+    free(q->chunk_cnt);
+    free(q->chunk_off);
     if (q->ram)
         munmap(q->ram, q->size);
     if (q->shadow)
@@ -521,8 +550,14 @@ int ckpt_mem_qemu_open(const char *path, size_t size, unsigned flags,
             goto out;
     }
     if (flags & CKPT_MEM_PRIMARY) {
+        uint64_t nch = (q->npages + CAPTURE_CHUNK - 1) / CAPTURE_CHUNK;
+
         q->scratch = malloc(q->npages * sizeof(*q->scratch));
-        if (!q->scratch) {
+        q->chunk_cnt = calloc(nch, sizeof(*q->chunk_cnt));
+        q->chunk_off = calloc(nch, sizeof(*q->chunk_off));
+        if (!q->scratch || !q->chunk_cnt || !q->chunk_off) {
+            free(q->scratch);
+            q->scratch = NULL;
             rc = -ENOMEM;
             goto out;
         }

@@ -540,3 +540,92 @@ Test(link, key_file)
     cr_assert_eq(xprt_key_read_file(path, &key, &len), -COLO_ECONFIG);
     unlink(path);
 }
+
+/* Freeing the link inside its record callback while more records sit in
+ * the same read, and the listener inside its accept callback. */
+static int freed_in_cb;
+
+static void free_on_record(struct xprt_link *l, const struct xprt_item *it,
+                           void *arg)
+{
+    struct peer *p = arg;
+
+    (void)it;
+    p->nrec++;
+    xprt_link_free(l);
+    p->link = NULL;
+    freed_in_cb = 1;
+}
+
+static void accept_and_free_listener(struct xprt_listener *ls,
+                                     struct xprt_link *l, int rc, void *arg)
+{
+    struct server *s = arg;
+    struct xprt_link_cbs cbs = peer_cbs;
+
+    if (rc < 0)
+        return;
+    s->accepted++;
+    s->p.link = l;
+    cbs.record = free_on_record;
+    xprt_link_set_cbs(l, &cbs, &s->p);
+    xprt_listener_free(ls);
+    s->ls = NULL;
+}
+
+Test(link, free_inside_callbacks)
+{
+    struct xprt_link_cfg cfg;
+    struct server s;
+    struct peer c;
+
+    test_cfg(&cfg, test_key);
+    memset(&s, 0, sizeof(s));
+    cr_assert_eq(xprt_listener_new(base, "127.0.0.1", 0, &cfg,
+                                   accept_and_free_listener, &s, &s.ls),
+                 0);
+    connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
+    cr_assert(run_until(base, &c.up, 5000));
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(xprt_link_send(c.link, 0x80C08001u, "abc", 3), 0);
+    cr_assert(run_until(base, &freed_in_cb, 5000));
+    cr_assert_eq(s.p.nrec, 1, "a record was delivered after free");
+    cr_assert_null(s.ls);
+    /* The client sees the close. */
+    cr_assert(run_until(base, &c.err, 5000));
+    cr_assert_eq(c.err, -COLO_EPEER_CLOSED, "%s", colo_strerror(c.err));
+    xprt_link_free(c.link);
+}
+
+/* An authenticated peer that dies in the middle of a record. */
+Test(link, eof_mid_record_says_where)
+{
+    struct xprt_link_cfg cfg;
+    struct server s;
+    struct peer c;
+    uint8_t half[8 + 10] = {0};
+
+    test_cfg(&cfg, test_key);
+    serve(&s, &cfg, "127.0.0.1");
+    connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
+    cr_assert(run_until(base, &c.up, 5000));
+    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert_eq(xprt_link_send(c.link, 0x80C08001u, "whole", 5), 0);
+    xprt_rec_hdr_encode(half, 0x80C08001u, 100);
+    cr_assert_eq(xprt_link_send_raw(c.link, half, sizeof(half)), 0);
+    for (int i = 0; i < 100 && xprt_link_output_len(c.link); i++) {
+        int never = 0;
+        run_until(base, &never, 5);
+    }
+    xprt_link_free(c.link);
+    cr_assert(run_until(base, &s.p.err, 5000));
+    cr_assert_eq(s.p.err, -COLO_ESTREAM_TRUNCATED, "%s",
+                 colo_strerror(s.p.err));
+    cr_assert_eq(s.p.nrec, 1);
+    cr_assert(strstr(xprt_link_why(s.p.link), "inside record #1"), "%s",
+              xprt_link_why(s.p.link));
+    cr_assert(strstr(xprt_link_why(s.p.link), "offset 16"), "%s",
+              xprt_link_why(s.p.link));
+    xprt_link_free(s.p.link);
+    xprt_listener_free(s.ls);
+}

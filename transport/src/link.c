@@ -100,6 +100,7 @@ struct xprt_link {
     bool free_pending;
 
     char peer[64];
+    char why[200]; /* why the link failed, for the owner's log line */
     struct xprt_link_stats st;
 };
 
@@ -682,8 +683,15 @@ static void on_bulk_read(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         if (n == 0) {
-            link_fail(l, -COLO_ESTREAM_TRUNCATED,
-                      "peer closed the link in the middle of a record");
+            char why[128];
+
+            snprintf(why, sizeof(why),
+                     "peer closed the link inside record #%llu at stream "
+                     "offset %llu (%zu of %zu bytes)",
+                     (unsigned long long)l->rd.index,
+                     (unsigned long long)l->rd.offset, l->bulk.len,
+                     l->bulk_need);
+            link_fail(l, -COLO_ESTREAM_TRUNCATED, why);
             goto out;
         }
         if (errno == EINTR)
@@ -1015,10 +1023,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             if (l->state == XPRT_LINK_HANDSHAKE)
                 link_fail(l, -COLO_EAUTH,
                           "peer closed the link during the handshake");
-            else if (in && evbuffer_get_length(in) > 0)
-                link_fail(l, -COLO_ESTREAM_TRUNCATED,
-                          "peer closed the link in the middle of a record");
-            else
+            else if (in && evbuffer_get_length(in) > 0) {
+                char why[128];
+
+                snprintf(why, sizeof(why),
+                         "peer closed the link inside record #%llu at "
+                         "stream offset %llu (%zu bytes of it)",
+                         (unsigned long long)l->rd.index,
+                         (unsigned long long)l->rd.offset,
+                         evbuffer_get_length(in));
+                link_fail(l, -COLO_ESTREAM_TRUNCATED, why);
+            } else
                 link_fail(l, -COLO_EPEER_CLOSED, "peer closed the link");
         }
     } else if (what & BEV_EVENT_ERROR) {
@@ -1165,6 +1180,11 @@ const char *xprt_link_peer(const struct xprt_link *l)
     return l->peer;
 }
 
+const char *xprt_link_why(const struct xprt_link *l)
+{
+    return l->why;
+}
+
 void xprt_link_get_stats(const struct xprt_link *l, struct xprt_link_stats *ret)
 {
     *ret = l->st;
@@ -1286,6 +1306,7 @@ static void link_fail(struct xprt_link *l, int rc, const char *why)
         return;
     stop_io(l);
     l->state = XPRT_LINK_CLOSED;
+    snprintf(l->why, sizeof(l->why), "%s", why);
     colo_debug("link %s: %s (%s): %s", l->name, why, l->peer,
                colo_strerror(rc));
     if (l->ls) {

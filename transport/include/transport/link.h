@@ -47,6 +47,9 @@
  * only if both sides set cfg.plain. The link authenticates the peer; it does
  * not encrypt or MAC the records that follow (see protocol.md for why).
  *
+ * The process must ignore SIGPIPE (colo's main does): libevent writes with
+ * writev(), which raises it on a reset connection.
+ *
  * Heartbeats: when UP and nothing was sent for heartbeat_ms, the link sends
  * a HEARTBEAT record; any bytes received reset the peer's silence timer.
  * HEARTBEAT records are never delivered to cbs.record. While DETACHED,
@@ -137,6 +140,11 @@ enum xprt_link_state xprt_link_state(const struct xprt_link *l);
 const char *xprt_link_name(const struct xprt_link *l);
 /* "1.2.3.4:5" / "[::1]:5" of the peer; empty until connected. */
 const char *xprt_link_peer(const struct xprt_link *l);
+/* After cbs.error: one line saying where and why ("peer closed the link
+ * inside record #12 at stream offset 4096 (10 bytes of it)", "no heartbeat
+ * for 3012 ms", the reader's "at offset X, record #i: ..."). The link does
+ * not log errors above debug level: the owner logs once, with context. */
+const char *xprt_link_why(const struct xprt_link *l);
 
 /*
  * Queue one record (header, body = iov concatenation, padding) for

@@ -378,3 +378,50 @@ Test(xen, verify_stream_v2_oracle)
     cr_assert_neq(oracle(&b, "xl"), 0);
     colo_buf_dispose(&b);
 }
+
+/* A receiver that lends the libxc segment to libxenguest: the reader
+ * skips it on request and keeps tracking the libxl layer. */
+Test(xen, libxc_segment_consumed_elsewhere)
+{
+    struct colo_buf b;
+    struct xprt_reader r;
+    struct xprt_item it;
+    uint8_t hdr[XPRT_LIBXL_HDR_SIZE];
+    size_t off = 0;
+    ssize_t n;
+
+    colo_buf_init(&b, 0);
+    xprt_libxl_hdr_encode(hdr);
+    colo_buf_append(&b, hdr, sizeof(hdr));
+    xprt_rec_write_buf(&b, XPRT_LIBXL_LIBXC_CONTEXT, NULL, 0);
+    /* (libxc bytes would be here, read by the helper) */
+    emu_rec(&b, XPRT_LIBXL_EMULATOR_CONTEXT, "dev", 3);
+    xprt_rec_write_buf(&b, XPRT_LIBXL_CHECKPOINT_END, NULL, 0);
+    /* (more libxc bytes, ending with libxc END) */
+    xprt_rec_write_buf(&b, XPRT_LIBXL_END, NULL, 0);
+
+    xprt_reader_init(&r, XPRT_FMT_LIBXL, 0);
+    cr_assert_eq(xprt_reader_libxc_consumed(&r, false), -EINVAL);
+    n = xprt_reader_push(&r, b.data, b.len, &it); /* header */
+    off += (size_t)n;
+    n = xprt_reader_push(&r, b.data + off, b.len - off, &it);
+    off += (size_t)n;
+    cr_assert_eq(it.type, XPRT_LIBXL_LIBXC_CONTEXT);
+    cr_assert_eq(xprt_reader_next_layer(&r), XPRT_LAYER_LIBXC);
+    cr_assert_eq(xprt_reader_libxc_consumed(&r, true), 0);
+    cr_assert_eq(xprt_reader_next_layer(&r), XPRT_LAYER_LIBXL);
+    n = xprt_reader_push(&r, b.data + off, b.len - off, &it);
+    off += (size_t)n;
+    cr_assert_eq(it.type, XPRT_LIBXL_EMULATOR_CONTEXT);
+    n = xprt_reader_push(&r, b.data + off, b.len - off, &it);
+    off += (size_t)n;
+    cr_assert_eq(it.type, XPRT_LIBXL_CHECKPOINT_END);
+    cr_assert_eq(xprt_reader_next_layer(&r), XPRT_LAYER_LIBXC);
+    cr_assert_eq(xprt_reader_libxc_consumed(&r, false), 0);
+    n = xprt_reader_push(&r, b.data + off, b.len - off, &it);
+    cr_assert_eq(it.layer, XPRT_LAYER_LIBXL);
+    cr_assert_eq(it.type, XPRT_LIBXL_END);
+    cr_assert_eq(xprt_reader_eof(&r), 0);
+    xprt_reader_dispose(&r);
+    colo_buf_dispose(&b);
+}

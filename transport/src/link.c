@@ -1123,6 +1123,11 @@ int xprt_link_set_rx_format(struct xprt_link *l, enum xprt_format fmt)
     return xprt_reader_set_format(&l->rd, fmt);
 }
 
+int xprt_link_libxc_consumed(struct xprt_link *l, bool at_checkpoint)
+{
+    return xprt_reader_libxc_consumed(&l->rd, at_checkpoint);
+}
+
 void xprt_link_set_exact_reads(struct xprt_link *l, bool on)
 {
     l->exact = on;

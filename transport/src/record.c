@@ -649,6 +649,25 @@ again:
     }
 }
 
+int xprt_reader_libxc_consumed(struct xprt_reader *r, bool at_checkpoint)
+{
+    bool libxc_next = r->state == ST_LIBXC_IHDR || r->state == ST_LIBXC_DHDR ||
+                      (r->state == ST_RECORD && r->libxc_state == XC_ACTIVE);
+
+    if (r->gather.len || r->err ||
+        (r->fmt_cur != XPRT_FMT_LIBXL && r->fmt_cur != XPRT_FMT_XL) ||
+        !libxc_next)
+        return -EINVAL;
+    r->state = ST_RECORD;
+    if (at_checkpoint) {
+        r->libxc_state = XC_CHECKPOINT;
+        r->checkpointed = true;
+    } else {
+        r->libxc_state = XC_DONE;
+    }
+    return 0;
+}
+
 int xprt_reader_eof(struct xprt_reader *r)
 {
     if (r->err)

@@ -182,6 +182,10 @@ size_t xprt_link_output_len(const struct xprt_link *l);
  * Between items only (-EBUSY otherwise). */
 int xprt_link_set_rx_format(struct xprt_link *l, enum xprt_format fmt);
 
+/* The helper read the libxc segment itself (see
+ * xprt_reader_libxc_consumed); call before xprt_link_attach. */
+int xprt_link_libxc_consumed(struct xprt_link *l, bool at_checkpoint);
+
 /*
  * Exact reads: read from the socket only the bytes of the next item (no
  * read-ahead), so that after a record the rest of the stream is still in

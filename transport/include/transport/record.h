@@ -227,6 +227,16 @@ ssize_t xprt_reader_next_size(const struct xprt_reader *r, const void *peek,
  * stream). Fails with -EBUSY while an item is half gathered. */
 int xprt_reader_set_format(struct xprt_reader *r, enum xprt_format fmt);
 
+/*
+ * libxl streams: the libxc segment that started at LIBXC_CONTEXT (or
+ * resumed after CHECKPOINT_END) was read by someone else (libxenguest in a
+ * restore helper, on the lent fd) up to and including its END record
+ * (at_checkpoint false: libxl owns the rest of the stream) or its
+ * CHECKPOINT record (at_checkpoint true: libxl owns until CHECKPOINT_END).
+ * -EINVAL unless libxc owns the next item (headers included).
+ */
+int xprt_reader_libxc_consumed(struct xprt_reader *r, bool at_checkpoint);
+
 /* Sticky error and a one-line "at offset X, record #i type T: reason". */
 int xprt_reader_error(const struct xprt_reader *r);
 const char *xprt_reader_why(const struct xprt_reader *r);

@@ -44,7 +44,7 @@ static int parse_uint(const char *cmd, const char *what, const char *s,
                       unsigned long max, unsigned long *ret)
 {
     char *end;
-    unsigned long v;
+    unsigned long v = 0;
 
     errno = 0;
     v = strtoul(s, &end, 10);
@@ -82,7 +82,7 @@ static int host_opts_parse(const char *cmd, int argc, char **argv,
         {NULL, 0, NULL, 0},
     };
     static char *listen_host;
-    unsigned long v;
+    unsigned long v = 0;
     uint16_t port;
     int c;
 

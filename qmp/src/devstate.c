@@ -735,9 +735,9 @@ static void load_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     colo_err("qmp: device state load not done within %d ms", LOAD_TIMEOUT_MS);
-    op->refs++; /* keep op across the callback */
+    /* load_finish() holds its own reference across the callback; op is
+     * not used after it. */
     load_finish(op, -ETIMEDOUT);
-    load_unref(op);
 }
 
 int qmp_devstate_load(struct qmp_client *c, const uint8_t *blob, size_t len,

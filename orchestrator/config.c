@@ -1041,8 +1041,8 @@ int orch_config_parse_file(const char *path, struct orch_vm_config **ret,
     int rc;
 
     *ret = NULL;
-    /* colo_read_file refuses files of max bytes or more. */
-    rc = colo_read_file(path, (size_t)ORCH_CONFIG_MAX_BYTES + 1, &buf, &len);
+    /* colo_read_file accepts at most max bytes. */
+    rc = colo_read_file(path, (size_t)ORCH_CONFIG_MAX_BYTES, &buf, &len);
     if (rc == -EFBIG) {
         snprintf(msg, sizeof(msg), "file is larger than the cap of %d bytes",
                  ORCH_CONFIG_MAX_BYTES);

@@ -217,7 +217,7 @@ static int run_colo(size_t ram_mb, size_t dirty_mb, unsigned count,
     struct ckpt_secondary_opts so = {0};
     struct ckpt_primary_opts po = {0};
     struct timeval tv = colo_ms_to_tv(300000);
-    int a, b, rc;
+    int a = -1, b = -1, rc;
 
     rc = setup_run(ram_mb, dirty_mb, count);
     if (rc < 0)

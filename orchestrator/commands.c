@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 int orch_cmd_verify_stream(int argc, char **argv);
+int orch_cmd_xen_helper(int argc, char **argv);
 
 /* The subcommands, in the order `colo --help` lists them. Add one line per
  * command; its implementation goes in cmd_<name>.c. */
@@ -30,5 +31,7 @@ const struct orch_command orch_commands[] = {
     {"stop", "VM", "stop the VM and its colo process", orch_cmd_stop, 0},
     {"verify-stream", "FILE|-", "check a stream or save file; where is it bad",
      orch_cmd_verify_stream, 0},
+    {"__xen-helper", "...", "internal: libxenguest helper", orch_cmd_xen_helper,
+     1},
     {NULL, NULL, NULL, NULL, 0},
 };

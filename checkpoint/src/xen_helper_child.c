@@ -27,7 +27,7 @@
 struct helper {
     int chan;
     bool chan_dead;
-    xentoollog_logger lg; /* first: the logger callbacks cast back */
+    xentoollog_logger lg; /* libxc's logger; from_lg() maps back */
     uint32_t domid;
 };
 

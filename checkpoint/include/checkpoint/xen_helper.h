@@ -54,15 +54,15 @@ enum ckpt_xen_msg_type {
 
 /* The bridged libxc callbacks (CALL's cb field). */
 enum ckpt_xen_cb {
-    CKPT_XEN_CB_SUSPEND = 1,         /* save + restore; 1 = ok */
-    CKPT_XEN_CB_PRECOPY_POLICY = 2,  /* save; b iteration, c dirty_count
-                                      * (as i64, -1 unknown), d written;
-                                      * answer XGS_POLICY_* (-1, 0, 1) */
-    CKPT_XEN_CB_POSTCOPY = 3,        /* save + restore; 1 = ok */
-    CKPT_XEN_CB_CHECKPOINT = 4,      /* save: 1 another, 0 stop; restore:
-                                      * XGR_CHECKPOINT_* (0 err, 1, 2) */
-    CKPT_XEN_CB_WAIT_CHECKPOINT = 5, /* 1 another, 0 stop */
-    CKPT_XEN_CB_SWITCH_LOGDIRTY = 6, /* save, HVM; a enable, b domid; 0 ok */
+    CKPT_XEN_CB_SUSPEND = 1,          /* save + restore; 1 = ok */
+    CKPT_XEN_CB_PRECOPY_POLICY = 2,   /* save; b iteration, c dirty_count
+                                       * (as i64, -1 unknown), d written;
+                                       * answer XGS_POLICY_* (-1, 0, 1) */
+    CKPT_XEN_CB_POSTCOPY = 3,         /* save + restore; 1 = ok */
+    CKPT_XEN_CB_CHECKPOINT = 4,       /* save: 1 another, 0 stop; restore:
+                                       * XGR_CHECKPOINT_* (0 err, 1, 2) */
+    CKPT_XEN_CB_WAIT_CHECKPOINT = 5,  /* 1 another, 0 stop */
+    CKPT_XEN_CB_SWITCH_LOGDIRTY = 6,  /* save, HVM; a enable, b domid; 0 ok */
     CKPT_XEN_CB_STATIC_DATA_DONE = 7, /* restore; a = missing (XGR_SDD_*),
                                        * 0 ok */
     CKPT_XEN_CB_MAX = 7,
@@ -84,8 +84,8 @@ enum ckpt_xen_stream {
 /* One decoded message; text borrowed from the frame (not NUL-terminated). */
 struct ckpt_xen_msg {
     uint16_t type;
-    uint32_t u32a, u32b; /* LOG level/errno, CALL cb/a, REPLY cb */
-    int32_t i32a, i32b;  /* DONE rc/errno, REPLY value */
+    uint32_t u32a, u32b;       /* LOG level/errno, CALL cb/a, REPLY cb */
+    int32_t i32a, i32b;        /* DONE rc/errno, REPLY value */
     uint64_t u64a, u64b, u64c; /* CALL b/c/d, PROGRESS done/total,
                                 * RESULTS/DONE store/console */
     const char *text;
@@ -118,14 +118,14 @@ struct ckpt_xen_call {
 };
 
 struct ckpt_xen_result {
-    int helper_rc;         /* DONE's rc (0 ok, -1 libxc failure) */
-    int helper_errno;      /* DONE's errnoval */
-    bool got_done;         /* a DONE message arrived */
-    int exit_status;       /* -1 if killed by a signal */
-    int term_signal;       /* 0 if it exited */
-    uint64_t store_gfn;    /* restore: from DONE (or RESULTS) */
+    int helper_rc;      /* DONE's rc (0 ok, -1 libxc failure) */
+    int helper_errno;   /* DONE's errnoval */
+    bool got_done;      /* a DONE message arrived */
+    int exit_status;    /* -1 if killed by a signal */
+    int term_signal;    /* 0 if it exited */
+    uint64_t store_gfn; /* restore: from DONE (or RESULTS) */
     uint64_t console_gfn;
-    char error[512];       /* human reason when rc < 0 */
+    char error[512]; /* human reason when rc < 0 */
 };
 
 struct ckpt_xen_helper_owner {
@@ -136,8 +136,8 @@ struct ckpt_xen_helper_owner {
     /* Optional: libxc log lines and progress. */
     void (*log)(struct ckpt_xen_helper *h, int level, const char *line,
                 void *opaque);
-    void (*progress)(struct ckpt_xen_helper *h, uint64_t done,
-                     uint64_t total, const char *what, void *opaque);
+    void (*progress)(struct ckpt_xen_helper *h, uint64_t done, uint64_t total,
+                     const char *what, void *opaque);
     /* Optional: restore_results (void callback, no answer). */
     void (*restore_results)(struct ckpt_xen_helper *h, uint64_t store_gfn,
                             uint64_t console_gfn, void *opaque);
@@ -195,9 +195,9 @@ enum ckpt_xen_helper_state {
     CKPT_XEN_H_FINISHED,
 };
 
-struct ckpt_xen_helper *ckpt_xen_helper_new(
-    struct event_base *base, const struct ckpt_xen_helper_owner *owner,
-    void *opaque);
+struct ckpt_xen_helper *
+ckpt_xen_helper_new(struct event_base *base,
+                    const struct ckpt_xen_helper_owner *owner, void *opaque);
 void ckpt_xen_helper_free(struct ckpt_xen_helper *h); /* NULL ok */
 
 /* Fork + exec the helper. Synchronous errors by return value (no done). */
@@ -212,8 +212,8 @@ int ckpt_xen_helper_attach(struct ckpt_xen_helper *h, int chan_fd_take,
 int ckpt_xen_helper_reply(struct ckpt_xen_helper *h, int value);
 void ckpt_xen_helper_cancel(struct ckpt_xen_helper *h);
 
-enum ckpt_xen_helper_state ckpt_xen_helper_state(
-    const struct ckpt_xen_helper *h);
+enum ckpt_xen_helper_state
+ckpt_xen_helper_state(const struct ckpt_xen_helper *h);
 pid_t ckpt_xen_helper_pid(const struct ckpt_xen_helper *h);
 
 /* Build the helper's argv words after exe_args (tests, docs):

@@ -45,6 +45,17 @@
 #define PEEK_MAX         64u
 #define BULK_MIN         (256u << 10)
 
+#define POOL_BLOCK (1u << 20)
+#define POOL_MIN   (64u << 10)
+#define POOL_KEEP  16
+
+/* Reused send blocks (see queue_copy). */
+struct send_pool {
+    int refs; /* the link + every block in flight */
+    int nfree;
+    void *free[POOL_KEEP];
+};
+
 struct xprt_link {
     struct event_base *base;
     enum xprt_link_state state;
@@ -81,6 +92,7 @@ struct xprt_link {
     /* Bulk body read straight from the socket into our buffer (no
      * evbuffer chains, no pullup copy) for records >= BULK_MIN. */
     struct event *bulk_ev;
+    struct send_pool *pool;
     struct colo_buf bulk;
     size_t bulk_need;
     bool rx_paused;
@@ -275,6 +287,9 @@ static int link_alloc(struct event_base *base, const struct xprt_link_cfg *cfg,
     l->deadline = evtimer_new(base, on_deadline, l);
     l->tick = event_new(base, -1, EV_PERSIST, on_tick, l);
     l->deferred = event_new(base, -1, 0, on_deferred, l);
+    l->pool = calloc(1, sizeof(*l->pool));
+    if (l->pool)
+        l->pool->refs = 1;
     colo_buf_init(&l->bulk,
                   XPRT_REC_HDR_SIZE + xprt_rec_padded_len(l->cfg.max_record));
     if (!l->deadline || !l->tick || !l->deferred) {
@@ -825,6 +840,101 @@ static void on_read(struct bufferevent *bev, void *arg)
 static const uint8_t pad_zero[XPRT_REC_ALIGN];
 
 /*
+ * Send buffer pool. Bytes the socket does not take at once are copied into
+ * reused 1 MiB blocks that the output evbuffer references, instead of fresh
+ * evbuffer chains: fresh memory from malloc is returned to the kernel and
+ * faulted back in for every megabyte, which halved throughput.
+ */
+
+static void pool_unref(struct send_pool *p)
+{
+    if (--p->refs > 0)
+        return;
+    for (int i = 0; i < p->nfree; i++)
+        free(p->free[i]);
+    free(p);
+}
+
+static void pool_block_done(const void *data, size_t len, void *arg)
+{
+    struct send_pool *p = arg;
+
+    (void)len;
+    if (p->refs > 1 && p->nfree < POOL_KEEP)
+        p->free[p->nfree++] = (void *)data;
+    else
+        free((void *)data);
+    pool_unref(p);
+}
+
+static uint8_t *pool_get(struct send_pool *p)
+{
+    uint8_t *b = p->nfree ? p->free[--p->nfree] : malloc(POOL_BLOCK);
+
+    if (b)
+        p->refs++;
+    return b;
+}
+
+/* Queue v[] minus its first `skip` bytes into out. */
+static int queue_copy(struct xprt_link *l, struct evbuffer *out,
+                      const struct iovec *v, int nv, size_t skip)
+{
+    size_t rem = 0, used = 0;
+    uint8_t *blk = NULL;
+
+    for (int i = 0; i < nv; i++)
+        rem += v[i].iov_len;
+    rem -= skip;
+    for (int i = 0; i < nv; i++) {
+        const uint8_t *p = v[i].iov_base;
+        size_t left = v[i].iov_len;
+
+        if (skip >= left) {
+            skip -= left;
+            continue;
+        }
+        p += skip;
+        left -= skip;
+        skip = 0;
+        if (rem < POOL_MIN || !l->pool) {
+            if (evbuffer_add(out, p, left))
+                return -ENOMEM; /* the stream is now broken: rare */
+            continue;
+        }
+        while (left) {
+            size_t take;
+
+            if (!blk) {
+                blk = pool_get(l->pool);
+                if (!blk)
+                    return -ENOMEM;
+                used = 0;
+            }
+            take = POOL_BLOCK - used < left ? POOL_BLOCK - used : left;
+            memcpy(blk + used, p, take);
+            used += take;
+            p += take;
+            left -= take;
+            if (used == POOL_BLOCK) {
+                if (evbuffer_add_reference(out, blk, used, pool_block_done,
+                                           l->pool)) {
+                    pool_block_done(blk, used, l->pool);
+                    return -ENOMEM;
+                }
+                blk = NULL;
+            }
+        }
+    }
+    if (blk &&
+        evbuffer_add_reference(out, blk, used, pool_block_done, l->pool)) {
+        pool_block_done(blk, used, l->pool);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/*
  * Queue a record. When nothing is queued, first try to hand it to the
  * kernel directly (one sendmsg, no copy); only what the socket does not
  * take is copied into the output buffer. Socket errors are left for the
@@ -835,15 +945,18 @@ static int write_through(struct xprt_link *l, uint32_t type,
 {
     struct evbuffer *out = bufferevent_get_output(l->bev);
     uint8_t hdr[XPRT_REC_HDR_SIZE];
-    struct iovec v[66];
+    struct iovec stack_v[66], *v = stack_v;
     struct msghdr mh = {0};
     size_t total = XPRT_REC_HDR_SIZE + xprt_rec_padded_len(len);
     size_t done = 0;
     ssize_t w;
-    int nv = 0;
+    int nv = 0, rc;
 
-    if (evbuffer_get_length(out) != 0 || n > 64 || l->exact)
-        return xprt_rec_writev_evbuf(out, type, iov, n);
+    if (n + 2 > (int)(sizeof(stack_v) / sizeof(stack_v[0]))) {
+        v = malloc(((size_t)n + 2) * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+    }
     xprt_rec_hdr_encode(hdr, type, len);
     v[nv].iov_base = hdr;
     v[nv++].iov_len = sizeof(hdr);
@@ -854,29 +967,19 @@ static int write_through(struct xprt_link *l, uint32_t type,
         v[nv].iov_base = (void *)pad_zero;
         v[nv++].iov_len = xprt_rec_padded_len(len) - len;
     }
-    mh.msg_iov = v;
-    mh.msg_iovlen = (size_t)nv;
-    do {
-        w = sendmsg(l->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (w < 0 && errno == EINTR);
-    if (w > 0)
-        done = (size_t)w;
-    if (done == total)
-        return 0;
-    /* Copy the rest, skipping what the kernel took. */
-    for (int i = 0; i < nv; i++) {
-        const uint8_t *p = v[i].iov_base;
-        size_t l2 = v[i].iov_len;
-
-        if (done >= l2) {
-            done -= l2;
-            continue;
-        }
-        if (evbuffer_add(out, p + done, l2 - done))
-            return -ENOMEM; /* the stream is now broken: rare */
-        done = 0;
+    if (evbuffer_get_length(out) == 0 && !l->exact && nv <= 1024) {
+        mh.msg_iov = v;
+        mh.msg_iovlen = (size_t)nv;
+        do {
+            w = sendmsg(l->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (w < 0 && errno == EINTR);
+        if (w > 0)
+            done = (size_t)w;
     }
-    return 0;
+    rc = done == total ? 0 : queue_copy(l, out, v, nv, done);
+    if (v != stack_v)
+        free(v);
+    return rc;
 }
 
 int xprt_link_sendv(struct xprt_link *l, uint32_t type, const struct iovec *iov,
@@ -1353,6 +1456,8 @@ static void link_really_free(struct xprt_link *l)
     if (l->bulk_ev)
         event_free(l->bulk_ev);
     colo_buf_dispose(&l->bulk);
+    if (l->pool)
+        pool_unref(l->pool); /* blocks still queued keep it alive */
     if (l->ai_list)
         freeaddrinfo(l->ai_list);
     xprt_reader_dispose(&l->hs_rd);

@@ -27,7 +27,7 @@
 #include "transport/link.h"
 
 #define CHUNK  (1u << 20)
-#define ROUNDS 3
+#define ROUNDS 5
 
 static const uint8_t key[32] = "bench-transport-key-0123456789ab";
 

@@ -388,3 +388,51 @@ Test(guest, sigkill_kills_qemu, .timeout = 20)
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", l.dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* True when process pid holds an fd on the same pipe as our fd. */
+static bool proc_holds(pid_t pid, int fd)
+{
+    char want[64], path[64], got[64];
+    struct stat st;
+    bool found = false;
+
+    if (fstat(fd, &st) < 0)
+        return false;
+    snprintf(want, sizeof(want), "pipe:[%lu]", (unsigned long)st.st_ino);
+    for (int i = 0; i < 1024 && !found; i++) {
+        ssize_t n;
+
+        snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, i);
+        n = readlink(path, got, sizeof(got) - 1);
+        if (n > 0) {
+            got[n] = '\0';
+            found = !strcmp(got, want);
+        }
+    }
+    return found;
+}
+
+Test(guest, only_pass_fds_are_inherited, .timeout = 20)
+{
+    struct tguest_opts o = tguest_opts_default();
+    struct tguest *g = NULL;
+    int passed[2], leaked[2];
+    char addfd[64];
+    const char *extra[3] = {"-add-fd", addfd, NULL};
+
+    cr_assert_eq(pipe2(passed, O_CLOEXEC), 0);
+    cr_assert_eq(pipe(leaked), 0); /* no O_CLOEXEC, as a careless caller */
+    snprintf(addfd, sizeof(addfd), "fd=%d,set=1", passed[1]);
+    o.force_tcg = true;
+    o.pass_fds = &passed[1];
+    o.n_pass_fds = 1;
+    o.extra_args = extra;
+    cr_assert_eq(tguest_start(&o, &g), 0);
+    cr_assert(proc_holds(g->pid, passed[1]));
+    cr_assert(!proc_holds(g->pid, leaked[1]));
+    tguest_free(g);
+    colo_close(&passed[0]);
+    colo_close(&passed[1]);
+    colo_close(&leaked[0]);
+    colo_close(&leaked[1]);
+}

@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,6 +32,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -558,9 +560,17 @@ int tguest_launch(struct tguest *g, const struct tguest_opts *o)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(127);
-        if (dup2(null_fd, 0) < 0 || dup2(err_fd, 1) < 0 ||
-            dup2(err_fd, 2) < 0 || fcntl(qmp_fd, F_SETFD, 0) < 0)
+        if (dup2(null_fd, 0) < 0 || dup2(err_fd, 1) < 0 || dup2(err_fd, 2) < 0)
             _exit(127);
+        /* QEMU gets exactly 0-2, the QMP socket and o->pass_fds: not the
+         * test framework's pipes that happen to lack O_CLOEXEC. */
+        syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
+        if (fcntl(qmp_fd, F_SETFD, 0) < 0)
+            _exit(127);
+        for (size_t i = 0; i < o->n_pass_fds; i++) {
+            if (fcntl(o->pass_fds[i], F_SETFD, 0) < 0)
+                _exit(127);
+        }
         execvp(argv[0], argv);
         _exit(127);
     }

@@ -43,6 +43,10 @@ struct tguest_opts {
     const char *const *extra_args; /* NULL-terminated extra QEMU args */
     bool force_tcg;                /* TCG even when /dev/kvm opens */
     bool seabios; /* QEMU's default firmware instead of qboot */
+    /* fds QEMU inherits at the same numbers (e.g. for -add-fd or a
+     * chardev fd= in extra_args); every other fd above 2 is closed. */
+    const int *pass_fds;
+    size_t n_pass_fds;
 };
 
 struct tguest {

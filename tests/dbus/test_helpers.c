@@ -1,0 +1,228 @@
+/*
+ * orchestrator/dbus with a real dbus-daemon and the example helper:
+ * bus and helpers up and down, the QEMU args, Id comparison, and the
+ * named errors for a helper that exits, never registers, returns too
+ * much state (at and over the 1 MiB cap) or hangs in Save.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/error.h"
+#include "dbus.h"
+#include "dbustest.h"
+
+static char dir[256];
+static struct orch_dbus *d;
+static json_t *helpers;
+
+static void setup(void)
+{
+    dt_tmpdir(dir, sizeof(dir));
+}
+
+static void teardown(void)
+{
+    orch_dbus_free(d);
+    d = NULL;
+    json_decref(helpers);
+    helpers = NULL;
+    dt_rmdir(dir);
+}
+
+TestSuite(dbus, .init = setup, .fini = teardown);
+
+static bool exists(const char *name)
+{
+    char p[512];
+    struct stat st;
+
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    return stat(p, &st) == 0;
+}
+
+Test(dbus, start_args_check_free)
+{
+    struct orch_dbus_error err;
+    const char *const *args;
+    char want[1200];
+    char *esc;
+
+    if (!dt_have_dbus())
+        return;
+    helpers = json_pack("[{s:s,s:[sss]},{s:s,s:[sss]}]", "id", "a", "command",
+                        dt_helper_path(), "--id", "a", "id", "b", "command",
+                        dt_helper_path(), "--id", "b");
+    cr_assert_eq(orch_dbus_start(dir, helpers, 10000, &d, &err), 0, "%s",
+                 err.text);
+    cr_assert(orch_dbus_active(d));
+    cr_assert(exists("dbus.sock"));
+    cr_assert(exists("dbus.conf"));
+    cr_assert_eq(strncmp(orch_dbus_address(d), "unix:path=", 10), 0);
+    cr_assert(strstr(orch_dbus_address(d), dir));
+    cr_assert_eq(orch_dbus_id_count(d), 2);
+    cr_assert_str_eq(orch_dbus_id(d, 0), "a");
+    cr_assert_str_eq(orch_dbus_id(d, 1), "b");
+    cr_assert_null(orch_dbus_id(d, 2));
+    args = orch_dbus_qemu_args(d);
+    cr_assert_str_eq(args[0], "-object");
+    esc = strdup(orch_dbus_address(d));
+    /* The address has a comma (",guid="): doubled for QEMU. */
+    cr_assert(strchr(esc, ','));
+    free(esc);
+    cr_assert(strstr(args[1], ",,guid="));
+    snprintf(want, sizeof(want), "dbus-vmstate,id=colo-dbus,addr=");
+    cr_assert_eq(strncmp(args[1], want, strlen(want)), 0, "%s", args[1]);
+    cr_assert(strstr(args[1], ",id-list=a,,b"), "%s", args[1]);
+    cr_assert_null(args[2]);
+    /* The counter moves. */
+    {
+        uint64_t c1 = dt_helper_prop(orch_dbus_address(d), "Counter"), c2;
+        uint64_t t0 = 0;
+
+        do {
+            c2 = dt_helper_prop(orch_dbus_address(d), "Counter");
+        } while (c2 == c1 && ++t0 < 100000);
+        cr_assert(c2 > c1);
+    }
+    cr_assert_eq(orch_dbus_check(d, ORCH_DBUS_CHECK_SAVE, 5000, &err), 0, "%s",
+                 err.text);
+    orch_dbus_free(d);
+    d = NULL;
+    cr_assert_not(exists("dbus.sock"), "socket removed");
+    cr_assert_not(exists("dbus.conf"), "config removed");
+}
+
+Test(dbus, no_helpers)
+{
+    struct orch_dbus_error err;
+
+    cr_assert_eq(orch_dbus_start(dir, NULL, 1000, &d, &err), 0);
+    cr_assert_not(orch_dbus_active(d));
+    cr_assert_null(orch_dbus_address(d));
+    cr_assert_null(orch_dbus_qemu_args(d)[0]);
+    cr_assert_eq(orch_dbus_check(d, ORCH_DBUS_CHECK_SAVE, 100, &err), 0);
+    cr_assert_eq(orch_dbus_check_blob(d, (const uint8_t *)"x", 1, &err), 0);
+    cr_assert_not(exists("dbus.sock"));
+}
+
+Test(dbus, bad_config)
+{
+    struct orch_dbus_error err;
+
+    helpers = json_pack("[{s:s,s:[s]}]", "id", "a,b", "command", "true");
+    cr_assert_eq(orch_dbus_start(dir, helpers, 1000, &d, &err), -COLO_ECONFIG);
+    cr_assert(strstr(err.text, "$.helpers[0].id"), "%s", err.text);
+    json_decref(helpers);
+    helpers = json_pack("[{s:s,s:[s]},{s:s,s:[s]}]", "id", "a", "command",
+                        "true", "id", "a", "command", "true");
+    cr_assert_eq(orch_dbus_start(dir, helpers, 1000, &d, &err), -COLO_ECONFIG);
+    cr_assert(strstr(err.text, "duplicate"), "%s", err.text);
+    json_decref(helpers);
+    helpers = json_pack("[{s:s,s:[]}]", "id", "a", "command");
+    cr_assert_eq(orch_dbus_start(dir, helpers, 1000, &d, &err), -COLO_ECONFIG);
+    cr_assert_str_eq(err.helper, "a");
+    cr_assert_null(d);
+}
+
+Test(dbus, helper_exits_is_named)
+{
+    struct orch_dbus_error err;
+
+    if (!dt_have_dbus())
+        return;
+    helpers = json_pack("[{s:s,s:[s]}]", "id", "quitter", "command", "false");
+    cr_assert_eq(orch_dbus_start(dir, helpers, 10000, &d, &err), -COLO_EHELPER);
+    cr_assert_str_eq(err.helper, "quitter");
+    cr_assert(strstr(err.text, "\"quitter\" exited with status 1"), "%s",
+              err.text);
+    cr_assert_null(d);
+    cr_assert_not(exists("dbus.sock"), "bus stopped on failure");
+}
+
+Test(dbus, helper_never_on_bus_is_named)
+{
+    struct orch_dbus_error err;
+
+    if (!dt_have_dbus())
+        return;
+    helpers =
+        json_pack("[{s:s,s:[ss]}]", "id", "sleepy", "command", "sleep", "60");
+    cr_assert_eq(orch_dbus_start(dir, helpers, 600, &d, &err), -ENOENT, "%s",
+                 err.text);
+    cr_assert_str_eq(err.helper, "sleepy");
+    cr_assert(strstr(err.text, "\"sleepy\" is not on the bus"), "%s", err.text);
+    cr_assert_null(d);
+}
+
+Test(dbus, compare_names_the_missing_helper)
+{
+    struct orch_dbus_error err;
+    json_t *peer;
+
+    if (!dt_have_dbus())
+        return;
+    helpers = dt_helpers("counter", NULL);
+    cr_assert_eq(orch_dbus_start(dir, helpers, 10000, &d, &err), 0, "%s",
+                 err.text);
+    cr_assert_eq(orch_dbus_compare(d, helpers, &err), 0, "%s", err.text);
+    peer = json_array();
+    cr_assert_eq(orch_dbus_compare(d, peer, &err), -ENOENT);
+    cr_assert_str_eq(err.helper, "counter");
+    cr_assert(strstr(err.text, "missing on the peer"), "%s", err.text);
+    json_decref(peer);
+    peer = json_pack("[{s:s},{s:s}]", "id", "counter", "id", "extra");
+    cr_assert_eq(orch_dbus_compare(d, peer, &err), -ENOENT);
+    cr_assert_str_eq(err.helper, "extra");
+    json_decref(peer);
+    peer = json_pack("[{s:i}]", "id", 3);
+    cr_assert_eq(orch_dbus_compare(d, peer, &err), -COLO_ECONFIG);
+    json_decref(peer);
+}
+
+Test(dbus, save_at_cap_ok_over_cap_named)
+{
+    struct orch_dbus_error err;
+    const char *at[] = {"--save-bytes", "1048576", NULL};
+    const char *over[] = {"--save-bytes", "1048577", NULL};
+
+    if (!dt_have_dbus())
+        return;
+    helpers = dt_helpers("big", at);
+    cr_assert_eq(orch_dbus_start(dir, helpers, 10000, &d, &err), 0, "%s",
+                 err.text);
+    cr_assert_eq(orch_dbus_check(d, ORCH_DBUS_CHECK_SAVE, 10000, &err), 0,
+                 "at the cap: %s", err.text);
+    orch_dbus_free(d);
+    d = NULL;
+    json_decref(helpers);
+    helpers = dt_helpers("big", over);
+    cr_assert_eq(orch_dbus_start(dir, helpers, 10000, &d, &err), 0, "%s",
+                 err.text);
+    cr_assert_eq(orch_dbus_check(d, 0, 5000, &err), 0, "%s", err.text);
+    cr_assert_eq(orch_dbus_check(d, ORCH_DBUS_CHECK_SAVE, 10000, &err),
+                 -EMSGSIZE);
+    cr_assert_str_eq(err.helper, "big");
+    cr_assert(strstr(err.text, "1048577 bytes"), "%s", err.text);
+}
+
+Test(dbus, hanging_save_named)
+{
+    struct orch_dbus_error err;
+    const char *hang[] = {"--hang-save", NULL};
+
+    if (!dt_have_dbus())
+        return;
+    helpers = dt_helpers("stuck", hang);
+    cr_assert_eq(orch_dbus_start(dir, helpers, 10000, &d, &err), 0, "%s",
+                 err.text);
+    cr_assert_eq(orch_dbus_check(d, ORCH_DBUS_CHECK_SAVE, 700, &err),
+                 -ETIMEDOUT);
+    cr_assert_str_eq(err.helper, "stuck");
+    cr_assert(strstr(err.text, "did not answer within 700 ms"), "%s", err.text);
+}

@@ -436,3 +436,19 @@ Test(guest, only_pass_fds_are_inherited, .timeout = 20)
     colo_close(&leaked[0]);
     colo_close(&leaked[1]);
 }
+
+/* No cap on live guests (a COLO test may start hundreds of standbys). */
+Test(guest, many_prepared_guests)
+{
+    struct tguest_opts o = tguest_opts_default();
+    static struct tguest *g[300];
+
+    o.ram_mb = 8;
+    for (int i = 0; i < 300; i++)
+        cr_assert_eq(tguest_prepare(&o, &g[i]), 0, "guest %d", i);
+    /* Free in an order that unlinks from the middle, both ends. */
+    for (int i = 1; i < 300; i += 2)
+        tguest_free(g[i]);
+    for (int i = 0; i < 300; i += 2)
+        tguest_free(g[i]);
+}

@@ -57,45 +57,61 @@
 
 /* ---- the live-guest list and the atexit killer ----------------------- */
 
-#define TGUEST_MAX_LIVE 64
-static struct tguest *live[TGUEST_MAX_LIVE];
-static pid_t live_owner[TGUEST_MAX_LIVE];
+/* Each guest is allocated inside a live-list entry (the public struct
+ * first, so a struct tguest * is also the entry's address). */
+struct live_entry {
+    struct tguest g;
+    struct live_entry *prev, *next;
+    pid_t owner; /* the process that prepared it */
+};
+static struct live_entry *live_head;
 static bool atexit_done;
 
 /* At exit: kill what a test left running, remove its temp dir and free it
  * (a failed assertion skips the test's own tguest_free()). */
 static void tguest_kill_all(void)
 {
-    for (int i = 0; i < TGUEST_MAX_LIVE; i++) {
+    struct live_entry *e = live_head, *next;
+
+    for (; e; e = next) {
+        next = e->next;
         /* A forked child that exits must not tear down its parent's. */
-        if (live[i] && live_owner[i] == getpid())
-            tguest_free(live[i]);
+        if (e->owner == getpid())
+            tguest_free(&e->g);
     }
 }
 
-static int live_add(struct tguest *g)
+static struct tguest *live_new(void)
 {
+    struct live_entry *e;
+
     if (!atexit_done) {
         if (atexit(tguest_kill_all) != 0)
-            return -ENOMEM;
+            return NULL;
         atexit_done = true;
     }
-    for (int i = 0; i < TGUEST_MAX_LIVE; i++) {
-        if (!live[i]) {
-            live[i] = g;
-            live_owner[i] = getpid();
-            return 0;
-        }
-    }
-    return -EMFILE;
+    e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->owner = getpid();
+    e->next = live_head;
+    if (live_head)
+        live_head->prev = e;
+    live_head = e;
+    return &e->g;
 }
 
-static void live_del(struct tguest *g)
+static void live_free(struct tguest *g)
 {
-    for (int i = 0; i < TGUEST_MAX_LIVE; i++) {
-        if (live[i] == g)
-            live[i] = NULL;
-    }
+    struct live_entry *e = (struct live_entry *)g;
+
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        live_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    free(e);
 }
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -359,7 +375,7 @@ int tguest_prepare(const struct tguest_opts *o, struct tguest **ret)
     *ret = NULL;
     if (o->ram_mb < 8 || o->ram_mb > 2048)
         return -EINVAL; /* the layout needs >= 8 MiB, below the PCI hole */
-    g = calloc(1, sizeof(*g));
+    g = live_new();
     if (!g)
         return -ENOMEM;
     g->pid = -1;
@@ -375,19 +391,14 @@ int tguest_prepare(const struct tguest_opts *o, struct tguest **ret)
     }
     if (snprintf(g->dir, sizeof(g->dir), "%s/colo-tguest-XXXXXX", tmp) >=
         (int)sizeof(g->dir)) {
-        free(g);
-        return -ENAMETOOLONG;
+        g->dir[0] = '\0';
+        rc = -ENAMETOOLONG;
+        goto out;
     }
     if (!mkdtemp(g->dir)) {
         rc = -errno;
-        free(g);
-        return rc;
-    }
-    rc = live_add(g);
-    if (rc < 0) {
-        rmdir(g->dir);
-        free(g);
-        return rc;
+        g->dir[0] = '\0';
+        goto out;
     }
     snprintf(g->serial_path, sizeof(g->serial_path), "%s/serial", g->dir);
     snprintf(g->qmp_path, sizeof(g->qmp_path), "%s/qmp", g->dir);
@@ -430,12 +441,11 @@ void tguest_free(struct tguest *g)
     if (!g)
         return;
     tguest_kill(g);
-    live_del(g);
     if (g->ram)
         munmap(g->ram, g->ram_size);
     if (g->dir[0])
         remove_dir(g->dir);
-    free(g);
+    live_free(g);
 }
 
 /* ---- launch ------------------------------------------------------------- */

@@ -31,6 +31,7 @@ void ckpt_pageset_reset(struct ckpt_pageset *ps)
 {
     ps->count = 0;
     ps->full = false;
+    ps->base = NULL;
 }
 
 void ckpt_pageset_dispose(struct ckpt_pageset *ps)
@@ -40,14 +41,32 @@ void ckpt_pageset_dispose(struct ckpt_pageset *ps)
     ckpt_pageset_init(ps);
 }
 
-static int pageset_reserve(struct ckpt_pageset *ps, size_t extra)
+/* Room for extra pages; with_data false: pfns only (by reference). */
+static int pageset_reserve_ex(struct ckpt_pageset *ps, size_t extra,
+                              bool with_data)
 {
     size_t ncap;
     uint64_t *np;
     uint8_t *nd;
 
-    if (ps->count + extra <= ps->cap)
+    if (ps->count + extra <= ps->cap && (!with_data || ps->data))
         return 0;
+    if (!with_data) {
+        if (ps->count + extra <= ps->cap)
+            return 0;
+        ncap = ps->cap ? ps->cap : 64;
+        while (ncap < ps->count + extra)
+            ncap *= 2;
+        np = realloc(ps->pfns, ncap * sizeof(*np));
+        if (!np)
+            return -ENOMEM;
+        ps->pfns = np;
+        /* data (if any) is now smaller than cap: drop it. */
+        free(ps->data);
+        ps->data = NULL;
+        ps->cap = ncap;
+        return 0;
+    }
     ncap = ps->cap ? ps->cap : 64;
     while (ncap < ps->count + extra)
         ncap *= 2;
@@ -63,10 +82,18 @@ static int pageset_reserve(struct ckpt_pageset *ps, size_t extra)
     return 0;
 }
 
+static int pageset_reserve(struct ckpt_pageset *ps, size_t extra)
+{
+    return pageset_reserve_ex(ps, extra, true);
+}
+
 int ckpt_pageset_add(struct ckpt_pageset *ps, uint64_t pfn, const void *src)
 {
-    int rc = pageset_reserve(ps, 1);
+    int rc;
 
+    if (ps->base)
+        return -EINVAL; /* a by-reference set */
+    rc = pageset_reserve(ps, 1);
     if (rc < 0)
         return rc;
     ps->pfns[ps->count] = pfn;
@@ -162,7 +189,6 @@ struct capture_job {
     atomic_uint_fast64_t zero;
     uint32_t *cnt;  /* per chunk: dirty pages found */
     uint64_t *off;  /* per chunk: first slot in the output */
-    uint8_t *data;  /* output pages */
     uint64_t *pfns; /* output pfns */
 };
 
@@ -210,14 +236,12 @@ static void copy_chunk(struct capture_job *j, uint64_t c)
 
     for (uint32_t i = 0; i < j->cnt[c]; i++) {
         size_t off = list[i] << CKPT_PAGE_SHIFT;
-        uint64_t slot = j->off[c] + i;
-        uint8_t *dst = j->data + slot * CKPT_PAGE_SIZE;
+        uint8_t *dst = q->shadow + off;
 
-        /* Copy once from RAM, then into the shadow from that copy: the
-         * shadow holds exactly the bytes sent. */
+        /* One copy from RAM into the shadow; the set points at it, so the
+         * bytes sent are exactly the shadow's. */
         memcpy(dst, q->ram + off, CKPT_PAGE_SIZE);
-        memcpy(q->shadow + off, dst, CKPT_PAGE_SIZE);
-        j->pfns[slot] = list[i];
+        j->pfns[j->off[c] + i] = list[i];
         /* Chunks are whole bytes of the map: no two threads share one. */
         if (page_is_zero(dst))
             q->zero_map[list[i] / 8] |= (uint8_t)(1u << (list[i] % 8));
@@ -304,14 +328,14 @@ static int qmem_capture(struct ckpt_memory *m, unsigned flags,
         j.off[c] = total;
         total += j.cnt[c];
     }
-    rc = pageset_reserve(out, total);
+    rc = pageset_reserve_ex(out, total, false);
     if (rc < 0) {
         q->shadow_valid = false; /* full: zero pages already cleared */
         return rc;
     }
     j.copy = true;
-    j.data = out->data;
     j.pfns = out->pfns;
+    out->base = q->shadow;
     run_job(q, &j);
     out->count = total;
     q->shadow_valid = true;

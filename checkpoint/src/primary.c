@@ -313,8 +313,9 @@ static void cancel_continue(struct ckpt_primary *p)
 static int send_pages(struct ckpt_primary *p)
 {
     size_t k = p->ps.count - p->send_idx;
-    struct iovec iov[2];
-    int rc;
+    /* head + at most one iovec per page (runs of pfns are merged) */
+    struct iovec iov[1 + CKPT_MAX_PAGES_PER_RECORD];
+    int n = 1, rc;
 
     if (k > CKPT_MAX_PAGES_PER_RECORD)
         k = CKPT_MAX_PAGES_PER_RECORD;
@@ -324,9 +325,19 @@ static int send_pages(struct ckpt_primary *p)
         return rc;
     iov[0].iov_base = p->head;
     iov[0].iov_len = XPRT_RAM_PAGES_HEAD_SIZE(k);
-    iov[1].iov_base = p->ps.data + p->send_idx * (size_t)CKPT_PAGE_SIZE;
-    iov[1].iov_len = k * (size_t)CKPT_PAGE_SIZE;
-    rc = xprt_link_sendv(p->link, XPRT_COLO_RAM_PAGES, iov, 2);
+    for (size_t i = 0; i < k; i++) {
+        const uint8_t *pg = ckpt_pageset_page(&p->ps, p->send_idx + i);
+        struct iovec *last = &iov[n - 1];
+
+        if (n > 1 && (const uint8_t *)last->iov_base + last->iov_len == pg) {
+            last->iov_len += CKPT_PAGE_SIZE;
+            continue;
+        }
+        iov[n].iov_base = (void *)pg;
+        iov[n].iov_len = CKPT_PAGE_SIZE;
+        n++;
+    }
+    rc = xprt_link_sendv(p->link, XPRT_COLO_RAM_PAGES, iov, n);
     if (rc < 0)
         return rc;
     p->send_idx += k;

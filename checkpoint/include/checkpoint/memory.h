@@ -10,11 +10,12 @@
  *
  * Primary side (the invariant that makes everything else simple):
  *   the backend keeps a "shadow" equal to what the peer has received so
- *   far. capture() compares guest RAM against the shadow, copies each page
- *   that differs ONCE into the output set and from the output set into the
- *   shadow. A page the guest writes while it is being copied (precopy while
- *   running) therefore differs from the shadow again and is found by the
- *   next capture: nothing is lost, nothing torn reaches a committed image.
+ *   far. capture() compares guest RAM against the shadow and copies each
+ *   page that differs ONCE into the shadow; the output set references that
+ *   copy, so the bytes sent are exactly the shadow's. A page the guest
+ *   writes while it is being copied (precopy while running) differs from
+ *   the shadow again and is found by the next capture: nothing is lost,
+ *   nothing torn reaches a committed image.
  *   The first capture (or one with CKPT_CAPTURE_FULL) sends every non-zero
  *   page and marks the set "full": pages not in a full set are zero.
  *
@@ -49,17 +50,33 @@
 #define CKPT_MAX_RAM_BYTES (64ull << 30)
 
 /*
- * A set of pages: pfns[i] names the 4 KiB at data + i * CKPT_PAGE_SIZE.
- * Filled by capture() on the primary; grows as needed; reuse it across
- * checkpoints (ckpt_pageset_reset keeps the memory).
+ * A set of pages. Two forms:
+ *   - by value: pfns[i] names the 4 KiB at data + i * CKPT_PAGE_SIZE
+ *     (ckpt_pageset_add);
+ *   - by reference (base != NULL): page i is at base + pfns[i] * 4 KiB.
+ *     capture() of the QEMU backend fills this form pointing into its
+ *     shadow: the pages are copied once, RAM -> shadow, inside the pause;
+ *     the link copies them out while the guest runs. They stay valid until
+ *     the next capture() or reset_shadow().
+ * Use ckpt_pageset_page() to read either. Reuse a set across checkpoints
+ * (ckpt_pageset_reset keeps the memory).
  */
 struct ckpt_pageset {
     uint64_t *pfns;
     uint8_t *data;
     size_t count;
     size_t cap;
-    bool full; /* pages not in the set are zero */
+    bool full;           /* pages not in the set are zero */
+    const uint8_t *base; /* by reference: see above; else NULL */
 };
+
+/* Page i of the set (either form). */
+static inline const uint8_t *ckpt_pageset_page(const struct ckpt_pageset *ps,
+                                               size_t i)
+{
+    return ps->base ? ps->base + (ps->pfns[i] << CKPT_PAGE_SHIFT)
+                    : ps->data + i * (size_t)CKPT_PAGE_SIZE;
+}
 
 void ckpt_pageset_init(struct ckpt_pageset *ps);
 void ckpt_pageset_reset(struct ckpt_pageset *ps);

@@ -279,7 +279,7 @@ Test(link, heartbeat_loss_with_stopped_peer)
     pid_t pid;
     char c;
     uint64_t t0;
-    const uint32_t iv = 200, misses = 3;
+    const uint32_t iv = 200, misses = 5;
 
     test_cfg(&cfg, test_key);
     cfg.heartbeat_ms = iv;
@@ -626,6 +626,45 @@ Test(link, eof_mid_record_says_where)
               xprt_link_why(s.p.link));
     cr_assert(strstr(xprt_link_why(s.p.link), "offset 16"), "%s",
               xprt_link_why(s.p.link));
+    xprt_link_free(s.p.link);
+    xprt_listener_free(s.ls);
+}
+
+/* A colo stream over a link: header, records, END; heartbeats keep
+ * flowing after END without upsetting the reader. */
+Test(link, colo_stream_format_and_heartbeats_after_end)
+{
+    struct xprt_link_cfg cfg;
+    struct server s;
+    struct peer c;
+    uint8_t hdr[XPRT_COLO_HDR_SIZE], b16[16];
+    int never = 0;
+
+    test_cfg(&cfg, test_key);
+    cfg.heartbeat_ms = 20;
+    serve(&s, &cfg, "127.0.0.1");
+    connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
+    cr_assert(run_until(base, &c.up, 5000));
+    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert_eq(xprt_link_set_rx_format(s.p.link, XPRT_FMT_COLO), 0);
+    xprt_colo_hdr_encode(hdr);
+    cr_assert_eq(xprt_link_send_raw(c.link, hdr, sizeof(hdr)), 0);
+    run_until(base, &never, 100); /* heartbeats between header and records */
+    xprt_ckpt_begin_encode(b16, 0, 0);
+    cr_assert_eq(xprt_link_send(c.link, XPRT_COLO_CHECKPOINT_BEGIN, b16, 16),
+                 0);
+    cr_assert_eq(xprt_link_send(c.link, XPRT_COLO_END, NULL, 0), 0);
+    run_until(base, &never, 200);
+    cr_assert_eq(s.p.err, 0, "%s: %s", colo_strerror(s.p.err),
+                 xprt_link_why(s.p.link));
+    cr_assert_eq(s.p.nrec, 2);
+    cr_assert_eq(s.p.last_type, XPRT_COLO_END);
+    {
+        struct xprt_link_stats st;
+        xprt_link_get_stats(s.p.link, &st);
+        cr_assert_gt(st.heartbeats_in, 3);
+    }
+    xprt_link_free(c.link);
     xprt_link_free(s.p.link);
     xprt_listener_free(s.ls);
 }

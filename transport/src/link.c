@@ -650,6 +650,15 @@ static bool deliver(struct xprt_link *l, const struct xprt_item *it)
     return !gone(l);
 }
 
+/* peek (1..8 bytes) is, so far, the header of a HEARTBEAT record. */
+static bool maybe_heartbeat(const uint8_t *peek, size_t plen)
+{
+    uint8_t hb[XPRT_REC_HDR_SIZE];
+
+    xprt_rec_hdr_encode(hb, XPRT_COLO_HEARTBEAT, 8);
+    return memcmp(peek, hb, plen < sizeof(hb) ? plen : sizeof(hb)) == 0;
+}
+
 static void set_read_limit(struct xprt_link *l, size_t need)
 {
     if (l->exact)
@@ -760,8 +769,22 @@ static void rx_process(struct xprt_link *l)
         ssize_t need, n;
         uint8_t *p;
 
-        if (plen)
-            evbuffer_copyout(in, peek, plen);
+        if (avail == 0)
+            break;
+        evbuffer_copyout(in, peek, plen);
+        /* Heartbeats are link traffic, not part of the stream: swallow
+         * them before the reader, so they may come between any two items
+         * (even after a stream's END) and stream offsets exclude them. */
+        if (l->state == XPRT_LINK_UP && plen && maybe_heartbeat(peek, plen)) {
+            if (avail < 16) {
+                set_read_limit(l, 16);
+                return; /* wait for the whole heartbeat */
+            }
+            l->st.heartbeats_in++;
+            l->st.bytes_in += 16;
+            evbuffer_drain(in, 16);
+            continue;
+        }
         need = xprt_reader_next_size(rd, peek, plen);
         if (need < 0) {
             if (l->state == XPRT_LINK_HANDSHAKE) {
@@ -769,10 +792,12 @@ static void rx_process(struct xprt_link *l)
                 link_fail(l, -COLO_EAUTH, "oversized handshake record");
             } else {
                 char why[160];
-                snprintf(why, sizeof(why),
-                         "record #%llu at offset %llu: length over the cap",
+                snprintf(why, sizeof(why), "record #%llu at offset %llu: %s",
                          (unsigned long long)rd->index,
-                         (unsigned long long)rd->offset);
+                         (unsigned long long)rd->offset,
+                         need == -COLO_ESTREAM_TOO_BIG
+                             ? "length over the cap"
+                             : "data after the END record");
                 link_fail(l, (int)need, why);
             }
             return;

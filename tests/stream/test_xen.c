@@ -148,6 +148,7 @@ static void checkpointed_stream(struct colo_buf *b)
         xprt_rec_write_buf(b, XPRT_LIBXC_CHECKPOINT, NULL, 0);
         /* libxl's part of the checkpoint; type 3 here is libxl's
          * EMULATOR_CONTEXT although libxc's 3 is X86_PV_P2M_FRAMES. */
+        emu_rec(b, XPRT_LIBXL_EMULATOR_XENSTORE_DATA, "k\0v\0", 4);
         emu_rec(b, XPRT_LIBXL_EMULATOR_CONTEXT, "devstate", 8);
         xprt_rec_write_buf(b, XPRT_LIBXL_CHECKPOINT_END, NULL, 0);
     }
@@ -162,10 +163,10 @@ Test(xen, checkpointed_stream_interleaved_layers)
     char seq[2048], why[256];
     const char *want =
         "libxl:hdr libxl:LIBXC_CONTEXT libxc:hdr libxc:hdr "
-        "libxc:PAGE_DATA libxc:CHECKPOINT libxl:EMULATOR_CONTEXT "
-        "libxl:CHECKPOINT_END "
-        "libxc:PAGE_DATA libxc:CHECKPOINT libxl:EMULATOR_CONTEXT "
-        "libxl:CHECKPOINT_END "
+        "libxc:PAGE_DATA libxc:CHECKPOINT libxl:EMULATOR_XENSTORE_DATA "
+        "libxl:EMULATOR_CONTEXT libxl:CHECKPOINT_END "
+        "libxc:PAGE_DATA libxc:CHECKPOINT libxl:EMULATOR_XENSTORE_DATA "
+        "libxl:EMULATOR_CONTEXT libxl:CHECKPOINT_END "
         "libxc:PAGE_DATA libxc:END libxl:END ";
 
     colo_buf_init(&b, 0);

@@ -965,8 +965,68 @@ static int queue_copy(struct xprt_link *l, struct evbuffer *out,
  * take is copied into the output buffer. Socket errors are left for the
  * bufferevent to find, so they are reported from the loop.
  */
+struct borrow {
+    int pending; /* references in the output buffer + 1 while queuing */
+    xprt_sent_cb cb;
+    void *arg;
+};
+
+static void borrow_release(struct borrow *bw)
+{
+    if (--bw->pending > 0)
+        return;
+    if (bw->cb)
+        bw->cb(bw->arg);
+    free(bw);
+}
+
+static void borrow_ref_done(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    borrow_release(arg);
+}
+
+static void borrow_once(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    borrow_release(arg);
+}
+
+/* Queue v[] minus `skip` bytes by reference: pieces in caller memory
+ * (is_borrowed[i]) are referenced, our header/padding are copied. */
+static int queue_ref(struct evbuffer *out, const struct iovec *v, int nv,
+                     size_t skip, int first_borrowed, int last_borrowed,
+                     struct borrow *bw)
+{
+    for (int i = 0; i < nv; i++) {
+        const uint8_t *p = v[i].iov_base;
+        size_t left = v[i].iov_len;
+
+        if (skip >= left) {
+            skip -= left;
+            continue;
+        }
+        p += skip;
+        left -= skip;
+        skip = 0;
+        if (i >= first_borrowed && i <= last_borrowed) {
+            bw->pending++;
+            if (evbuffer_add_reference(out, p, left, borrow_ref_done, bw)) {
+                bw->pending--;
+                return -ENOMEM;
+            }
+        } else if (evbuffer_add(out, p, left)) {
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
 static int write_through(struct xprt_link *l, uint32_t type,
-                         const struct iovec *iov, int n, uint32_t len)
+                         const struct iovec *iov, int n, uint32_t len,
+                         struct borrow *bw)
 {
     struct evbuffer *out = bufferevent_get_output(l->bev);
     uint8_t hdr[XPRT_REC_HDR_SIZE];
@@ -1001,14 +1061,20 @@ static int write_through(struct xprt_link *l, uint32_t type,
         if (w > 0)
             done = (size_t)w;
     }
-    rc = done == total ? 0 : queue_copy(l, out, v, nv, done);
+    if (done == total)
+        rc = 0;
+    else if (bw)
+        rc = queue_ref(out, v, nv, done, 1,
+                       xprt_rec_padded_len(len) != len ? nv - 2 : nv - 1, bw);
+    else
+        rc = queue_copy(l, out, v, nv, done);
     if (v != stack_v)
         free(v);
     return rc;
 }
 
-int xprt_link_sendv(struct xprt_link *l, uint32_t type, const struct iovec *iov,
-                    int n)
+static int sendv_common(struct xprt_link *l, uint32_t type,
+                        const struct iovec *iov, int n, struct borrow *bw)
 {
     uint64_t len = 0;
     int rc;
@@ -1021,13 +1087,51 @@ int xprt_link_sendv(struct xprt_link *l, uint32_t type, const struct iovec *iov,
         len += iov[i].iov_len;
     if (len > l->cfg.max_record)
         return -COLO_ESTREAM_TOO_BIG;
-    rc = write_through(l, type, iov, n, (uint32_t)len);
+    rc = write_through(l, type, iov, n, (uint32_t)len, bw);
     if (rc < 0)
         return rc;
     l->last_tx_ns = colo_now_ns();
     l->st.records_out++;
     l->st.bytes_out += XPRT_REC_HDR_SIZE + xprt_rec_padded_len((uint32_t)len);
     return 0;
+}
+
+int xprt_link_sendv(struct xprt_link *l, uint32_t type, const struct iovec *iov,
+                    int n)
+{
+    return sendv_common(l, type, iov, n, NULL);
+}
+
+int xprt_link_sendv_borrowed(struct xprt_link *l, uint32_t type,
+                             const struct iovec *iov, int n, xprt_sent_cb cb,
+                             void *arg)
+{
+    struct borrow *bw = calloc(1, sizeof(*bw));
+    static const struct timeval now = {0, 0};
+    int rc;
+
+    if (!bw)
+        return -ENOMEM;
+    bw->pending = 1; /* ours, while queuing */
+    bw->cb = cb;
+    bw->arg = arg;
+    rc = sendv_common(l, type, iov, n, bw);
+    if (rc < 0 && bw->pending == 1) {
+        free(bw); /* nothing referenced: the caller keeps ownership */
+        return rc;
+    }
+    if (bw->pending == 1) {
+        /* All bytes went to the kernel at once: still report from the
+         * loop, never from inside this call. */
+        if (event_base_once(l->base, -1, EV_TIMEOUT, borrow_once, bw, &now) <
+            0) {
+            bw->cb = NULL; /* cannot defer: drop silently, data sent */
+            borrow_release(bw);
+        }
+        return rc;
+    }
+    borrow_release(bw); /* the output buffer holds the rest */
+    return rc;
 }
 
 int xprt_link_send(struct xprt_link *l, uint32_t type, const void *body,

@@ -159,6 +159,20 @@ int xprt_link_sendv(struct xprt_link *l, uint32_t type, const struct iovec *iov,
 int xprt_link_send(struct xprt_link *l, uint32_t type, const void *body,
                    size_t len);
 /*
+ * Like xprt_link_sendv, but the body is borrowed instead of copied: the
+ * memory iov points to must stay valid and unchanged until cb(arg) runs.
+ * cb runs exactly once, from the event loop (never inside this call): when
+ * every byte has gone to the kernel, or when the link dropped it (closed,
+ * freed; then possibly during event_base_free). Saves one copy of bulk data
+ * (e.g. a checkpoint's page buffer). On failure (rc < 0) cb never runs and
+ * the memory is the caller's again.
+ */
+typedef void (*xprt_sent_cb)(void *arg);
+int xprt_link_sendv_borrowed(struct xprt_link *l, uint32_t type,
+                             const struct iovec *iov, int n, xprt_sent_cb cb,
+                             void *arg);
+
+/*
  * Queue one RAM_PAGES record (colo_rec.h) straight from guest memory:
  * pages[i] points to 1 << page_shift bytes of page pfns[i]; the pages are
  * copied (they may change as soon as this returns). Same errors as

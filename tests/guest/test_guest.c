@@ -452,3 +452,58 @@ Test(guest, many_prepared_guests)
     for (int i = 0; i < 300; i += 2)
         tguest_free(g[i]);
 }
+
+/* Kill and launch again on the same RAM file: the guest boots afresh, the
+ * serial log keeps both boots. */
+Test(guest, relaunch_after_kill, .timeout = 20)
+{
+    struct tguest_opts o = tguest_opts_default();
+    struct tguest *g = NULL;
+    char *log;
+    int boots = 0;
+
+    o.force_tcg = true;
+    cr_assert_eq(tguest_start(&o, &g), 0);
+    cr_assert_eq(tguest_wait_serial_lines(g, "tick ", 1, 5000), 0);
+    tguest_kill(g);
+    cr_assert_eq(g->pid, -1);
+    cr_assert_eq(tguest_launch(g, &o), 0);
+    cr_assert_gt(g->pid, 0);
+    cr_assert_eq(tguest_wait_serial_lines(g, "colo-test-guest ", 2, 5000), 0);
+    log = tguest_serial(g);
+    cr_assert_not_null(log);
+    for (const char *p = log; (p = strstr(p, "colo-test-guest ")); p++)
+        boots++;
+    free(log);
+    cr_assert_eq(boots, 2);
+    cr_assert_eq(tguest_wait_counter_above(g, 0, 5000), 0);
+    tguest_free(g);
+}
+
+/* dirty=<more than the RAM> is clamped to the RAM that multiboot reports:
+ * the guest keeps running and the top page of RAM gets dirtied. */
+Test(guest, dirty_clamped_to_ram, .timeout = 20)
+{
+    struct tguest_opts o = tguest_opts_default();
+    struct tguest *g = NULL;
+    bool pattern = false;
+
+    o.force_tcg = true;
+    o.ram_mb = 8;
+    o.dirty_mb = 100;
+    cr_assert_eq(tguest_start(&o, &g), 0);
+    cr_assert_eq(tguest_wait_passes_above(g, 0, 5000), 0);
+    cr_assert_eq(tguest_mode(g), 1);
+    /* The last two dwords of RAM carry one pass's pattern (a ^ key) | 1;
+     * retry when we caught the guest between the two writes. */
+    for (int i = 0; i < 5 && !pattern; i++) {
+        uint32_t a1 = (uint32_t)g->ram_size - 8, a2 = a1 + 4, v1, v2;
+
+        cr_assert_eq(tguest_wait_passes_above(g, tguest_passes(g), 5000), 0);
+        memcpy(&v1, g->ram + a1, 4);
+        memcpy(&v2, g->ram + a2, 4);
+        pattern = v1 != 0 && ((v1 ^ a1) & ~1u) == ((v2 ^ a2) & ~1u);
+    }
+    cr_assert(pattern, "the top of RAM is not being dirtied");
+    tguest_free(g);
+}

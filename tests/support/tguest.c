@@ -285,7 +285,8 @@ char **tguest_build_argv(const struct tguest_opts *o, const struct tguest *g,
         }
     }
     arg_add(&b, "-chardev");
-    arg_addf(&b, "file,id=ser,path=%s", g->serial_path);
+    /* append: a relaunched guest adds to the same log. */
+    arg_addf(&b, "file,id=ser,path=%s,append=on", g->serial_path);
     arg_add(&b, "-serial");
     arg_add(&b, "chardev:ser");
     if (qmp_fd >= 0) {
@@ -458,6 +459,7 @@ static int qmp_listen(const char *path, int *ret_fd)
     if (strlen(path) >= sizeof(sa.sun_path))
         return -ENAMETOOLONG;
     strcpy(sa.sun_path, path);
+    unlink(path); /* left over by an earlier launch of this guest */
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;

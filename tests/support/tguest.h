@@ -74,9 +74,10 @@ void tguest_argv_free(char **argv);
 /* Create the temp dir and RAM file paths without starting QEMU. */
 int tguest_prepare(const struct tguest_opts *o, struct tguest **ret);
 
-/* Start QEMU for a prepared guest: returns once QEMU sent its QMP greeting
- * (setup done; the QMP path then accepts the next client). If QEMU exits
- * first, fails with -COLO_EQEMU_DIED and prints QEMU's stderr. */
+/* Start QEMU for a prepared (or killed) guest: returns once QEMU sent its
+ * QMP greeting (setup done; the QMP path then accepts the next client). If
+ * QEMU exits first, fails with -COLO_EQEMU_DIED and prints QEMU's stderr.
+ * A relaunch reuses the RAM file and appends to the serial log. */
 int tguest_launch(struct tguest *g, const struct tguest_opts *o);
 
 /* tguest_prepare() + tguest_launch(). */

@@ -44,7 +44,7 @@ struct tguest_opts {
     bool force_tcg;                /* TCG even when /dev/kvm opens */
     bool seabios; /* QEMU's default firmware instead of qboot */
     /* fds QEMU inherits at the same numbers (e.g. for -add-fd or a
-     * chardev fd= in extra_args); every other fd above 2 is closed. */
+     * chardev fd= in extra_args); no other fd above 2 is inherited. */
     const int *pass_fds;
     size_t n_pass_fds;
 };
@@ -71,7 +71,10 @@ bool tguest_kvm_usable(void);
 char **tguest_build_argv(const struct tguest_opts *o, const struct tguest *g,
                          int qmp_fd);
 void tguest_argv_free(char **argv);
-/* Create the temp dir and RAM file paths without starting QEMU. */
+/* Create the temp dir, create+size the RAM file (or open opts.ram_path)
+ * and map it, without starting QEMU. A caller that launches QEMU itself
+ * may store its pid in g->pid: tguest_kill/free then kill it too. Only
+ * guests from tguest_prepare/start may be passed to tguest_free. */
 int tguest_prepare(const struct tguest_opts *o, struct tguest **ret);
 
 /* Start QEMU for a prepared (or killed) guest: returns once QEMU sent its
@@ -104,7 +107,7 @@ int tguest_wait_serial_lines(const struct tguest *g, const char *prefix, int n,
                              int timeout_ms);
 /* Read the whole serial log (malloc'd, NUL-terminated). */
 char *tguest_serial(const struct tguest *g);
-/* SIGKILL QEMU and reap it. Idempotent. */
+/* SIGKILL QEMU and reap it (if it is our child). Idempotent. */
 void tguest_kill(struct tguest *g);
 /* Kill, unmap, remove the temp dir. Accepts NULL. */
 void tguest_free(struct tguest *g);

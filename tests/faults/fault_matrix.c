@@ -321,12 +321,10 @@ out:
 int main(int argc, char **argv)
 {
     const char *modes[] = {"remus", "colo"};
-    const char *sum = getenv("COLO_FAULTS_SUMMARY");
     const char *only = getenv("COLO_FAULTS_ONLY"); /* e.g. "3" */
     char sumpath[512];
     bool all = getenv("COLO_FAULTS_ALL") != NULL;
     uint64_t t0 = fproc_now_ms();
-    FILE *f;
 
     (void)argc;
     (void)argv;
@@ -375,18 +373,10 @@ int main(int argc, char **argv)
            "FAILED %d, not wired %d (%.1f s)\n",
            n_tried, n_survived, n_notreached, n_failed, n_skipped,
            (double)(fproc_now_ms() - t0) / 1000.0);
-    if (!sum) {
-        snprintf(sumpath, sizeof(sumpath), "%s/tests/faults/faults-summary.txt",
-                 COLO_BINARY_DIR);
-        sum = sumpath;
-    }
-    f = fopen(sum, "a");
-    if (f) {
-        fprintf(f,
-                "fault matrix: tried %d survived %d not_reached %d failed %d "
-                "not_wired %d\n",
-                n_tried, n_survived, n_notreached, n_failed, n_skipped);
-        fclose(f);
-    }
+    snprintf(sumpath, sizeof(sumpath),
+             "fault matrix: tried %d survived %d not_reached %d failed %d "
+             "not_wired %d",
+             n_tried, n_survived, n_notreached, n_failed, n_skipped);
+    fproc_summary("fault matrix:", sumpath);
     return n_failed ? 1 : 0;
 }

@@ -404,3 +404,28 @@ void fenv_teardown(struct fenv *e)
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", e->dir);
 }
+
+void fproc_summary(const char *prefix, const char *line)
+{
+    const char *path = getenv("COLO_FAULTS_SUMMARY");
+    char tmp[600], buf[512];
+    FILE *in, *out;
+
+    if (!path)
+        path = "faults-summary.txt";
+    snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
+    out = fopen(tmp, "w");
+    if (!out)
+        return;
+    in = fopen(path, "r");
+    /* Keep the other programs' lines, replace ours. */
+    while (in && fgets(buf, sizeof(buf), in))
+        if (strncmp(buf, prefix, strlen(prefix)) != 0)
+            fputs(buf, out);
+    if (in)
+        fclose(in);
+    fprintf(out, "%s\n", line);
+    fclose(out);
+    if (rename(tmp, path) != 0)
+        unlink(tmp);
+}

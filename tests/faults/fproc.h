@@ -71,6 +71,10 @@ void fproc_reap_orphans(void);
 long fproc_rss_kb(pid_t pid);
 int fproc_fd_count(pid_t pid);
 
+/* Replace the line starting with prefix in $COLO_FAULTS_SUMMARY (default
+ * ./faults-summary.txt) by line; other lines are kept. */
+void fproc_summary(const char *prefix, const char *line);
+
 /* Temp dir with config (name "jobvm", guest args), key and state dirs. */
 int fenv_setup(struct fenv *e, const char *guest_cmdline);
 void fenv_teardown(struct fenv *e);

@@ -158,6 +158,16 @@ int main(int argc, char **argv)
                b->ckpt, l->ckpt, l->prss - b->prss, pbound, l->pfd - b->pfd,
                l->srss - b->srss, sbound, l->sfd - b->sfd,
                (double)l->ckpt * 1000.0 / (double)(fproc_now_ms() - t0));
+        {
+            char line[300];
+
+            snprintf(line, sizeof(line),
+                     "soak: %lld checkpoints, after warm-up primary rss "
+                     "%+ld K fds %+d, secondary rss %+ld K fds %+d",
+                     l->ckpt, l->prss - b->prss, l->pfd - b->pfd,
+                     l->srss - b->srss, l->sfd - b->sfd);
+            fproc_summary("soak:", line);
+        }
         if (l->prss - b->prss > pbound || l->srss - b->srss > sbound ||
             l->pfd - b->pfd > 2 || l->sfd - b->sfd > 2) {
             fprintf(stderr, "GROWTH beyond the bound\n");

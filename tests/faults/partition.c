@@ -1,0 +1,259 @@
+/*
+ * faults.partition: a link partition between two hosts never leaves two
+ * running copies of the VM. Two network namespaces joined by a veth pair
+ * (10.198.<n>.1/30 and .2/30, no route out); the primary colo runs in one
+ * (`ip netns exec`), the standby in the other with a fence command that
+ * refuses while the primary colo process lives (the tie-breaker).
+ *
+ *   1. protect over the veth; with `tc netem` delay 10 ms + 1% loss +
+ *      reordering on the primary's side (if tc exists) checkpoints still
+ *      commit.
+ *   2. `ip link set down` on the primary's side: the primary reports the VM
+ *      unprotected and its guest keeps running; the standby notices the
+ *      primary is lost, asks the tie-breaker, is refused, and does NOT take
+ *      over (checked for a while after).
+ *
+ * Needs root and `ip netns`; prints SKIP otherwise. The namespaces are
+ * deleted whatever happens (also on the next run, by name prefix + pid).
+ */
+#include "fproc.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char ns_a[40], ns_b[40], if_a[16], if_b[16], addr_b[32];
+static int have_ns;
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int sh(const char *fmt, ...)
+{
+    char cmd[600];
+    va_list ap;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    strncat(cmd, " >/dev/null 2>&1", sizeof(cmd) - strlen(cmd) - 1);
+    st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void ns_del(void)
+{
+    if (have_ns) {
+        sh("ip netns del %s", ns_a);
+        sh("ip netns del %s", ns_b);
+        have_ns = 0;
+    }
+}
+
+static int ns_setup(void)
+{
+    int n = getpid() % 250 + 1;
+
+    snprintf(ns_a, sizeof(ns_a), "colo-fp-%d-a", getpid());
+    snprintf(ns_b, sizeof(ns_b), "colo-fp-%d-b", getpid());
+    snprintf(if_a, sizeof(if_a), "cfa%d", getpid() % 100000);
+    snprintf(if_b, sizeof(if_b), "cfb%d", getpid() % 100000);
+    snprintf(addr_b, sizeof(addr_b), "10.198.%d.2", n);
+    if (sh("ip netns add %s", ns_a) != 0)
+        return -1;
+    have_ns = 1;
+    if (sh("ip netns add %s", ns_b) ||
+        sh("ip link add %s netns %s type veth peer name %s netns %s", if_a,
+           ns_a, if_b, ns_b) ||
+        sh("ip -n %s addr add 10.198.%d.1/30 dev %s", ns_a, n, if_a) ||
+        sh("ip -n %s addr add 10.198.%d.2/30 dev %s", ns_b, n, if_b) ||
+        sh("ip -n %s link set %s up", ns_a, if_a) ||
+        sh("ip -n %s link set %s up", ns_b, if_b) ||
+        sh("ip -n %s link set lo up", ns_a) ||
+        sh("ip -n %s link set lo up", ns_b))
+        return -1;
+    return 0;
+}
+
+static long long status_int(const char *dir, const char *key, char *out,
+                            size_t outsz)
+{
+    char args[300];
+
+    snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", dir);
+    if (fproc_colo(args, out, outsz, 5000) != 0)
+        return -1;
+    return fproc_json_int(out, key, -1);
+}
+
+static bool wait_ckpts(struct fenv *e, struct fproc *p, long long n,
+                       int timeout_ms, long long *got)
+{
+    uint64_t d = fproc_now_ms() + (uint64_t)timeout_ms;
+    char out[8192];
+
+    *got = -1;
+    while (fproc_now_ms() < d) {
+        *got = status_int(e->pdir, "last_committed", out, sizeof(out));
+        if (*got >= n)
+            return true;
+        fproc_pump(p, 100);
+    }
+    return false;
+}
+
+int main(void)
+{
+    struct fenv e = {.dir = ""};
+    struct fproc p = {.pid = -1}, s = {.pid = -1};
+    char fence[200], args[600], out[8192];
+    int rc = 1, port, fails = 0;
+    long long got = -1, before;
+    bool netem = false;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    fproc_init();
+    if (geteuid() != 0) {
+        printf("SKIP: not root, cannot create network namespaces\n");
+        fproc_summary("partition:", "partition: SKIP (not root)");
+        return 0;
+    }
+    if (access("/usr/bin/qemu-system-x86_64", X_OK) != 0) {
+        printf("SKIP: qemu-system-x86_64 not installed\n");
+        return 0;
+    }
+    if (ns_setup() < 0) {
+        ns_del();
+        printf("SKIP: `ip netns` / veth setup failed here\n");
+        fproc_summary("partition:", "partition: SKIP (no ip netns)");
+        return 0;
+    }
+    if (fenv_setup(&e, "dirty=2 rate=16") < 0)
+        goto out;
+    {
+        char *av[] = {"/usr/bin/env",
+                      "ip",
+                      "netns",
+                      "exec",
+                      ns_a,
+                      (char *)fproc_colo_exe(),
+                      "start",
+                      e.cfg,
+                      "--state-dir",
+                      e.pdir,
+                      "--key-file",
+                      e.key,
+                      NULL};
+
+        fproc_spawn(&p, av, NULL);
+    }
+    if (fproc_wait_out(&p, "running (QEMU pid", 0, 30000) < 0) {
+        fprintf(stderr, "primary did not start:\n%s\n", p.buf);
+        goto out;
+    }
+    snprintf(fence, sizeof(fence),
+             "! grep -qsE '^State:[[:space:]]+[RSDTt]' /proc/%d/status",
+             (int)p.pid);
+    {
+        char listen[64];
+        char *av[] = {"/usr/bin/env", "ip",
+                      "netns",        "exec",
+                      ns_b,           (char *)fproc_colo_exe(),
+                      "standby",      "--listen",
+                      listen,         "--state-dir",
+                      e.sdir,         "--key-file",
+                      e.key,          "--fence-cmd",
+                      fence,          NULL};
+        char pat[80];
+        long off;
+
+        snprintf(listen, sizeof(listen), "%s:0", addr_b);
+        fproc_spawn(&s, av, NULL);
+        snprintf(pat, sizeof(pat), "waiting for a primary on %s:", addr_b);
+        off = fproc_wait_out(&s, pat, 0, 10000);
+        if (off < 0) {
+            fprintf(stderr, "standby did not listen:\n%s\n", s.buf);
+            goto out;
+        }
+        port = atoi(s.buf + off);
+    }
+    snprintf(args, sizeof(args),
+             "protect jobvm %s:%d --interval 50 --state-dir %s", addr_b, port,
+             e.pdir);
+    if (fproc_colo(args, out, sizeof(out), 30000) != 0) {
+        fprintf(stderr, "protect failed: %s\n%s\n%s\n", out, p.buf, s.buf);
+        goto out;
+    }
+    if (!wait_ckpts(&e, &p, 10, 20000, &got)) {
+        fprintf(stderr, "no 10 checkpoints (%lld)\n", got);
+        goto out;
+    }
+    printf("protected over the veth: checkpoint %lld committed\n", got);
+    if (sh("ip netns exec %s tc qdisc add dev %s root netem delay 10ms "
+           "loss 1%% reorder 5%% 50%%",
+           ns_a, if_a) == 0) {
+        netem = true;
+        before = got;
+        if (!wait_ckpts(&e, &p, before + 20, 30000, &got)) {
+            printf("FAIL: netem delay+loss+reorder: stuck at %lld\n", got);
+            fails++;
+        } else {
+            printf("held: with netem delay 10ms loss 1%% reorder 5%%: "
+                   "%lld -> %lld committed\n",
+                   before, got);
+        }
+        sh("ip netns exec %s tc qdisc del dev %s root", ns_a, if_a);
+    } else {
+        printf("note: tc netem unavailable, delay/loss step not run\n");
+    }
+    (void)netem;
+
+    /* The partition: both hosts stay up. */
+    before = status_int(e.pdir, "last_committed", out, sizeof(out));
+    if (sh("ip -n %s link set %s down", ns_a, if_a) != 0) {
+        fprintf(stderr, "link down failed\n");
+        goto out;
+    }
+    {
+        bool unprot = fproc_wait_out(&p, "UNPROTECTED", 0, 15000) >= 0;
+        bool lost = fproc_wait_out(&s, "primary lost", 0, 15000) >= 0;
+        bool refused = fproc_wait_out(&s, "NOT taking over", 0, 15000) >= 0;
+        bool took = fproc_wait_out(&s, "now runs here", 0, 3000) >= 0;
+        uint32_t c0 = fproc_counter(e.pram);
+        bool runs = false;
+        uint64_t d = fproc_now_ms() + 10000;
+
+        while (fproc_now_ms() < d && !runs) {
+            fproc_pump(&p, 20);
+            runs = fproc_counter(e.pram) > c0;
+        }
+        status_int(e.pdir, "last_committed", out, sizeof(out));
+        printf("%s: primary reports unprotected\n", unprot ? "held" : "FAIL");
+        printf("%s: status says \"protected\":false\n",
+               strstr(out, "\"protected\":false") ? "held" : "FAIL");
+        printf("%s: standby noticed the primary lost\n",
+               lost ? "held" : "FAIL");
+        printf("%s: tie-breaker refused (primary alive)\n",
+               refused ? "held" : "FAIL");
+        printf("%s: standby did NOT take over (no two copies)\n",
+               !took ? "held" : "FAIL");
+        printf("%s: primary alive and its guest runs (last committed %lld)\n",
+               fproc_alive(&p) && runs ? "held" : "FAIL", before);
+        fails += !unprot + !strstr(out, "\"protected\":false") + !lost +
+                 !refused + took + !(fproc_alive(&p) && runs);
+    }
+    if (fails)
+        fprintf(stderr, "primary:\n%s\nstandby:\n%s\n", p.buf, s.buf);
+    rc = fails ? 1 : 0;
+out:
+    fproc_free(&p);
+    fproc_free(&s);
+    ns_del();
+    fenv_teardown(&e);
+    fproc_summary("partition:", rc ? "partition: FAILED" : "partition: held");
+    return rc;
+}

@@ -25,7 +25,7 @@
  *
  * Serial (COM1, 0x3f8, LSR bit 5 polled before each byte): one line
  * "colo-test-guest mode=<8 hex digits>\n" at boot, then
- * "tick <8 hex digits of the counter>\n" every TICK_MS (250) ms of real
+ * "tick <8 hex digits of the counter>\n" every TGUEST_TICK_MS (250) ms of real
  * time, so the log grows by a few lines per second under KVM and TCG alike
  * (a fixed number of increments would tick 10-50x slower under TCG).
  *
@@ -50,7 +50,6 @@
 
 #define COM1    0x3f8
 #define PIT_10MS 11932 /* 1193182 Hz / 100 */
-#define TICK_MS 250
 #define COUNTER_SPIN 1000 /* loop iterations between increments */
 
 #define SEL_CODE32 0x08
@@ -213,7 +212,7 @@ counter_mode:
 /* ---- dirty mode ------------------------------------------------------ */
 /*
  * Pass p writes the dword at address a as ((a ^ key_p) | 1) with
- * key_p = p * 0x9e3779b9: never zero, and different from the previous
+ * key_p = p * TGUEST_DIRTY_KEY_MUL: never zero, and different from the previous
  * pass in every dword (consecutive keys differ by an odd constant > 1).
  * Registers: ebx = key, rdi = write pointer, r8 = end of the region.
  */
@@ -235,7 +234,7 @@ dirty_mode:
 dirty_pass:
         movl STATUS(TGUEST_PASSES_OFF), %ebx
         incl %ebx
-        imull $0x9e3779b9, %ebx, %ebx   /* key of this pass */
+        imull $TGUEST_DIRTY_KEY_MUL, %ebx, %ebx   /* key of this pass */
         movl $TGUEST_DIRTY_GPA, %edi
 dirty_mib:
         call rate_wait
@@ -313,7 +312,7 @@ calibrate_tsc:
         incq %rax
 2:      imulq $100, %rax
         movq %rax, tsc_sec
-        imulq $TICK_MS, %rax
+        imulq $TGUEST_TICK_MS, %rax
         xorl %edx, %edx
         movl $1000, %ecx
         divq %rcx

@@ -18,4 +18,11 @@
 
 #define TGUEST_DIRTY_GPA 0x00400000 /* dirty mode rewrites from here up */
 
+/* Dirty mode: pass p (1, 2, ...) writes the u32 at guest-physical address
+ * a as (a ^ (p * TGUEST_DIRTY_KEY_MUL)) | 1 (mod 2^32): never zero, and
+ * different from the previous pass in every u32. */
+#define TGUEST_DIRTY_KEY_MUL 0x9e3779b9
+/* The serial "tick <8 hex digits of the counter>" period, real time. */
+#define TGUEST_TICK_MS 250
+
 #endif

@@ -14,14 +14,47 @@
 
 #define PAGE 4096
 
+/* The inverse of TGUEST_DIRTY_KEY_MUL mod 2^32 (Newton's iteration). */
+static uint32_t key_mul_inverse(void)
+{
+    uint32_t m = TGUEST_DIRTY_KEY_MUL, x = m;
+
+    for (int i = 0; i < 5; i++)
+        x *= 2 - m * x;
+    return x;
+}
+
+/* The pass number whose pattern fills the page at guest address a, or -1
+ * when its u32s do not share one pass. */
+static int page_pass(const uint8_t *page, uint32_t a)
+{
+    uint32_t v, key, inv = key_mul_inverse();
+
+    memcpy(&v, page, 4);
+    key = (v ^ a) & ~1u;
+    for (uint32_t off = 0; off < PAGE; off += 4) {
+        memcpy(&v, page + off, 4);
+        if (!(v & 1) || ((v ^ (a + off)) & ~1u) != key)
+            return -1;
+    }
+    /* Bit 0 of the key is lost to the "| 1": p is key*inv or (key|1)*inv;
+     * the even/odd choice follows from the key's bit 0 = p's bit 0. */
+    for (uint32_t k = key; k <= (key | 1); k++) {
+        uint32_t p = k * inv;
+        if ((p & 1) == (k & 1) && p < 0x10000000)
+            return (int)p;
+    }
+    return -1;
+}
+
 static void dirty_changes_pages(bool force_tcg, size_t mb)
 {
     struct tguest_opts o = tguest_opts_default();
     struct tguest *g = NULL;
     size_t len = mb << 20;
     uint8_t *snap;
-    uint32_t p0, c0;
-    size_t changed = 0, zero_at = SIZE_MAX;
+    uint32_t pb, p0, c0;
+    size_t changed = 0, zero_at = SIZE_MAX, split = 0, bad = 0;
 
     o.force_tcg = force_tcg;
     o.dirty_mb = mb;
@@ -59,6 +92,24 @@ static void dirty_changes_pages(bool force_tcg, size_t mb)
         }
     }
     cr_assert_eq(zero_at, SIZE_MAX, "zero dword at region offset %zu", zero_at);
+    /* Stopped, each page holds one pass's pattern (see guest_abi.h): the
+     * current pass P+1 below the write front, pass P above it; only the
+     * page being written when the vCPU stopped mixes the two. */
+    cr_assert_eq(tguest_qmp(g, "{\"execute\":\"stop\"}", 5000), 0);
+    pb = tguest_passes(g);
+    for (size_t off = 0; off < len; off += PAGE) {
+        int pass = page_pass(g->ram + TGUEST_DIRTY_GPA + off,
+                             TGUEST_DIRTY_GPA + (uint32_t)off);
+
+        if (pass == -1)
+            split++;
+        else if ((uint32_t)pass < pb || (uint32_t)pass > pb + 1)
+            bad++;
+    }
+    cr_assert_eq(bad, 0, "%zu pages hold a pass outside [%u, %u]", bad, pb,
+                 pb + 1);
+    cr_assert_leq(split, 1, "%zu pages mix passes", split);
+    cr_assert_eq(tguest_passes(g), pb, "passes went on while stopped");
     /* Nothing beyond the region is touched. */
     cr_assert_eq(
         memcmp(g->ram + TGUEST_DIRTY_GPA + len, (uint8_t[PAGE]){0}, PAGE), 0);

@@ -90,68 +90,9 @@ Test(guest, boot_seabios_tcg, .timeout = 20)
     boot_and_check(true, true);
 }
 
-/* A minimal blocking QMP exchange, only to send "cont" in this test. */
-static int qmp_read_line(int fd, char *buf, size_t cap, int timeout_ms)
+static int qmp_command(const struct tguest *g, const char *cmd)
 {
-    size_t len = 0;
-    uint64_t deadline = colo_now_ns() + (uint64_t)timeout_ms * 1000000;
-
-    while (len + 1 < cap) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        uint64_t now = colo_now_ns();
-        ssize_t n;
-
-        if (now >= deadline)
-            return -ETIMEDOUT;
-        if (poll(&pfd, 1, (int)((deadline - now) / 1000000) + 1) <= 0)
-            continue;
-        n = read(fd, buf + len, 1);
-        if (n <= 0)
-            return -EPIPE;
-        if (buf[len] == '\n') {
-            buf[len] = '\0';
-            return 0;
-        }
-        len++;
-    }
-    return -EFBIG;
-}
-
-static int qmp_command(const char *path, const char *cmd)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    char line[4096];
-    int fd, rc;
-
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ? -errno : 0;
-    if (rc == 0)
-        rc = qmp_read_line(fd, line, sizeof(line), 5000); /* greeting */
-    if (rc == 0) {
-        const char *caps = "{\"execute\":\"qmp_capabilities\"}\n";
-        rc = colo_write_all(fd, caps, strlen(caps));
-    }
-    if (rc == 0)
-        rc = qmp_read_line(fd, line, sizeof(line), 5000);
-    if (rc == 0)
-        rc = colo_write_all(fd, cmd, strlen(cmd));
-    /* Skip events until the reply. */
-    while (rc == 0) {
-        rc = qmp_read_line(fd, line, sizeof(line), 5000);
-        if (rc == 0 && strstr(line, "\"return\""))
-            break;
-        if (rc == 0 && strstr(line, "\"error\"")) {
-            cr_log_error("QMP %s-> %s", cmd, line);
-            rc = -EPROTO;
-        }
-    }
-    colo_close(&fd);
-    if (rc < 0)
-        cr_log_error("QMP %s-> %s", cmd, colo_strerror(rc));
-    return rc;
+    return tguest_qmp(g, cmd, 5000);
 }
 
 static void paused_then_cont(bool force_tcg)
@@ -166,7 +107,9 @@ static void paused_then_cont(bool force_tcg)
      * time out). */
     cr_assert_eq(tguest_wait_counter_above(g, 0, 300), -ETIMEDOUT);
     cr_assert_eq(tguest_magic(g), 0);
-    cr_assert_eq(qmp_command(g->qmp_path, "{\"execute\":\"cont\"}\n"), 0);
+    cr_assert_eq(tguest_qmp(g, "{\"execute\":\"no-such-command\"}", 5000),
+                 -COLO_EQMP_GENERIC);
+    cr_assert_eq(qmp_command(g, "{\"execute\":\"cont\"}\n"), 0);
     cr_assert_eq(tguest_wait_counter_above(g, 0, 5000), 0);
     cr_assert_eq(tguest_magic(g), TGUEST_MAGIC);
     tguest_free(g);
@@ -262,12 +205,12 @@ static void device_state_resume(bool force_tcg)
     o.force_tcg = force_tcg;
     cr_assert_eq(tguest_start(&o, &a), 0);
     cr_assert_eq(tguest_wait_serial_lines(a, "tick ", 1, 5000), 0);
-    cr_assert_eq(qmp_command(a->qmp_path, "{\"execute\":\"stop\"}\n"), 0);
+    cr_assert_eq(qmp_command(a, "{\"execute\":\"stop\"}\n"), 0);
     snprintf(cmd, sizeof(cmd),
              "{\"execute\":\"xen-save-devices-state\",\"arguments\":"
              "{\"filename\":\"%s/state\",\"live\":false}}\n",
              a->dir);
-    cr_assert_eq(qmp_command(a->qmp_path, cmd), 0);
+    cr_assert_eq(qmp_command(a, cmd), 0);
     tguest_kill(a);
     stopped = tguest_counter(a);
     cr_assert_gt(stopped, 0);
@@ -287,7 +230,7 @@ static void device_state_resume(bool force_tcg)
              "{\"execute\":\"migrate-incoming\",\"arguments\":"
              "{\"uri\":\"exec:cat %s/state\"}}\n",
              a->dir);
-    cr_assert_eq(qmp_command(b->qmp_path, cmd), 0);
+    cr_assert_eq(qmp_command(b, cmd), 0);
     cr_assert_eq(tguest_wait_counter_above(b, stopped, 5000), 0);
     cr_assert_eq(tguest_wait_serial_lines(b, "tick ", 1, 5000), 0);
     tguest_free(b);

@@ -716,3 +716,84 @@ int tguest_wait_serial_lines(const struct tguest *g, const char *prefix, int n,
         sleep_step();
     }
 }
+
+/* ---- a tiny blocking QMP exchange (tests only) ------------------------- */
+
+#define TGUEST_QMP_LINE_MAX (64 * 1024)
+
+/* Read one line (without the newline) before the deadline. */
+static int qmp_line(int fd, char *buf, size_t cap, uint64_t deadline)
+{
+    size_t len = 0;
+
+    while (len + 1 < cap) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        uint64_t now = colo_now_ns();
+        ssize_t n;
+
+        if (now >= deadline)
+            return -ETIMEDOUT;
+        n = poll(&pfd, 1, (int)((deadline - now) / 1000000) + 1);
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n <= 0)
+            continue;
+        n = read(fd, buf + len, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -COLO_EQMP_DISCONNECTED;
+        if (buf[len] == '\n') {
+            buf[len] = '\0';
+            return 0;
+        }
+        len++;
+    }
+    return -COLO_EQMP_PROTOCOL; /* a line over the cap */
+}
+
+int tguest_qmp(const struct tguest *g, const char *cmd, int timeout_ms)
+{
+    static const char caps[] = "{\"execute\":\"qmp_capabilities\"}\n";
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    uint64_t deadline = deadline_after_ms(timeout_ms);
+    char *line = NULL;
+    int fd = -1, rc = 0;
+
+    if (strlen(g->qmp_path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, g->qmp_path);
+    line = malloc(TGUEST_QMP_LINE_MAX);
+    if (!line)
+        return -ENOMEM;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    rc = qmp_line(fd, line, TGUEST_QMP_LINE_MAX, deadline); /* greeting */
+    if (rc == 0)
+        rc = colo_write_all(fd, caps, strlen(caps));
+    if (rc == 0)
+        rc = qmp_line(fd, line, TGUEST_QMP_LINE_MAX, deadline);
+    if (rc == 0)
+        rc = colo_write_all(fd, cmd, strlen(cmd));
+    if (rc == 0 && (!*cmd || cmd[strlen(cmd) - 1] != '\n'))
+        rc = colo_write_all(fd, "\n", 1);
+    /* Skip events up to the reply. */
+    while (rc == 0) {
+        rc = qmp_line(fd, line, TGUEST_QMP_LINE_MAX, deadline);
+        if (rc == 0 && !strncmp(line, "{\"return\"", 9))
+            break;
+        if (rc == 0 && !strncmp(line, "{\"error\"", 8)) {
+            fprintf(stderr, "tguest: QMP %s -> %s\n", cmd, line);
+            rc = -COLO_EQMP_GENERIC;
+        }
+    }
+out:
+    if (rc < 0 && rc != -COLO_EQMP_GENERIC)
+        fprintf(stderr, "tguest: QMP %s -> %s\n", cmd, colo_strerror(rc));
+    colo_close(&fd);
+    free(line);
+    return rc;
+}

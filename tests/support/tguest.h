@@ -107,6 +107,14 @@ int tguest_wait_serial_lines(const struct tguest *g, const char *prefix, int n,
                              int timeout_ms);
 /* Read the whole serial log (malloc'd, NUL-terminated). */
 char *tguest_serial(const struct tguest *g);
+/* A tiny blocking QMP exchange for tests (the real client is qmp/):
+ * connect to g->qmp_path, negotiate, send cmd (one JSON object, e.g.
+ * "{\"execute\":\"stop\"}"), skip events, and wait for the reply, all
+ * within timeout_ms. 0 on a "return", -COLO_EQMP_GENERIC on an "error"
+ * reply (printed to stderr), -ETIMEDOUT, -COLO_EQMP_DISCONNECTED, or
+ * -COLO_EQMP_PROTOCOL for a line over 64 KiB. The monitor takes one client
+ * at a time: do not call it while another client is connected. */
+int tguest_qmp(const struct tguest *g, const char *cmd, int timeout_ms);
 /* SIGKILL QEMU and reap it (if it is our child). Idempotent. */
 void tguest_kill(struct tguest *g);
 /* Kill, unmap, remove the temp dir. Accepts NULL. */

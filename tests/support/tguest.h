@@ -18,7 +18,8 @@
  *
  * Every QEMU started here is killed at the latest at process exit (an
  * atexit handler and a PR_SET_PDEATHSIG in the child), even when a test
- * fails half-way.
+ * fails half-way. PDEATHSIG fires when the *thread* that started QEMU
+ * exits: start guests from a thread that outlives them (e.g. main).
  */
 #ifndef COLO_TEST_TGUEST_H
 #define COLO_TEST_TGUEST_H

@@ -33,8 +33,9 @@ extern char **environ;
 
 #define BUS_NAME     "org.qemu.VMState1"
 #define VMSTATE_PATH "/org/qemu/VMState1"
-/* dbus-send prints a byte as "xx " plus line breaks: < 4 chars a byte. */
-#define SAVE_OUTPUT_MAX  (5u * ORCH_DBUS_STATE_MAX)
+/* dbus-send prints a byte as "xx " plus line breaks (< 4 chars a byte):
+ * output over this is far over ORCH_DBUS_STATE_MAX. */
+#define SAVE_OUTPUT_MAX  (8u * ORCH_DBUS_STATE_MAX)
 #define QUERY_OUTPUT_MAX (64u * 1024)
 #define ADDRESS_MAX      1024
 
@@ -596,9 +597,9 @@ static int check_save(struct orch_dbus *d, const struct helper *h,
                     h->id, total_ms);
     if (rc == -EMSGSIZE)
         return fail(err, h->id, rc,
-                    "helper \"%s\": Save returned more than %u bytes "
-                    "(QEMU's limit is %u)",
-                    h->id, SAVE_OUTPUT_MAX / 5, ORCH_DBUS_STATE_MAX);
+                    "helper \"%s\": Save returned over %u bytes, over "
+                    "QEMU's limit of %u",
+                    h->id, SAVE_OUTPUT_MAX / 4, ORCH_DBUS_STATE_MAX);
     if (rc < 0)
         return fail(err, h->id, -COLO_EHELPER, "helper \"%s\": Save failed: %s",
                     h->id, colo_strerror(rc));

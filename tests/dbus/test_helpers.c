@@ -226,3 +226,64 @@ Test(dbus, hanging_save_named)
     cr_assert_str_eq(err.helper, "stuck");
     cr_assert(strstr(err.text, "did not answer within 700 ms"), "%s", err.text);
 }
+
+/* A fake device-state blob around a dbus-vmstate section. */
+static size_t mkblob(uint8_t *b, const uint8_t *data, uint32_t claimed,
+                     size_t real)
+{
+    static const char idstr[] = "\x19"
+                                "dbus-vmstate/dbus-vmstate";
+    size_t n = 0;
+
+    memcpy(b, "QEVM\0\0\0\3\4\0\0\0\1", 13);
+    n = 13;
+    memcpy(b + n, idstr, sizeof(idstr) - 1);
+    n += sizeof(idstr) - 1;
+    memset(b + n, 0, 8);
+    n += 8;
+    b[n++] = (uint8_t)(claimed >> 24);
+    b[n++] = (uint8_t)(claimed >> 16);
+    b[n++] = (uint8_t)(claimed >> 8);
+    b[n++] = (uint8_t)claimed;
+    memcpy(b + n, data, real);
+    return n + real;
+}
+
+Test(dbus, blob_parser_bounds)
+{
+    struct orch_dbus_error err;
+    /* header, "a" with 2 bytes, then padding */
+    static const uint8_t good[] = {0, 0, 0, 1, 0, 0, 0, 1, 'a', 0,
+                                   0, 0, 2, 7, 7, 0, 0, 0, 0,   0};
+    static const uint8_t other[] = {0, 0, 0, 1, 0, 0, 0, 1, 'b', 0, 0, 0, 0};
+    static const uint8_t long_id[] = {0, 0, 0, 1, 0, 0, 0, 200, 'a'};
+    static const uint8_t long_data[] = {0,   0,    0, 1, 0, 0, 0, 1,
+                                        'a', 0xff, 0, 0, 0, 0, 0, 0};
+    uint8_t b[256];
+    size_t n;
+
+    if (!dt_have_dbus())
+        return;
+    helpers = dt_helpers("a", NULL);
+    cr_assert_eq(orch_dbus_start(dir, helpers, 10000, &d, &err), 0, "%s",
+                 err.text);
+    n = mkblob(b, good, sizeof(good), sizeof(good));
+    cr_assert_eq(orch_dbus_check_blob(d, b, n, &err), 0, "%s", err.text);
+    n = mkblob(b, other, sizeof(other), sizeof(other));
+    cr_assert_eq(orch_dbus_check_blob(d, b, n, &err), -ENOENT);
+    cr_assert_str_eq(err.helper, "a");
+    /* the section claims more than the blob holds */
+    n = mkblob(b, good, sizeof(good) + 1, sizeof(good));
+    cr_assert_eq(orch_dbus_check_blob(d, b, n, &err), -COLO_ESTREAM_CORRUPT);
+    /* an id or data length past the section */
+    n = mkblob(b, long_id, sizeof(long_id), sizeof(long_id));
+    cr_assert_eq(orch_dbus_check_blob(d, b, n, &err), -COLO_ESTREAM_CORRUPT);
+    n = mkblob(b, long_data, sizeof(long_data), sizeof(long_data));
+    cr_assert_eq(orch_dbus_check_blob(d, b, n, &err), -COLO_ESTREAM_CORRUPT);
+    /* cut anywhere: never reads past len */
+    n = mkblob(b, good, sizeof(good), sizeof(good));
+    for (size_t cut = 0; cut < n; cut++)
+        cr_assert_neq(orch_dbus_check_blob(d, b, cut, &err), 0);
+    cr_assert_eq(orch_dbus_check_blob(d, (const uint8_t *)"QEVM", 4, &err),
+                 -COLO_ESTREAM_CORRUPT);
+}

@@ -283,7 +283,8 @@ rate_wait:
 9:      ret
 
 /* ---- time ------------------------------------------------------------ */
-/* tsc_sec = TSC ticks per second, measured over 10 ms of PIT channel 2. */
+/* tsc_sec = TSC ticks per second, measured over 10 ms of PIT channel 2
+ * (1 GHz assumed if the PIT never answers). Clobbers rax, rcx, rdx, rsi. */
 calibrate_tsc:
         inb $0x61, %al
         andb $0xfc, %al                 /* gate off, speaker off */
@@ -301,7 +302,10 @@ calibrate_tsc:
         shlq $32, %rdx
         orq %rdx, %rax
         movq %rax, %rcx
-1:      inb $0x61, %al                  /* OUT2 goes high at terminal */
+        movl $(1 << 22), %esi           /* bound: no PIT must not hang us */
+1:      decl %esi
+        jz 3f
+        inb $0x61, %al                  /* OUT2 goes high at terminal */
         testb $0x20, %al
         jz 1b
         rdtsc
@@ -311,13 +315,15 @@ calibrate_tsc:
         jnz 2f
         incq %rax
 2:      imulq $100, %rax
-        movq %rax, tsc_sec
+4:      movq %rax, tsc_sec
         imulq $TGUEST_TICK_MS, %rax
         xorl %edx, %edx
         movl $1000, %ecx
         divq %rcx
         movq %rax, tsc_tick
         ret
+3:      movq $1000000000, %rax          /* no PIT answer: assume 1 GHz */
+        jmp 4b
 
 /* next_tick = now + tsc_tick. Clobbers rax, rdx. */
 next_tick_init:

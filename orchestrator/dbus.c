@@ -24,6 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/timeutil.h"
@@ -53,7 +55,13 @@ struct orch_dbus {
     pid_t bus_pid;
     struct helper *helpers;
     size_t n_helpers;
-    char *qemu_arg;           /* "dbus-vmstate,..." */
+    char *qemu_arg; /* "dbus-vmstate,..." */
+    /* orch_dbus_check_start(): child, result pipe, read event, callback */
+    pid_t check_pid;
+    int check_fd;
+    struct event *check_ev;
+    orch_dbus_check_cb check_cb;
+    void *check_arg;
     const char *qemu_args[3]; /* {"-object", qemu_arg, NULL} or {NULL} */
 };
 
@@ -725,6 +733,8 @@ int orch_dbus_start(const char *state_dir, const json_t *helpers,
     if (!d)
         return -ENOMEM;
     d->bus_pid = -1;
+    d->check_pid = -1;
+    d->check_fd = -1;
     d->qemu_args[0] = NULL;
     rc = helpers_parse(helpers, true, &d->helpers, &d->n_helpers, err);
     if (rc < 0)
@@ -818,6 +828,10 @@ void orch_dbus_free(struct orch_dbus *d)
 {
     if (!d)
         return;
+    if (d->check_ev)
+        event_free(d->check_ev);
+    kill_reap(&d->check_pid, NULL);
+    colo_close(&d->check_fd);
     for (size_t i = 0; i < d->n_helpers; i++)
         kill_reap(&d->helpers[i].pid, NULL);
     kill_reap(&d->bus_pid, NULL);
@@ -903,6 +917,108 @@ int orch_dbus_check(struct orch_dbus *d, unsigned flags, uint32_t timeout_ms,
     if (!timeout_ms)
         timeout_ms = 5000;
     return check(d, flags, now_ms() + timeout_ms, timeout_ms, true, err);
+}
+
+/* ---- asynchronous check ----------------------------------------------------
+ */
+
+struct check_result {
+    int rc;
+    struct orch_dbus_error err;
+};
+
+/* The result arrived (EV_READ), the child died (EOF) or the deadline
+ * passed (EV_TIMEOUT). */
+static void check_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct orch_dbus *d = arg;
+    struct check_result res = {0};
+    orch_dbus_check_cb cb = d->check_cb;
+    void *cb_arg = d->check_arg;
+    struct orch_dbus_error alive_err;
+
+    (void)fd;
+    if (what & EV_TIMEOUT) {
+        res.rc = fail(&res.err, NULL, -ETIMEDOUT,
+                      "dbus: the helper check did not finish in time");
+    } else if (d->n_helpers == 0) {
+        res.rc = 0;
+    } else if (colo_read_all(d->check_fd, &res, sizeof(res)) < 0) {
+        res.rc = fail(&res.err, NULL, -COLO_EHELPER,
+                      "dbus: the helper check process died");
+    }
+    res.err.helper[sizeof(res.err.helper) - 1] = '\0';
+    res.err.text[sizeof(res.err.text) - 1] = '\0';
+    event_free(d->check_ev);
+    d->check_ev = NULL;
+    kill_reap(&d->check_pid, NULL); /* it is exiting or done */
+    colo_close(&d->check_fd);
+    d->check_cb = NULL;
+    /* The child cannot reap our helpers: see whether one exited. */
+    if (res.rc != 0 && helpers_alive(d, &alive_err) < 0) {
+        res.rc = -COLO_EHELPER;
+        res.err = alive_err;
+    }
+    cb(d, res.rc, &res.err, cb_arg);
+}
+
+int orch_dbus_check_start(struct orch_dbus *d, struct event_base *base,
+                          unsigned flags, uint32_t timeout_ms,
+                          orch_dbus_check_cb cb, void *arg)
+{
+    struct timeval tv;
+    int p[2] = {-1, -1};
+    pid_t ppid = getpid(), pid;
+
+    if (d->check_cb)
+        return -EBUSY;
+    if (!timeout_ms)
+        timeout_ms = 5000;
+    if (d->n_helpers == 0) {
+        /* Nothing to check: answer from the loop all the same. */
+        d->check_ev = event_new(base, -1, 0, check_done, d);
+        if (!d->check_ev)
+            return -ENOMEM;
+        event_active(d->check_ev, EV_READ, 0);
+        d->check_cb = cb;
+        d->check_arg = arg;
+        return 0;
+    }
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -errno;
+    pid = fork();
+    if (pid < 0) {
+        int rc = -errno;
+
+        colo_close(&p[0]);
+        colo_close(&p[1]);
+        return rc;
+    }
+    if (pid == 0) {
+        struct check_result res = {0};
+
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != ppid)
+            _exit(127);
+        res.rc =
+            check(d, flags, now_ms() + timeout_ms, timeout_ms, true, &res.err);
+        /* < PIPE_BUF: one atomic write */
+        _exit(colo_write_all(p[1], &res, sizeof(res)) < 0 ? 1 : 0);
+    }
+    colo_close(&p[1]);
+    d->check_pid = pid;
+    d->check_fd = p[0];
+    d->check_ev = event_new(base, p[0], EV_READ, check_done, d);
+    if (!d->check_ev) {
+        kill_reap(&d->check_pid, NULL);
+        colo_close(&d->check_fd);
+        return -ENOMEM;
+    }
+    /* the child has its own deadline; this one is for a stuck child */
+    tv = colo_ms_to_tv(timeout_ms + 2000);
+    event_add(d->check_ev, &tv);
+    d->check_cb = cb;
+    d->check_arg = arg;
+    return 0;
 }
 
 static uint32_t get_be32(const uint8_t *p)

@@ -31,6 +31,7 @@
  * a deadline given by the caller; nothing else blocks. Meant for VM start
  * and for the moment before protect/migrate, not for every checkpoint
  * (orch_dbus_check_blob() is pure and cheap: use that per checkpoint).
+ * orch_dbus_check_start() runs the check off the loop (a child process).
  *
  * Lifecycle:
  *   orch_dbus_start():  -> RUNNING (bus up, every helper's Id on the bus)
@@ -113,6 +114,25 @@ enum orch_dbus_check_flags {
  * whole check (0: 5000). Blocking, bounded. 0 when not active. */
 int orch_dbus_check(struct orch_dbus *d, unsigned flags, uint32_t timeout_ms,
                     struct orch_dbus_error *err);
+
+/*
+ * The same check without blocking the loop: it runs in a child process
+ * (like libxl's save helper); cb fires exactly once from the loop, never
+ * from inside this call, with rc and err as orch_dbus_check() gives them
+ * (err borrowed for the callback). A helper that exited meanwhile is
+ * reported as -COLO_EHELPER. Synchronous errors (-EBUSY when a check runs,
+ * -ENOMEM, fork failures) are returned and cb does not fire. When not
+ * active, cb still fires from the loop with rc 0. orch_dbus_free() during
+ * a check kills and reaps the child; cb does not fire. d may be freed
+ * inside cb.
+ */
+struct event_base;
+typedef void (*orch_dbus_check_cb)(struct orch_dbus *d, int rc,
+                                   const struct orch_dbus_error *err,
+                                   void *arg);
+int orch_dbus_check_start(struct orch_dbus *d, struct event_base *base,
+                          unsigned flags, uint32_t timeout_ms,
+                          orch_dbus_check_cb cb, void *arg);
 
 /* Check that a device-state blob (xen-save-devices-state output) holds a
  * state for every Id: -ENOENT naming the first Id missing (QEMU dropped

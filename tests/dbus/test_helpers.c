@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "common/error.h"
 #include "dbus.h"
 #include "dbustest.h"
@@ -286,4 +288,88 @@ Test(dbus, blob_parser_bounds)
         cr_assert_neq(orch_dbus_check_blob(d, b, cut, &err), 0);
     cr_assert_eq(orch_dbus_check_blob(d, (const uint8_t *)"QEVM", 4, &err),
                  -COLO_ESTREAM_CORRUPT);
+}
+
+struct checkrec {
+    bool done;
+    int rc, calls;
+    struct orch_dbus_error err;
+};
+
+static void check_cb(struct orch_dbus *dd, int rc,
+                     const struct orch_dbus_error *e, void *arg)
+{
+    struct checkrec *r = arg;
+
+    (void)dd;
+    r->rc = rc;
+    r->err = *e;
+    r->calls++;
+    r->done = true;
+}
+
+/* Run the loop until r->done or ms elapsed (a loopexit deadline). */
+static bool run_until(struct event_base *b, struct checkrec *r, int ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+    event_base_loopexit(b, &tv);
+    while (!r->done && !event_base_got_exit(b))
+        event_base_loop(b, EVLOOP_ONCE);
+    return r->done;
+}
+
+Test(dbus, async_check_ok_hang_and_cancel)
+{
+    struct orch_dbus_error err;
+    struct event_base *b = event_base_new();
+    struct checkrec ok = {0}, hung = {0}, none = {0}, cancelled = {0};
+    const char *hang[] = {"--hang-save", NULL};
+    struct orch_dbus *empty;
+
+    cr_assert(b);
+    cr_assert_eq(orch_dbus_start(dir, NULL, 1000, &empty, &err), 0);
+    cr_assert_eq(orch_dbus_check_start(empty, b, ORCH_DBUS_CHECK_SAVE, 100,
+                                       check_cb, &none),
+                 0);
+    cr_assert_not(none.done, "never from inside the start call");
+    cr_assert(run_until(b, &none, 5000));
+    cr_assert_eq(none.rc, 0);
+    orch_dbus_free(empty);
+    if (!dt_have_dbus()) {
+        event_base_free(b);
+        return;
+    }
+    helpers = dt_helpers("counter", NULL);
+    cr_assert_eq(orch_dbus_start(dir, helpers, 10000, &d, &err), 0, "%s",
+                 err.text);
+    cr_assert_eq(
+        orch_dbus_check_start(d, b, ORCH_DBUS_CHECK_SAVE, 5000, check_cb, &ok),
+        0);
+    cr_assert_eq(orch_dbus_check_start(d, b, 0, 5000, check_cb, &ok), -EBUSY);
+    cr_assert(run_until(b, &ok, 10000));
+    cr_assert_eq(ok.rc, 0, "%s", ok.err.text);
+    cr_assert_eq(ok.calls, 1);
+    orch_dbus_free(d);
+    d = NULL;
+    json_decref(helpers);
+
+    helpers = dt_helpers("stuck", hang);
+    cr_assert_eq(orch_dbus_start(dir, helpers, 10000, &d, &err), 0, "%s",
+                 err.text);
+    cr_assert_eq(
+        orch_dbus_check_start(d, b, ORCH_DBUS_CHECK_SAVE, 700, check_cb, &hung),
+        0);
+    cr_assert(run_until(b, &hung, 10000));
+    cr_assert_eq(hung.rc, -ETIMEDOUT, "%s", hung.err.text);
+    cr_assert_str_eq(hung.err.helper, "stuck");
+    /* freed while a check runs: no callback, the child is reaped */
+    cr_assert_eq(orch_dbus_check_start(d, b, ORCH_DBUS_CHECK_SAVE, 5000,
+                                       check_cb, &cancelled),
+                 0);
+    orch_dbus_free(d);
+    d = NULL;
+    event_base_loop(b, EVLOOP_NONBLOCK);
+    cr_assert_not(cancelled.done);
+    event_base_free(b);
 }

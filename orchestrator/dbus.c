@@ -62,6 +62,7 @@ struct orch_dbus {
     struct event *check_ev;
     orch_dbus_check_cb check_cb;
     void *check_arg;
+    bool check_is_start;      /* the job waits for the Ids (start_async) */
     const char *qemu_args[3]; /* {"-object", qemu_arg, NULL} or {NULL} */
 };
 
@@ -713,14 +714,123 @@ static char **env_with_address(const char *addr)
     return env;
 }
 
+/* New object, helpers parsed; no process yet. */
+static int dbus_new(const json_t *helpers, struct orch_dbus **ret,
+                    struct orch_dbus_error *err)
+{
+    struct orch_dbus *d = calloc(1, sizeof(*d));
+    int rc;
+
+    *ret = NULL;
+    if (!d)
+        return -ENOMEM;
+    d->bus_pid = -1;
+    d->check_pid = -1;
+    d->check_fd = -1;
+    d->qemu_args[0] = NULL;
+    rc = helpers_parse(helpers, true, &d->helpers, &d->n_helpers, err);
+    if (rc < 0) {
+        orch_dbus_free(d);
+        return rc;
+    }
+    *ret = d;
+    return 0;
+}
+
+/* Start the bus (bounded wait for its address) and spawn the helpers. */
+static int launch(struct orch_dbus *d, const char *state_dir, uint64_t deadline,
+                  struct orch_dbus_error *err)
+{
+    char **env = NULL;
+    int rc;
+
+    if ((size_t)snprintf(d->sock_path, sizeof(d->sock_path), "%s/dbus.sock",
+                         state_dir) >= sizeof(d->sock_path) ||
+        (size_t)snprintf(d->conf_path, sizeof(d->conf_path), "%s/dbus.conf",
+                         state_dir) >= sizeof(d->conf_path)) {
+        d->sock_path[0] = d->conf_path[0] = '\0';
+        return fail(err, NULL, -ENAMETOOLONG,
+                    "dbus: state directory %s too long for a socket path",
+                    state_dir);
+    }
+    unlink(d->sock_path);
+    rc = bus_start(d, deadline, err);
+    if (rc < 0)
+        return rc;
+    env = env_with_address(d->address);
+    if (!env)
+        return -ENOMEM;
+    for (size_t i = 0; i < d->n_helpers; i++) {
+        rc = spawn(d->helpers[i].argv, env, -1, -1, false, &d->helpers[i].pid);
+        if (rc < 0) {
+            fail(err, d->helpers[i].id, rc, "helper \"%s\": %s: %s",
+                 d->helpers[i].id, d->helpers[i].argv[0], colo_strerror(rc));
+            break;
+        }
+    }
+    for (size_t j = 0; env[j]; j++) {
+        if (!strncmp(env[j], "DBUS_SESSION_BUS_ADDRESS=", 25))
+            free(env[j]);
+    }
+    free(env);
+    return rc;
+}
+
+/*
+ * Wait until every Id is on the bus. dbus-send cannot wait for
+ * NameOwnerChanged, so this retries with a growing pause (5..100 ms)
+ * spent in poll() on the helpers' pidfds: a helper that exits ends the
+ * wait at once (-COLO_EHELPER; the parent knows the exit status). Runs in
+ * the caller (orch_dbus_start) or in the job child (orch_dbus_start_async).
+ */
+static int wait_ids(struct orch_dbus *d, uint64_t deadline, uint32_t timeout_ms,
+                    struct orch_dbus_error *err)
+{
+    unsigned backoff = 5;
+    int rc;
+
+    for (;;) {
+        struct pollfd pfds[ORCH_DBUS_MAX_HELPERS];
+        int ms, n;
+
+        rc = check(d, 0, deadline, timeout_ms, false, err);
+        /* A query cut by the overall deadline: the final check decides. */
+        if (rc != -ENOENT && !(rc == -ETIMEDOUT && remaining_ms(deadline) == 0))
+            return rc;
+        ms = remaining_ms(deadline);
+        if (ms == 0) {
+            rc = check(d, 0, now_ms() + 2000, timeout_ms, true, err);
+            if (rc == -ENOENT && err)
+                snprintf(err->text + strlen(err->text),
+                         sizeof(err->text) - strlen(err->text),
+                         " (after %u ms)", timeout_ms);
+            return rc;
+        }
+        for (size_t i = 0; i < d->n_helpers; i++) {
+            pfds[i].fd = (int)syscall(SYS_pidfd_open, d->helpers[i].pid, 0);
+            pfds[i].events = POLLIN;
+        }
+        n = poll(pfds, d->n_helpers, ms < (int)backoff ? ms : (int)backoff);
+        rc = 0;
+        for (size_t i = 0; i < d->n_helpers; i++) {
+            if (n > 0 && (pfds[i].revents & POLLIN) && rc == 0)
+                rc = fail(err, d->helpers[i].id, -COLO_EHELPER,
+                          "helper \"%s\" exited", d->helpers[i].id);
+            colo_close(&pfds[i].fd);
+        }
+        if (rc < 0)
+            return rc;
+        if (backoff < 100)
+            backoff *= 2;
+    }
+}
+
 int orch_dbus_start(const char *state_dir, const json_t *helpers,
                     uint32_t timeout_ms, struct orch_dbus **ret,
                     struct orch_dbus_error *err)
 {
-    struct orch_dbus *d;
+    struct orch_dbus *d = NULL;
     uint64_t deadline;
-    char **env = NULL;
-    unsigned backoff = 5;
     int rc;
 
     *ret = NULL;
@@ -729,82 +839,19 @@ int orch_dbus_start(const char *state_dir, const json_t *helpers,
     if (!timeout_ms)
         timeout_ms = 10000;
     deadline = now_ms() + timeout_ms;
-    d = calloc(1, sizeof(*d));
-    if (!d)
-        return -ENOMEM;
-    d->bus_pid = -1;
-    d->check_pid = -1;
-    d->check_fd = -1;
-    d->qemu_args[0] = NULL;
-    rc = helpers_parse(helpers, true, &d->helpers, &d->n_helpers, err);
+    rc = dbus_new(helpers, &d, err);
     if (rc < 0)
-        goto out;
+        return rc;
     if (d->n_helpers == 0) {
         *ret = d;
         return 0;
     }
-    if ((size_t)snprintf(d->sock_path, sizeof(d->sock_path), "%s/dbus.sock",
-                         state_dir) >= sizeof(d->sock_path) ||
-        (size_t)snprintf(d->conf_path, sizeof(d->conf_path), "%s/dbus.conf",
-                         state_dir) >= sizeof(d->conf_path)) {
-        rc = fail(err, NULL, -ENAMETOOLONG,
-                  "dbus: state directory %s too long for a socket path",
-                  state_dir);
-        d->sock_path[0] = d->conf_path[0] = '\0';
-        goto out;
-    }
-    unlink(d->sock_path);
-    rc = bus_start(d, deadline, err);
+    rc = launch(d, state_dir, deadline, err);
     if (rc < 0)
         goto out;
-    env = env_with_address(d->address);
-    if (!env) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    for (size_t i = 0; i < d->n_helpers; i++) {
-        rc = spawn(d->helpers[i].argv, env, -1, -1, false, &d->helpers[i].pid);
-        if (rc < 0) {
-            fail(err, d->helpers[i].id, rc, "helper \"%s\": %s: %s",
-                 d->helpers[i].id, d->helpers[i].argv[0], colo_strerror(rc));
-            goto out;
-        }
-    }
-    /*
-     * Wait until every Id is on the bus. dbus-send cannot wait for
-     * NameOwnerChanged, so this retries with a growing pause (5..100 ms)
-     * spent in poll() on the helpers' pidfds: a helper that exits ends the
-     * wait at once.
-     */
-    for (;;) {
-        struct pollfd pfds[ORCH_DBUS_MAX_HELPERS];
-        int ms;
-
-        rc = check(d, 0, deadline, timeout_ms, false, err);
-        /* A query cut by the overall deadline: the final check decides. */
-        if (rc != -ENOENT && !(rc == -ETIMEDOUT && remaining_ms(deadline) == 0))
-            break;
-        ms = remaining_ms(deadline);
-        if (ms == 0) {
-            rc = check(d, 0, now_ms() + 2000, timeout_ms, true, err);
-            if (rc == -ENOENT)
-                snprintf(err ? err->text + strlen(err->text) : NULL,
-                         err ? sizeof(err->text) - strlen(err->text) : 0,
-                         " (after %u ms)", timeout_ms);
-            if (rc == 0)
-                break;
-            goto out;
-        }
-        for (size_t i = 0; i < d->n_helpers; i++) {
-            pfds[i].fd = (int)syscall(SYS_pidfd_open, d->helpers[i].pid, 0);
-            pfds[i].events = POLLIN;
-        }
-        poll(pfds, d->n_helpers, ms < (int)backoff ? ms : (int)backoff);
-        for (size_t i = 0; i < d->n_helpers; i++)
-            colo_close(&pfds[i].fd);
-        if (backoff < 100)
-            backoff *= 2;
-    }
+    rc = wait_ids(d, deadline, timeout_ms, err);
+    if (rc == -COLO_EHELPER)
+        helpers_alive(d, err); /* with the exit status */
     if (rc < 0)
         goto out;
     rc = build_qemu_args(d);
@@ -813,13 +860,6 @@ int orch_dbus_start(const char *state_dir, const json_t *helpers,
     *ret = d;
     d = NULL;
 out:
-    if (env) {
-        for (size_t j = 0; env[j]; j++) {
-            if (!strncmp(env[j], "DBUS_SESSION_BUS_ADDRESS=", 25))
-                free(env[j]);
-        }
-        free(env);
-    }
     orch_dbus_free(d);
     return rc;
 }
@@ -959,12 +999,15 @@ static void check_done(evutil_socket_t fd, short what, void *arg)
         res.rc = -COLO_EHELPER;
         res.err = alive_err;
     }
+    if (d->check_is_start && res.rc == 0 && d->n_helpers > 0)
+        res.rc = build_qemu_args(d);
+    d->check_is_start = false;
     cb(d, res.rc, &res.err, cb_arg);
 }
 
-int orch_dbus_check_start(struct orch_dbus *d, struct event_base *base,
-                          unsigned flags, uint32_t timeout_ms,
-                          orch_dbus_check_cb cb, void *arg)
+static int job_start(struct orch_dbus *d, struct event_base *base,
+                     bool is_start, unsigned flags, uint32_t timeout_ms,
+                     orch_dbus_check_cb cb, void *arg)
 {
     struct timeval tv;
     int p[2] = {-1, -1};
@@ -972,8 +1015,6 @@ int orch_dbus_check_start(struct orch_dbus *d, struct event_base *base,
 
     if (d->check_cb)
         return -EBUSY;
-    if (!timeout_ms)
-        timeout_ms = 5000;
     if (d->n_helpers == 0) {
         /* Nothing to check: answer from the loop all the same. */
         d->check_ev = event_new(base, -1, 0, check_done, d);
@@ -982,6 +1023,7 @@ int orch_dbus_check_start(struct orch_dbus *d, struct event_base *base,
         event_active(d->check_ev, EV_READ, 0);
         d->check_cb = cb;
         d->check_arg = arg;
+        d->check_is_start = is_start;
         return 0;
     }
     if (pipe2(p, O_CLOEXEC) < 0)
@@ -1014,11 +1056,58 @@ int orch_dbus_check_start(struct orch_dbus *d, struct event_base *base,
         return -ENOMEM;
     }
     /* the child has its own deadline; this one is for a stuck child */
-    tv = colo_ms_to_tv(timeout_ms + 2000);
+    /* wait_ids() may add a final 2 s query */
+    tv = colo_ms_to_tv(timeout_ms + 4000);
     event_add(d->check_ev, &tv);
     d->check_cb = cb;
     d->check_arg = arg;
+    d->check_is_start = is_start;
     return 0;
+}
+
+int orch_dbus_check_start(struct orch_dbus *d, struct event_base *base,
+                          unsigned flags, uint32_t timeout_ms,
+                          orch_dbus_check_cb cb, void *arg)
+{
+    if (!timeout_ms)
+        timeout_ms = 5000;
+    return job_start(d, base, false, flags, timeout_ms, cb, arg);
+}
+
+int orch_dbus_start_async(struct event_base *base, const char *state_dir,
+                          const json_t *helpers, uint32_t timeout_ms,
+                          orch_dbus_check_cb cb, void *arg,
+                          struct orch_dbus **ret, struct orch_dbus_error *err)
+{
+    struct orch_dbus *d = NULL;
+    int rc;
+
+    *ret = NULL;
+    if (err)
+        err->helper[0] = err->text[0] = '\0';
+    if (!timeout_ms)
+        timeout_ms = 10000;
+    rc = dbus_new(helpers, &d, err);
+    if (rc < 0)
+        return rc;
+    if (d->n_helpers > 0) {
+        /* dbus-daemon prints its address within milliseconds */
+        rc = launch(d, state_dir,
+                    now_ms() + (timeout_ms < 5000 ? timeout_ms : 5000), err);
+        if (rc < 0)
+            goto out;
+    }
+    rc = job_start(d, base, true, 0, timeout_ms, cb, arg);
+    if (rc < 0) {
+        fail(err, NULL, rc, "dbus: cannot wait for the helpers: %s",
+             colo_strerror(rc));
+        goto out;
+    }
+    *ret = d;
+    d = NULL;
+out:
+    orch_dbus_free(d);
+    return rc;
 }
 
 static uint32_t get_be32(const uint8_t *p)

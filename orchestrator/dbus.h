@@ -134,6 +134,22 @@ int orch_dbus_check_start(struct orch_dbus *d, struct event_base *base,
                           unsigned flags, uint32_t timeout_ms,
                           orch_dbus_check_cb cb, void *arg);
 
+/*
+ * orch_dbus_start() without waiting on the loop for the helpers: the bus
+ * is started and the helpers spawned at once (a bounded wait of a few ms
+ * for dbus-daemon's address, at most 5 s), then a child process waits for
+ * the Ids. *ret is set on success (0); cb fires exactly once from the
+ * loop (never from inside this call) with rc as orch_dbus_start() would
+ * return; on rc 0 orch_dbus_qemu_args() is ready. On rc < 0 in cb, free
+ * d (that stops the bus and the helpers). On a synchronous error nothing
+ * runs, *ret is NULL and cb does not fire. Only one orch_dbus_check_start()
+ * job at a time: a check during the start gets -EBUSY.
+ */
+int orch_dbus_start_async(struct event_base *base, const char *state_dir,
+                          const json_t *helpers, uint32_t timeout_ms,
+                          orch_dbus_check_cb cb, void *arg,
+                          struct orch_dbus **ret, struct orch_dbus_error *err);
+
 /* Check that a device-state blob (xen-save-devices-state output) holds a
  * state for every Id: -ENOENT naming the first Id missing (QEMU dropped
  * it: too slow or too large; orch_dbus_check(ORCH_DBUS_CHECK_SAVE) says

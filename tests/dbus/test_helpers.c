@@ -373,3 +373,44 @@ Test(dbus, async_check_ok_hang_and_cancel)
     cr_assert_not(cancelled.done);
     event_base_free(b);
 }
+
+Test(dbus, async_start_ok_and_helper_exit)
+{
+    struct orch_dbus_error err;
+    struct event_base *b = event_base_new();
+    struct checkrec up = {0}, quit = {0};
+
+    cr_assert(b);
+    if (!dt_have_dbus()) {
+        event_base_free(b);
+        return;
+    }
+    helpers = dt_helpers("counter", NULL);
+    cr_assert_eq(
+        orch_dbus_start_async(b, dir, helpers, 10000, check_cb, &up, &d, &err),
+        0, "%s", err.text);
+    cr_assert_not(up.done, "never from inside the start call");
+    cr_assert_null(orch_dbus_qemu_args(d)[0], "no args before the Ids");
+    cr_assert(run_until(b, &up, 15000));
+    cr_assert_eq(up.rc, 0, "%s", up.err.text);
+    cr_assert_eq(up.calls, 1);
+    cr_assert(strstr(orch_dbus_qemu_args(d)[1], "id-list=counter"));
+    cr_assert_eq(dt_helper_prop(orch_dbus_address(d), "Loads"), 0);
+    orch_dbus_free(d);
+    d = NULL;
+    json_decref(helpers);
+
+    helpers = json_pack("[{s:s,s:[sss]}]", "id", "quitter", "command", "sh",
+                        "-c", "exit 3");
+    cr_assert_eq(orch_dbus_start_async(b, dir, helpers, 10000, check_cb, &quit,
+                                       &d, &err),
+                 0, "%s", err.text);
+    cr_assert(run_until(b, &quit, 15000));
+    cr_assert_eq(quit.rc, -COLO_EHELPER, "%s", quit.err.text);
+    cr_assert_str_eq(quit.err.helper, "quitter");
+    cr_assert(strstr(quit.err.text, "exited with status 3"), "%s",
+              quit.err.text);
+    orch_dbus_free(d);
+    d = NULL;
+    event_base_free(b);
+}

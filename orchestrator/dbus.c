@@ -1041,8 +1041,11 @@ static int job_start(struct orch_dbus *d, struct event_base *base,
 
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != ppid)
             _exit(127);
-        res.rc =
-            check(d, flags, now_ms() + timeout_ms, timeout_ms, true, &res.err);
+        if (is_start)
+            res.rc = wait_ids(d, now_ms() + timeout_ms, timeout_ms, &res.err);
+        else
+            res.rc = check(d, flags, now_ms() + timeout_ms, timeout_ms, true,
+                           &res.err);
         /* < PIPE_BUF: one atomic write */
         _exit(colo_write_all(p[1], &res, sizeof(res)) < 0 ? 1 : 0);
     }
@@ -1055,8 +1058,8 @@ static int job_start(struct orch_dbus *d, struct event_base *base,
         colo_close(&d->check_fd);
         return -ENOMEM;
     }
-    /* the child has its own deadline; this one is for a stuck child */
-    /* wait_ids() may add a final 2 s query */
+    /* The child has its own deadline; this one is for a stuck child
+     * (wait_ids() may add a final 2 s query). */
     tv = colo_ms_to_tv(timeout_ms + 4000);
     event_add(d->check_ev, &tv);
     d->check_cb = cb;

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "common/error.h"
+#include "common/fd.h"
 #include "dbus.h"
 #include "dbustest.h"
 
@@ -54,6 +55,8 @@ Test(dbus, start_args_check_free)
     const char *const *args;
     char want[1200];
     char *esc;
+
+    int fds0 = colo_count_open_fds();
 
     if (!dt_have_dbus())
         return;
@@ -98,6 +101,7 @@ Test(dbus, start_args_check_free)
     d = NULL;
     cr_assert_not(exists("dbus.sock"), "socket removed");
     cr_assert_not(exists("dbus.conf"), "config removed");
+    cr_assert_eq(colo_count_open_fds(), fds0, "no fd left open");
 }
 
 Test(dbus, no_helpers)
@@ -326,6 +330,7 @@ Test(dbus, async_check_ok_hang_and_cancel)
     struct checkrec ok = {0}, hung = {0}, none = {0}, cancelled = {0};
     const char *hang[] = {"--hang-save", NULL};
     struct orch_dbus *empty;
+    int fds0 = colo_count_open_fds();
 
     cr_assert(b);
     cr_assert_eq(orch_dbus_start(dir, NULL, 1000, &empty, &err), 0);
@@ -371,6 +376,7 @@ Test(dbus, async_check_ok_hang_and_cancel)
     d = NULL;
     event_base_loop(b, EVLOOP_NONBLOCK);
     cr_assert_not(cancelled.done);
+    cr_assert_eq(colo_count_open_fds(), fds0, "no fd left open");
     event_base_free(b);
 }
 
@@ -385,7 +391,10 @@ Test(dbus, async_start_ok_and_helper_exit)
         event_base_free(b);
         return;
     }
-    helpers = dt_helpers("counter", NULL);
+    /* A helper that takes 300 ms to get on the bus: the start waits. */
+    helpers =
+        json_pack("[{s:s,s:[ssss]}]", "id", "counter", "command", "sh", "-c",
+                  "sleep 0.3 && exec \"$0\" --id counter", dt_helper_path());
     cr_assert_eq(
         orch_dbus_start_async(b, dir, helpers, 10000, check_cb, &up, &d, &err),
         0, "%s", err.text);

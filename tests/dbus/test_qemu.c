@@ -19,6 +19,7 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "common/timeutil.h"
 #include "dbus.h"
 #include "dbustest.h"
 #include "qmp/devstate.h"
@@ -318,4 +319,64 @@ Test(dbus_qemu, hanging_helper_named)
     free(sr.blob);
     cr_assert_str_eq(err.helper, "stuck");
     assert_source_running();
+}
+
+/*
+ * Checkpoints then failover, as colo does it with the one-shot loader: the
+ * primary saves the device state at every checkpoint (the VM resumes in
+ * between, the helper keeps counting); the secondary loads the last
+ * committed blob at takeover. Its helper must hold the value saved at that
+ * last checkpoint, not an earlier one.
+ */
+Test(dbus_qemu, failover_gets_last_checkpoint_state)
+{
+    struct orch_dbus_error err;
+    struct rec lr = {0};
+    struct qmp_saver *sv;
+    uint8_t *last = NULL;
+    size_t last_len = 0;
+    uint64_t prev = 0, saved = 0;
+
+    if (!can_run())
+        return;
+    source_start(NULL, "counter");
+    h2 = dt_helpers("counter", NULL);
+    cr_assert_eq(orch_dbus_start(dir2, h2, 10000, &d2, &err), 0, "%s",
+                 err.text);
+    cr_assert_eq(orch_dbus_compare(d1, h2, &err), 0, "%s", err.text);
+    cr_assert_eq(orch_dbus_check(d1, ORCH_DBUS_CHECK_SAVE, 5000, &err), 0, "%s",
+                 err.text);
+    cr_assert_eq(qmp_saver_new(c1, &sv), 0);
+    for (int i = 0; i < 3; i++) {
+        struct rec sr = {0};
+        uint64_t c0 = dt_helper_prop(orch_dbus_address(d1), "Counter");
+
+        /* let the helper's counter move between checkpoints (bounded) */
+        uint64_t until = colo_now_ns() + 10ull * 1000000000;
+
+        while (dt_helper_prop(orch_dbus_address(d1), "Counter") < c0 + 5)
+            cr_assert(colo_now_ns() < until, "the helper counts");
+        cr_assert_eq(qmp_saver_save(sv, QMP_SAVE_RESUME, save_cb, &sr), 0);
+        cr_assert(qt_run_until(base, &sr.done, 20000));
+        cr_assert_eq(sr.rc, 0, "checkpoint %d: %s", i, colo_strerror(sr.rc));
+        cr_assert_eq(orch_dbus_check_blob(d1, sr.blob, sr.len, &err), 0, "%s",
+                     err.text);
+        saved = dt_helper_prop(orch_dbus_address(d1), "LastSaved");
+        cr_assert(saved > prev, "checkpoint %d: %llu after %llu", i,
+                  (unsigned long long)saved, (unsigned long long)prev);
+        prev = saved;
+        free(last);
+        last = sr.blob;
+        last_len = sr.len;
+    }
+    qmp_saver_free(sv);
+    /* failover: the secondary takes the last committed checkpoint */
+    cr_assert_eq(
+        qmp_devstate_load(destination_start(), last, last_len, 0, load_cb, &lr),
+        0);
+    free(last);
+    cr_assert(qt_run_until(base, &lr.done, 30000));
+    cr_assert_eq(lr.rc, 0, "load: %s", colo_strerror(lr.rc));
+    cr_assert_eq(dt_helper_prop(orch_dbus_address(d2), "LastLoaded"), saved);
+    cr_assert_eq(dt_helper_prop(orch_dbus_address(d2), "Loads"), 1);
 }

@@ -39,6 +39,9 @@
 static int n_tried, n_ok;
 
 static void row(const char *name, bool ok, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void row(const char *name, bool ok, const char *fmt, ...)
 {
     char msg[300];
     va_list ap;

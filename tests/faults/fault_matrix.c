@@ -59,6 +59,9 @@ struct result {
 static int n_tried, n_survived, n_notreached, n_failed, n_skipped;
 
 static void why(struct result *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void why(struct result *r, const char *fmt, ...)
 {
     va_list ap;
     size_t l = strlen(r->why);

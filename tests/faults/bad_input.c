@@ -12,7 +12,8 @@
  *                   ORCH_CTL_MAX_LINE on the control socket: an error
  *                   answer or a close, the VM runs, status still answers
  *   bad_config      malformed configs: exit 3 with a JSON-path message
- *   bad_stream      truncated / bit-flipped copies of the stream corpus to
+ *   bad_stream      truncated / bit-flipped / replayed (stream twice)
+ *                   copies of the stream corpus to
  *                   `colo verify-stream`: exit 6 (or 0 where a flip hits
  *                   a don't-care byte), never a crash (exit >= 128)
  *   qemu_killed     QEMU SIGKILLed under a protecting primary: the primary
@@ -424,8 +425,8 @@ static void case_bad_stream(void)
         close(in);
         if (len < 16)
             continue;
-        for (int v = 0; v < 4; v++) {
-            unsigned char *m = malloc((size_t)len);
+        for (int v = 0; v < 5; v++) {
+            unsigned char *m = malloc(2 * (size_t)len);
             size_t mlen = (size_t)len;
             char args[600], out[4096];
             FILE *f;
@@ -439,7 +440,11 @@ static void case_bad_stream(void)
             else if (v == 2)
                 for (int k = 0; k < 8; k++) /* header bytes corrupted */
                     m[k % (mlen < 24 ? mlen : 24)] ^= 0xa5;
-            else
+            else if (v == 4) {
+                /* Replayed: the whole stream again after its end. */
+                memcpy(m + len, data, (size_t)len);
+                mlen = 2 * (size_t)len;
+            } else
                 for (int k = 0; k < 16; k++) /* random flips */
                     m[rnd() % mlen] ^= (unsigned char)(1u << (rnd() % 8));
             f = fopen(tmp, "w");

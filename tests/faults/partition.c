@@ -18,7 +18,13 @@
  */
 #include "fproc.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +32,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char ns_a[40], ns_b[40], if_a[16], if_b[16], addr_b[32];
+static char ns_a[40], ns_b[40], if_a[16], if_b[16], addr_a[32], addr_b[32];
 static int have_ns;
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -62,6 +68,7 @@ static int ns_setup(void)
     snprintf(ns_b, sizeof(ns_b), "colo-fp-%d-b", getpid());
     snprintf(if_a, sizeof(if_a), "cfa%d", getpid() % 100000);
     snprintf(if_b, sizeof(if_b), "cfb%d", getpid() % 100000);
+    snprintf(addr_a, sizeof(addr_a), "10.198.%d.1", n);
     snprintf(addr_b, sizeof(addr_b), "10.198.%d.2", n);
     if (sh("ip netns add %s", ns_a) != 0)
         return -1;
@@ -106,31 +113,76 @@ static bool wait_ckpts(struct fenv *e, struct fproc *p, long long n,
     return false;
 }
 
-int main(void)
+/* A witness for the standby: a TCP listener on the primary's side of the
+ * link (in ns_a), in a child that dies with us. Returns its pid. */
+static pid_t witness_start(int port)
+{
+    int ready[2];
+    pid_t pid;
+    char c;
+
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        return -1;
+    pid = fork();
+    if (pid == 0) {
+        char path[96];
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port)};
+        int nfd, fd, one = 1;
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        snprintf(path, sizeof(path), "/var/run/netns/%s", ns_a);
+        nfd = open(path, O_RDONLY | O_CLOEXEC);
+        if (nfd < 0 || setns(nfd, CLONE_NEWNET) < 0)
+            _exit(1);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+            listen(fd, 16) < 0)
+            _exit(1);
+        if (write(ready[1], "r", 1) != 1)
+            _exit(1);
+        for (;;) { /* ends by SIGKILL (ours or PDEATHSIG) */
+            int c2 = accept(fd, NULL, NULL);
+
+            if (c2 >= 0)
+                close(c2);
+        }
+    }
+    close(ready[1]);
+    if (pid < 0 || read(ready[0], &c, 1) != 1) {
+        close(ready[0]);
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+        return -1;
+    }
+    close(ready[0]);
+    return pid;
+}
+
+/* One partition scenario; the tie-breaker is a fence command (witness
+ * false) or a witness next to the primary. Returns the failures. */
+static int scenario(bool use_witness)
 {
     struct fenv e = {.dir = ""};
     struct fproc p = {.pid = -1}, s = {.pid = -1};
-    char fence[200], args[600], out[8192];
+    char fence[200], args[600], out[8192], wit[64];
     int rc = 1, port, fails = 0;
     long long got = -1, before;
-    bool netem = false;
+    pid_t wpid = -1;
 
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    fproc_init();
-    if (geteuid() != 0) {
-        printf("SKIP: not root, cannot create network namespaces\n");
-        fproc_summary("partition:", "partition: SKIP (not root)");
-        return 0;
-    }
-    if (access("/usr/bin/qemu-system-x86_64", X_OK) != 0) {
-        printf("SKIP: qemu-system-x86_64 not installed\n");
-        return 0;
-    }
-    if (ns_setup() < 0) {
-        ns_del();
-        printf("SKIP: `ip netns` / veth setup failed here\n");
-        fproc_summary("partition:", "partition: SKIP (no ip netns)");
-        return 0;
+    printf("-- tie-breaker: %s\n",
+           use_witness ? "witness beside the primary" : "fence command");
+    sh("ip -n %s link set %s up", ns_a, if_a);
+    if (use_witness) {
+        wpid = witness_start(7499);
+        if (wpid < 0) {
+            printf("FAIL: witness did not start\n");
+            return 1;
+        }
+        snprintf(wit, sizeof(wit), "%s:7499", addr_a);
     }
     if (fenv_setup(&e, "dirty=2 rate=16") < 0)
         goto out;
@@ -158,16 +210,25 @@ int main(void)
     snprintf(fence, sizeof(fence),
              "! grep -qsE '^State:[[:space:]]+[RSDTt]' /proc/%d/status",
              (int)p.pid);
+    (void)fence;
     {
         char listen[64];
-        char *av[] = {"/usr/bin/env", "ip",
-                      "netns",        "exec",
-                      ns_b,           (char *)fproc_colo_exe(),
-                      "standby",      "--listen",
-                      listen,         "--state-dir",
-                      e.sdir,         "--key-file",
-                      e.key,          "--fence-cmd",
-                      fence,          NULL};
+        char *av[] = {"/usr/bin/env",
+                      "ip",
+                      "netns",
+                      "exec",
+                      ns_b,
+                      (char *)fproc_colo_exe(),
+                      "standby",
+                      "--listen",
+                      listen,
+                      "--state-dir",
+                      e.sdir,
+                      "--key-file",
+                      e.key,
+                      use_witness ? "--witness" : "--fence-cmd",
+                      use_witness ? wit : fence,
+                      NULL};
         char pat[80];
         long off;
 
@@ -196,7 +257,6 @@ int main(void)
     if (sh("ip netns exec %s tc qdisc add dev %s root netem delay 10ms "
            "loss 1%% reorder 5%% 50%%",
            ns_a, if_a) == 0) {
-        netem = true;
         before = got;
         if (!wait_ckpts(&e, &p, before + 20, 30000, &got)) {
             printf("FAIL: netem delay+loss+reorder: stuck at %lld\n", got);
@@ -210,7 +270,6 @@ int main(void)
     } else {
         printf("note: tc netem unavailable, delay/loss step not run\n");
     }
-    (void)netem;
 
     /* The partition: both hosts stay up. */
     before = status_int(e.pdir, "last_committed", out, sizeof(out));
@@ -221,7 +280,9 @@ int main(void)
     {
         bool unprot = fproc_wait_out(&p, "UNPROTECTED", 0, 15000) >= 0;
         bool lost = fproc_wait_out(&s, "primary lost", 0, 15000) >= 0;
-        bool refused = fproc_wait_out(&s, "NOT taking over", 0, 15000) >= 0;
+        bool refused = fproc_wait_out(&s, "NOT taking over", 0, 15000) >= 0 &&
+                       strstr(s.buf, use_witness ? "witness unreachable"
+                                                 : "fence command exited 1");
         bool took = fproc_wait_out(&s, "now runs here", 0, 3000) >= 0;
         uint32_t c0 = fproc_counter(e.pram);
         bool runs = false;
@@ -248,12 +309,43 @@ int main(void)
     }
     if (fails)
         fprintf(stderr, "primary:\n%s\nstandby:\n%s\n", p.buf, s.buf);
-    rc = fails ? 1 : 0;
+    rc = fails;
 out:
     fproc_free(&p);
     fproc_free(&s);
-    ns_del();
+    if (wpid > 0) {
+        kill(wpid, SIGKILL);
+        waitpid(wpid, NULL, 0);
+    }
     fenv_teardown(&e);
-    fproc_summary("partition:", rc ? "partition: FAILED" : "partition: held");
     return rc;
+}
+
+int main(void)
+{
+    int rc;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    fproc_init();
+    if (geteuid() != 0) {
+        printf("SKIP: not root, cannot create network namespaces\n");
+        fproc_summary("partition:", "partition: SKIP (not root)");
+        return 0;
+    }
+    if (access("/usr/bin/qemu-system-x86_64", X_OK) != 0) {
+        printf("SKIP: qemu-system-x86_64 not installed\n");
+        return 0;
+    }
+    if (ns_setup() < 0) {
+        ns_del();
+        printf("SKIP: `ip netns` / veth setup failed here\n");
+        fproc_summary("partition:", "partition: SKIP (no ip netns)");
+        return 0;
+    }
+    rc = scenario(false);
+    rc += scenario(true);
+    ns_del();
+    fproc_summary("partition:", rc ? "partition: FAILED"
+                                   : "partition: held (fence and witness)");
+    return rc ? 1 : 0;
 }

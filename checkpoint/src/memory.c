@@ -139,6 +139,7 @@ struct qmem {
     struct ckpt_pageset staged;
     uint64_t staged_ckpt;
     bool committed_once; /* a checkpoint was committed */
+    bool prezeroed;      /* begin(full) cleared the image already */
     uint8_t *written;    /* before the first commit: bitmap of pages
                             written straight into RAM */
 };
@@ -400,6 +401,27 @@ static int qmem_stage(struct ckpt_memory *m, uint64_t ckpt,
     return 0;
 }
 
+static int qmem_begin(struct ckpt_memory *m, uint64_t ckpt, bool full)
+{
+    struct qmem *q = to_qmem(m);
+
+    if (!(q->flags & CKPT_MEM_SECONDARY))
+        return -EINVAL;
+    if (full && !q->committed_once && !q->prezeroed) {
+        /* Nothing written yet: clear the image now, while the primary
+         * still sends (a migration's precopy), not at END (downtime). A
+         * fresh RAM file is all zero: this only reads. */
+        for (uint64_t pfn = 0; pfn < q->npages; pfn++) {
+            uint8_t *p = q->ram + (pfn << CKPT_PAGE_SHIFT);
+
+            if (!(q->written[pfn / 8] & (1u << (pfn % 8))) && !page_is_zero(p))
+                memset(p, 0, CKPT_PAGE_SIZE);
+        }
+        q->prezeroed = true;
+    }
+    return 0;
+}
+
 static int qmem_commit(struct ckpt_memory *m, uint64_t ckpt, bool full)
 {
     struct qmem *q = to_qmem(m);
@@ -407,7 +429,7 @@ static int qmem_commit(struct ckpt_memory *m, uint64_t ckpt, bool full)
     if (!(q->flags & CKPT_MEM_SECONDARY))
         return -EINVAL;
     if (!q->committed_once) {
-        if (full) {
+        if (full && !q->prezeroed) {
             for (uint64_t pfn = 0; pfn < q->npages; pfn++) {
                 uint8_t *p = q->ram + (pfn << CKPT_PAGE_SHIFT);
 
@@ -460,8 +482,10 @@ static void qmem_discard(struct ckpt_memory *m)
     struct qmem *q = to_qmem(m);
 
     ckpt_pageset_reset(&q->staged);
-    if (!q->committed_once && q->written)
+    if (!q->committed_once && q->written) {
         memset(q->written, 0, (q->npages + 7) / 8);
+        q->prezeroed = false; /* the dropped pages are in RAM */
+    }
 }
 
 static int qmem_revert(struct ckpt_memory *m)
@@ -515,6 +539,7 @@ static const struct ckpt_memory_ops qmem_ops = {
     .page_count = qmem_page_count,
     .capture = qmem_capture,
     .reset_shadow = qmem_reset_shadow,
+    .begin = qmem_begin,
     .stage = qmem_stage,
     .commit = qmem_commit,
     .discard = qmem_discard,

@@ -506,6 +506,11 @@ static int on_begin(struct ckpt_secondary *s, const struct xprt_item *it)
     }
     if (s->st.last_committed < 0 && !(flags & XPRT_CKPT_FLAG_FULL))
         return -COLO_ESTREAM_CORRUPT; /* the first must be a full sync */
+    if (s->mem->ops->begin) {
+        rc = s->mem->ops->begin(s->mem, n, flags & XPRT_CKPT_FLAG_FULL);
+        if (rc < 0)
+            return rc;
+    }
     s->in_ckpt = true;
     s->cur_n = n;
     s->cur_flags = flags;

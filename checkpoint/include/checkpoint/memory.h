@@ -109,6 +109,9 @@ struct ckpt_memory_ops {
     /* Primary. Forget the shadow: the next capture is full (a new peer). */
     void (*reset_shadow)(struct ckpt_memory *m);
 
+    /* Secondary, optional (may be NULL). Checkpoint ckpt begins (full:
+     * it carries all of RAM). Lets a backend prepare outside the pause. */
+    int (*begin)(struct ckpt_memory *m, uint64_t ckpt, bool full);
     /* Secondary. Stage n pages of checkpoint ckpt (see above). */
     int (*stage)(struct ckpt_memory *m, uint64_t ckpt, const uint64_t *pfns,
                  const uint8_t *data, size_t n);

@@ -139,6 +139,30 @@ Test(memory, roundtrip_matches_page_by_page)
     ckpt_memory_free(s);
 }
 
+Test(memory, begin_full_clears_garbage_before_pages_arrive)
+{
+    struct ckpt_memory *p, *s;
+    size_t size = 2 << 20;
+
+    cr_assert_eq(ckpt_mem_qemu_open(path_p, size,
+                                    CKPT_MEM_PRIMARY | CKPT_MEM_CREATE, &p),
+                 0);
+    cr_assert_eq(ckpt_mem_qemu_open(path_s, size,
+                                    CKPT_MEM_SECONDARY | CKPT_MEM_CREATE, &s),
+                 0);
+    memset(ram(s), 0x5a, size);
+    ram(p)[3 * PG] = 1;
+    cr_assert_not_null(s->ops->begin);
+    cr_assert_eq(s->ops->begin(s, 1, true), 0);
+    /* Cleared at BEGIN already, before any page or END. */
+    cr_assert_eq(ram(s)[0], 0);
+    cr_assert_eq(ram(s)[size - 1], 0);
+    transfer(p, s, 1, 0, NULL);
+    cr_assert_eq(memcmp(ram(p), ram(s), size), 0);
+    ckpt_memory_free(p);
+    ckpt_memory_free(s);
+}
+
 Test(memory, staged_pages_apply_only_on_commit)
 {
     struct ckpt_memory *s;

@@ -281,7 +281,7 @@ static void cancel_continue(struct ckpt_primary *p)
 {
     struct colo_buf b;
 
-    if (protecting(p) && p->guest_stopped && p->cancelling) {
+    if (p->guest_stopped && p->cancelling && (protecting(p) || !p->end_sent)) {
         /* Leave the guest running, then report. */
         if (p->vm->ops->cont(p->vm, cancel_cont_done, p) >= 0) {
             p->vm_busy = true;

@@ -3,10 +3,9 @@
  * memory-writing guest (dirty=8 MiB at 64 MiB/s) under real colo processes
  * and QEMU, sampling RSS and open fds of both colo processes every ~N/20
  * checkpoints. After a warm-up (the first fifth), neither process may
- * grow by more than the bound: fds by 2, RSS by max(4 MiB, 4 KiB per
- * checkpoint after warm-up is NOT allowed -> a flat 4 MiB + 2%). Both are
- * stopped through their control sockets and must exit 0 (under ASan, with
- * LeakSanitizer on: no leak at exit).
+ * grow by more than the bound: fds by 2, RSS by SOAK_SLACK_KB + 2% (see
+ * below). Both are stopped through their control sockets and must exit 0
+ * (under ASan, with LeakSanitizer on: no leak at exit).
  *
  * ctest runs faults.soak_short (500); scripts/soak runs 10000.
  * Options (env): COLO_SOAK_INTERVAL_MS (default 20).
@@ -18,6 +17,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* Allowed growth after warm-up: page buffers reach their high-water mark
+ * only when the guest's dirty set (8 MiB here) peaks, so up to 8 MiB of
+ * late growth is legitimate; ASan's allocator adds its own steps. A leak
+ * of 1 KiB per checkpoint exceeds this over a 10000-checkpoint soak; the
+ * short run relies on LeakSanitizer at exit for small leaks. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SOAK_SLACK_KB (16 * 1024)
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SOAK_SLACK_KB (16 * 1024)
+#endif
+#endif
+#ifndef SOAK_SLACK_KB
+#define SOAK_SLACK_KB (8 * 1024)
+#endif
 
 struct sample {
     long long ckpt;
@@ -150,8 +165,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "too few samples\n");
             goto out;
         }
-        pbound = 4096 + b->prss / 50;
-        sbound = 4096 + b->srss / 50;
+        pbound = SOAK_SLACK_KB + b->prss / 50;
+        sbound = SOAK_SLACK_KB + b->srss / 50;
         printf("after warm-up (ckpt %lld -> %lld): primary rss %+ld K "
                "(bound %ld), fds %+d; secondary rss %+ld K (bound %ld), "
                "fds %+d; %.1f checkpoints/s\n",

@@ -315,6 +315,9 @@ static void new_secondary(void)
     struct ckpt_secondary_opts so = {0};
 
     so.vm_name = "tvm";
+    /* The test's launcher boots QEMU synchronously on the loop (up to a
+     * second or more on a busy machine): heartbeats must tolerate it. */
+    so.link.timeout_ms = 8000;
     cr_assert_eq(ckpt_secondary_new(H.evb, &so, &s_cbs, NULL, &H.s), 0);
 }
 
@@ -328,6 +331,7 @@ static void new_primary(enum ckpt_mode mode, unsigned interval, uint64_t max)
     po.ram_size = H.ram_size;
     po.interval_ms = interval;
     po.max_checkpoints = max;
+    po.link.timeout_ms = 8000;
     cr_assert_eq(
         ckpt_primary_new(H.evb, &po, H.pmem, H.pvm, &p_cbs, NULL, &H.p), 0);
     /* The hook copies the image (slow): not in migrations (downtime). */

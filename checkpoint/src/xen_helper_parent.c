@@ -235,6 +235,8 @@ static void on_chan(evutil_socket_t fd, short what, void *arg)
 
     (void)what;
     n = read(fd, tmp, sizeof(tmp));
+    if (n < 0 && errno == ECONNRESET)
+        n = 0; /* the helper died with our reply unread: its end */
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)
             return;
@@ -479,7 +481,12 @@ int ckpt_xen_helper_reply(struct ckpt_xen_helper *h, int value)
         n = send(h->chan, f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n != (ssize_t)sizeof(f)) {
             rc = n < 0 ? -errno : -EIO;
-            chan_fail(h, rc);
+            /* A dead helper is reported by its exit status, not as a
+             * channel fault. */
+            if (rc == -EPIPE || rc == -ECONNRESET)
+                close_chan(h);
+            else
+                chan_fail(h, rc);
             maybe_finish(h);
             rc = -EPIPE;
         }

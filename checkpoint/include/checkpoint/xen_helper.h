@@ -128,6 +128,8 @@ struct ckpt_xen_result {
     char error[512]; /* human reason when rc < 0 */
 };
 
+/* call/log/progress/restore_results must not free h (they run inside the
+ * channel reader); done may. */
 struct ckpt_xen_helper_owner {
     /* A value callback: answer with ckpt_xen_helper_reply() exactly once,
      * now or later from the loop. Required. */
@@ -216,10 +218,11 @@ enum ckpt_xen_helper_state
 ckpt_xen_helper_state(const struct ckpt_xen_helper *h);
 pid_t ckpt_xen_helper_pid(const struct ckpt_xen_helper *h);
 
-/* Build the helper's argv words after exe_args (tests, docs):
- * save    CHAN IO DOMID FLAGS STREAM BACK
- * restore CHAN IO DOMID STORE_EVTCHN STORE_DOMID CONSOLE_EVTCHN
- *         CONSOLE_DOMID STREAM BACK */
+/* The helper's argv after exe and exe_args (all decimal; fds are
+ * inherited, -1 for none):
+ *   save    CHAN IO DOMID FLAGS STREAM BACK
+ *   restore CHAN IO DOMID STORE_EVTCHN STORE_DOMID CONSOLE_EVTCHN
+ *           CONSOLE_DOMID STREAM BACK */
 
 /* ---- helper side ------------------------------------------------------- */
 

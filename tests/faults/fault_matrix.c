@@ -3,6 +3,8 @@
  * colo}, under real colo processes (start + standby + protect) running the
  * test guest on real QEMU over 127.0.0.1. The side under test gets
  * COLO_FAULT=<n> COLO_FAULT_ACTION=exit, so colo _exit(99)s at the point.
+ * Row 0 arms nothing and SIGKILLs that side's colo once checkpoint 10 is
+ * committed (a host crash at an arbitrary moment after protection).
  *
  * Invariants checked for every case:
  *   split   never two running copies (primary host alive and running while
@@ -43,11 +45,13 @@ struct point {
 /* Wired points as of checkpoint/src/primary.c fault() calls and
  * checkpoint/src/secondary.c + qmp/src/devstate.c colo_fault() calls. */
 static const struct point points[] = {
-    {1, "BEFORE_SUSPEND", true, false}, {2, "AFTER_SUSPEND", true, false},
-    {3, "MID_PAGES", true, true},       {4, "BEFORE_CKPT_END", true, false},
-    {5, "AFTER_CKPT_END", true, false}, {6, "BEFORE_ACK", false, true},
-    {7, "AFTER_ACK", false, false},     {8, "DEVICE_LOAD", false, true},
-    {9, "FAILOVER", false, true},
+    /* 0: no fault point: SIGKILL the side's colo at checkpoint >= 10 (a
+     * host crash at an arbitrary moment, after protection). */
+    {0, "SIGKILL@10", true, true},       {1, "BEFORE_SUSPEND", true, false},
+    {2, "AFTER_SUSPEND", true, false},   {3, "MID_PAGES", true, true},
+    {4, "BEFORE_CKPT_END", true, false}, {5, "AFTER_CKPT_END", true, false},
+    {6, "BEFORE_ACK", false, true},      {7, "AFTER_ACK", false, false},
+    {8, "DEVICE_LOAD", false, true},     {9, "FAILOVER", false, true},
 };
 
 struct result {
@@ -107,11 +111,14 @@ static void run_case(const struct point *pt, bool on_primary, const char *mode,
     long long committed = -1, took = -1;
     uint32_t sec_low = 0, after = 0;
     bool acked = false, took_over = false, killed_primary = false;
+    bool killed_side = false;
     uint64_t deadline;
 
     memset(r, 0, sizeof(*r));
     r->ok = true;
     snprintf(fault_env, sizeof(fault_env), "COLO_FAULT=%d", pt->n);
+    if (pt->n == 0) /* nothing armed: "COLO_FAULT=0" is off */
+        snprintf(fault_env, sizeof(fault_env), "COLO_FAULT=");
     if (fenv_setup(&e, "dirty=8 rate=64") < 0) {
         why(r, "setup");
         return;
@@ -210,6 +217,12 @@ static void run_case(const struct point *pt, bool on_primary, const char *mode,
                 if (strcmp(mode, "colo") == 0)
                     sec_low = 0; /* the secondary runs: no lower bound */
             }
+            if (pt->n == 0 && ck >= 10 && !killed_side) {
+                killed_side = true;
+                kill(on_primary ? p.pid : s.pid, SIGKILL);
+                fproc_wait_exit(on_primary ? &p : &s, 5000);
+                continue;
+            }
             if (ck >= 25 && !killed_primary) {
                 /* Not reached in normal running: for a secondary-side
                  * point, drive a failover (the point may be on that
@@ -224,7 +237,8 @@ static void run_case(const struct point *pt, bool on_primary, const char *mode,
     }
     if (fproc_now_ms() >= deadline)
         why(r, "hang: no outcome in 20 s");
-    r->fired = strstr(on_primary ? p.buf : s.buf, "fault point") != NULL;
+    r->fired = killed_side ||
+               strstr(on_primary ? p.buf : s.buf, "fault point") != NULL;
     if (r->fired && (on_primary ? fproc_alive(&p) : fproc_alive(&s)))
         why(r, "fault fired but the process lives");
     if (took_over) {

@@ -93,8 +93,19 @@ static void reap(struct ckpt_xen_helper *h, int options)
     do
         r = waitpid(h->pid, &status, options);
     while (r < 0 && errno == EINTR);
-    if (r != h->pid)
+    if (r < 0 && errno == ECHILD) {
+        /* Someone else (a process-wide SIGCHLD handler) reaped it: the
+         * helper is gone, its status is lost. */
+        h->reaped = true;
+        h->res.exit_status = -1;
+        goto gone;
+    }
+    if (r != h->pid) {
+        /* pidfd readable before the zombie is reapable: wait again. */
+        if (h->ev_pid && options == WNOHANG)
+            event_add(h->ev_pid, NULL);
         return;
+    }
     h->reaped = true;
     if (WIFEXITED(status)) {
         h->res.exit_status = WEXITSTATUS(status);
@@ -102,6 +113,7 @@ static void reap(struct ckpt_xen_helper *h, int options)
         h->res.exit_status = -1;
         h->res.term_signal = WTERMSIG(status);
     }
+gone:
     if (h->ev_pid) {
         event_free(h->ev_pid);
         h->ev_pid = NULL;

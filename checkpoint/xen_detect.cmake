@@ -15,6 +15,9 @@ if(_colo_xen_inc)
   set(CMAKE_REQUIRED_INCLUDES ${_colo_xen_inc})
 endif()
 set(CMAKE_REQUIRED_QUIET ON)
+# Compile only: the probe asks about the prototype, not the library.
+set(_colo_saved_tct "${CMAKE_TRY_COMPILE_TARGET_TYPE}")
+set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
 set(_colo_xen_probe_head "
 #include <stddef.h>
 #include <xenctrl.h>
@@ -29,6 +32,7 @@ check_c_source_compiles("${_colo_xen_probe_head}, 0u);
 check_c_source_compiles("${_colo_xen_probe_head});
 }" COLO_XC_RESTORE_IS_4_17)
 cmake_pop_check_state()
+set(CMAKE_TRY_COMPILE_TARGET_TYPE "${_colo_saved_tct}")
 
 if(COLO_XC_RESTORE_HAS_MEMFLAGS)
   target_compile_definitions(colo_checkpoint PRIVATE COLO_XC_RESTORE_MEMFLAGS=1)

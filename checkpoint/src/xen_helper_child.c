@@ -227,21 +227,28 @@ const struct ckpt_xen_guest_ops *ckpt_xen_real_ops(void)
     return &real_ops;
 }
 
+static void quiet_vmessage(xentoollog_logger *lg, xentoollog_level level,
+                           int errnoval, const char *context, const char *fmt,
+                           va_list al)
+{
+    (void)lg;
+    (void)level;
+    (void)errnoval;
+    (void)context;
+    (void)fmt;
+    (void)al;
+}
+
 int ckpt_xen_probe(char *why, size_t whysz)
 {
     /* A silent logger: the caller prints why. */
-    xentoollog_logger *lg =
-        (xentoollog_logger *)xtl_createlogger_stdiostream(stderr, XTL_NONE, 0);
-    xc_interface *xch = real_open(lg, why, whysz);
-    int rc = 0;
+    xentoollog_logger lg = {.vmessage = quiet_vmessage, .destroy = lg_destroy};
+    xc_interface *xch = real_open(&lg, why, whysz);
 
     if (!xch)
-        rc = -COLO_EXEN;
-    else
-        xc_interface_close(xch);
-    if (lg)
-        xtl_logger_destroy(lg);
-    return rc;
+        return -COLO_EXEN;
+    xc_interface_close(xch);
+    return 0;
 }
 
 /* ---- main -------------------------------------------------------------- */

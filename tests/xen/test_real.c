@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "checkpoint/xen_helper.h"
@@ -62,4 +63,45 @@ Test(real, usage_error_exit_2)
 
     snprintf(cmd, sizeof(cmd), "%s __xen-helper bogus 2>/dev/null", COLO_EXE);
     cr_assert_eq(WEXITSTATUS(system(cmd)), 2);
+}
+
+/* Run `colo ARGS`, capture stderr; returns the exit status. */
+static int run_colo(const char *args, char *err, size_t errsz)
+{
+    char cmd[1024];
+    FILE *f;
+    size_t n;
+    int st;
+
+    snprintf(cmd, sizeof(cmd), "%s %s 2>&1 >/dev/null", COLO_EXE, args);
+    f = popen(cmd, "r");
+    cr_assert(f);
+    n = fread(err, 1, errsz - 1, f);
+    err[n] = '\0';
+    st = pclose(f);
+    cr_assert(WIFEXITED(st), "colo did not exit normally: %s", err);
+    return WEXITSTATUS(st);
+}
+
+Test(real, cli_save_restore_without_xen)
+{
+    char why[512], err[2048];
+    const char *out = "/tmp/colo-xen-save-test.sav";
+
+    if (ckpt_xen_probe(why, sizeof(why)) == 0) {
+        printf("SKIP: a Xen hypervisor is present\n");
+        return;
+    }
+    unlink(out);
+    cr_assert_eq(
+        run_colo("save 1 /tmp/colo-xen-save-test.sav", err, sizeof(err)), 1,
+        "%s", err);
+    cr_assert(strstr(err, "colo: save: no Xen hypervisor"), "%s", err);
+    cr_assert_eq(access(out, F_OK), -1); /* FILE untouched */
+    cr_assert_eq(run_colo("restore /proc/self/exe", err, sizeof(err)), 1);
+    cr_assert(strstr(err, "colo: restore: no Xen hypervisor"), "%s", err);
+    /* Usage errors stay usage errors (exit 2). */
+    cr_assert_eq(run_colo("save notadomid x", err, sizeof(err)), 2);
+    cr_assert_eq(run_colo("restore", err, sizeof(err)), 2);
+    cr_assert_eq(run_colo("restore /nonexistent/file", err, sizeof(err)), 1);
 }

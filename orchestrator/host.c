@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "ctl.h"
+#include "dbus.h"
 #include "netutil.h"
 #include "orch.h"
 
@@ -64,6 +65,7 @@ struct orch_host {
     struct ckpt_memory *mem; /* primary role: the RAM file mapping */
     struct orch_pidwatch *qemu_watch;
     struct orch_ctl_server *ctl;
+    struct orch_dbus *dbus; /* the VM's private bus and helpers */
 
     /* Primary role: a migrate or protect job. */
     struct ckpt_primary *prim;
@@ -73,6 +75,8 @@ struct orch_host {
     bool job_acked; /* protect: first checkpoint acked */
     struct orch_connect *conn;
     char *peer;
+    char *job_host; /* while the helpers are checked */
+    uint16_t job_port;
 
     /* Secondary role. */
     struct evconnlistener *listener;
@@ -290,6 +294,20 @@ static int host_launch(struct orch_host *h, bool incoming, const char *ram_path)
         p.kvm = ORCH_KVM_NO;
     else if (accel && strcmp(accel, "kvm") == 0)
         p.kvm = ORCH_KVM_YES;
+    if (!h->dbus) {
+        struct orch_dbus_error de;
+
+        /* The VM's helper processes on a private bus (docs/dbus.md):
+         * bounded, and only at VM start. */
+        rc = orch_dbus_start(
+            h->vm_dir, json_object_get(orch_config_json(h->cfg), "helpers"),
+            10000, &h->dbus, &de);
+        if (rc < 0) {
+            colo_err("helpers: %s", de.text);
+            return rc;
+        }
+    }
+    p.extra_args = orch_dbus_qemu_args(h->dbus);
     rc = orch_config_qemu_argv(h->cfg, &p, &argv);
     if (rc < 0) {
         colo_err("cannot build the QEMU command line: %s", colo_strerror(rc));
@@ -451,6 +469,31 @@ static void job_connected(void *arg, int fd_or_rc)
     }
 }
 
+static void job_helpers_checked(struct orch_dbus *d, int rc,
+                                const struct orch_dbus_error *err, void *arg)
+{
+    struct orch_host *h = arg;
+    char *host = h->job_host;
+    const char *msg = NULL;
+
+    (void)d;
+    h->job_host = NULL;
+    if (rc == 0) {
+        rc = orch_connect_start(h->base, host, h->job_port, 10000,
+                                job_connected, h, &h->conn);
+    } else {
+        msg = err->text;
+        colo_err("helpers: %s", msg);
+    }
+    free(host);
+    if (rc < 0) {
+        ckpt_primary_free(h->prim);
+        h->prim = NULL;
+        h->state = HOST_RUNNING;
+        job_finish(h, rc, msg, NULL);
+    }
+}
+
 static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
 {
     struct ckpt_primary_opts po = {0};
@@ -504,8 +547,21 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
     colo_info("%s to %s",
               po.mode == CKPT_MODE_MIGRATE ? "migrating" : "protecting",
               h->peer);
-    rc = orch_connect_start(h->base, host, port, 10000, job_connected, h,
-                            &h->conn);
+    if (orch_dbus_active(h->dbus)) {
+        /* Every helper must answer Save in time and within QEMU's limit
+         * before the first checkpoint, or the checkpoint would silently
+         * lack its state (docs/dbus.md). */
+        h->job_host = host;
+        h->job_port = port;
+        rc = orch_dbus_check_start(h->dbus, h->base, ORCH_DBUS_CHECK_SAVE, 2000,
+                                   job_helpers_checked, h);
+        if (rc == 0)
+            return;
+        h->job_host = NULL;
+    } else {
+        rc = orch_connect_start(h->base, host, port, 10000, job_connected, h,
+                                &h->conn);
+    }
     if (rc < 0) {
         ckpt_primary_free(h->prim);
         h->prim = NULL;
@@ -562,6 +618,8 @@ static int sec_launch(void *arg, struct ckpt_secondary *s,
             h->serial_path = h->ctl_path = NULL;
             orch_ctl_server_free(h->ctl);
             h->ctl = NULL;
+            orch_dbus_free(h->dbus);
+            h->dbus = NULL;
         }
         rc = host_set_vm(h, cfg);
         if (rc < 0)
@@ -889,6 +947,7 @@ static void host_dispose(struct orch_host *h)
     orch_pidwatch_free(h->qemu_watch);
     ckpt_memory_free(h->mem);
     ckpt_vm_free(h->vm);
+    orch_dbus_free(h->dbus);
     orch_ctl_server_free(h->ctl);
     if (h->listener)
         evconnlistener_free(h->listener);
@@ -914,6 +973,7 @@ static void host_dispose(struct orch_host *h)
     free(h->ctl_path);
     free(h->state_dir);
     free(h->peer);
+    free(h->job_host);
     if (h->base)
         event_base_free(h->base);
 }

@@ -1,0 +1,223 @@
+/*
+ * Helper state through `colo protect` and a failover, end to end: real
+ * colo processes, real QEMU, a real dbus-daemon per host, the example
+ * helper. After the primary is killed, the secondary's helper holds a
+ * state that was committed: loaded exactly once, not newer than the last
+ * state the primary's helper had saved.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct proc {
+    pid_t pid;
+    int out;
+    char buf[65536];
+    size_t len;
+};
+
+static void spawn(struct proc *p, char *const argv[])
+{
+    int fds[2];
+
+    memset(p, 0, sizeof(*p));
+    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+    p->pid = fork();
+    if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    cr_assert_geq(p->pid, 0);
+    close(fds[1]);
+    p->out = fds[0];
+}
+
+static long wait_out(struct proc *p, const char *s, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+    for (;;) {
+        struct pollfd pf = {.fd = p->out, .events = POLLIN};
+        uint64_t now;
+        char *hit;
+        ssize_t n;
+
+        p->buf[p->len] = '\0';
+        hit = strstr(p->buf, s);
+        if (hit)
+            return (long)(hit - p->buf) + (long)strlen(s);
+        now = now_ms();
+        if (now >= deadline || p->len >= sizeof(p->buf) - 1)
+            return -1;
+        if (poll(&pf, 1, (int)(deadline - now)) <= 0)
+            continue;
+        n = read(p->out, p->buf + p->len, sizeof(p->buf) - 1 - p->len);
+        if (n <= 0)
+            return -1;
+        p->len += (size_t)n;
+    }
+}
+
+static void reap(struct proc *p)
+{
+    if (p->pid > 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+    }
+    if (p->out >= 0)
+        close(p->out);
+}
+
+static int sh(const char *cmd, char *out, size_t outsz)
+{
+    FILE *f = popen(cmd, "r");
+    size_t n;
+    int st;
+
+    cr_assert_not_null(f);
+    n = fread(out, 1, outsz - 1, f);
+    out[n] = '\0';
+    st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A property of the example helper on the bus of a VM dir, or -1. */
+static long long helper_prop(const char *vmdir, const char *prop)
+{
+    char cmd[768], out[1024];
+    char *p;
+
+    snprintf(cmd, sizeof(cmd),
+             "dbus-send --bus=unix:path=%s/dbus.sock --print-reply "
+             "--reply-timeout=2000 --dest=org.qemu.VMState1 "
+             "/org/qemu/VMState1 org.freedesktop.DBus.Properties.Get "
+             "string:org.colo.ExampleHelper1 string:%s 2>&1",
+             vmdir, prop);
+    if (sh(cmd, out, sizeof(out)) != 0)
+        return -1;
+    p = strstr(out, "int");
+    if (!p)
+        return -1;
+    p = strchr(p, ' ');
+    return p ? atoll(p + 1) : -1;
+}
+
+Test(dbus_failover, helper_state_follows_committed_checkpoint, .timeout = 150)
+{
+    char dir[] = "/tmp/colo-dbusfo-XXXXXX";
+    char cfg[128], key[128], pdir[128], sdir[128], pvm[160], svm[160];
+    char fence[160], cmd[768], out[8192];
+    struct proc p, s;
+    long long saved, loaded, loads;
+    long off;
+    FILE *f;
+    int port;
+
+    if (access("/usr/bin/dbus-daemon", X_OK) != 0 ||
+        access("/usr/bin/dbus-send", X_OK) != 0) {
+        fprintf(stderr, "SKIP: dbus-daemon or dbus-send is not installed\n");
+        cr_skip_test("no dbus-daemon");
+    }
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(cfg, sizeof(cfg), "%s/vm.json", dir);
+    snprintf(key, sizeof(key), "%s/key", dir);
+    snprintf(pdir, sizeof(pdir), "%s/p", dir);
+    snprintf(sdir, sizeof(sdir), "%s/s", dir);
+    snprintf(pvm, sizeof(pvm), "%s/dvm", pdir);
+    snprintf(svm, sizeof(svm), "%s/dvm", sdir);
+    f = fopen(cfg, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "{\"name\": \"dvm\", \"memory_mb\": 32, \"vcpus\": 1,\n"
+            " \"kernel\": \"%s/tests/guest/colo-test-guest.elf\",\n"
+            " \"helpers\": [{\"id\": \"counter\", \"command\": [\"%s\", "
+            "\"--id\", \"counter\", \"--interval-ms\", \"10\"]}]}\n",
+            COLO_BINARY_DIR, COLO_DBUS_HELPER);
+    fclose(f);
+    f = fopen(key, "w");
+    fprintf(f, "a shared test key of enough length\n");
+    fclose(f);
+
+    {
+        char *argv[] = {COLO_EXE, "start",      cfg, "--state-dir",
+                        pdir,     "--key-file", key, NULL};
+
+        spawn(&p, argv);
+    }
+    cr_assert_geq(wait_out(&p, "running (QEMU pid", 30000), 0, "%s", p.buf);
+    snprintf(fence, sizeof(fence),
+             "grep -qs '^State:.*Z' /proc/%d/status || "
+             "! kill -0 %d 2>/dev/null",
+             (int)p.pid, (int)p.pid);
+    {
+        char *argv[] = {COLO_EXE,      "standby", "--listen",   "127.0.0.1:0",
+                        "--state-dir", sdir,      "--key-file", key,
+                        "--fence-cmd", fence,     NULL};
+
+        spawn(&s, argv);
+    }
+    off = wait_out(&s, "waiting for a primary on 127.0.0.1:", 10000);
+    cr_assert_geq(off, 0, "%s", s.buf);
+    port = atoi(s.buf + off);
+
+    snprintf(cmd, sizeof(cmd),
+             "%s protect dvm 127.0.0.1:%d --interval 100 --state-dir %s 2>&1",
+             COLO_EXE, port, pdir);
+    cr_assert_eq(sh(cmd, out, sizeof(out)), 0, "%s\n%s\n%s", out, p.buf, s.buf);
+    /* A few checkpoints: the helper's Save runs at each. */
+    snprintf(cmd, sizeof(cmd), "%s status dvm --json --state-dir %s 2>&1",
+             COLO_EXE, pdir);
+    for (int i = 0; i < 100; i++) {
+        char *c;
+
+        cr_assert_eq(sh(cmd, out, sizeof(out)), 0, "%s", out);
+        c = strstr(out, "\"checkpoints\":");
+        if (c && atoi(c + 14) >= 10)
+            break;
+        wait_out(&p, "\x01never", 100);
+    }
+    saved = helper_prop(pvm, "LastSaved");
+    cr_assert_gt(saved, 0, "primary helper never saved");
+
+    kill(p.pid, SIGKILL);
+    waitpid(p.pid, NULL, 0);
+    p.pid = -1;
+    cr_assert_geq(wait_out(&s, "now runs here", 30000), 0, "%s", s.buf);
+
+    loads = helper_prop(svm, "Loads");
+    loaded = helper_prop(svm, "LastLoaded");
+    cr_expect_eq(loads, 1, "secondary helper loaded %lld times", loads);
+    cr_expect_gt(loaded, 0);
+    cr_expect_leq(loaded, saved,
+                  "the secondary's helper state (%lld) is newer than the "
+                  "primary's last save (%lld)",
+                  loaded, saved);
+
+    snprintf(cmd, sizeof(cmd), "%s stop dvm --state-dir %s 2>&1", COLO_EXE,
+             sdir);
+    cr_expect_eq(sh(cmd, out, sizeof(out)), 0, "%s", out);
+    reap(&p);
+    reap(&s);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_expect_eq(system(cmd), 0);
+}

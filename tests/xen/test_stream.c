@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -368,4 +369,130 @@ Test(stream, plain_restore_of_checkpointed_stream_fails)
     cr_assert(strstr(t.logs, "non-checkpointed"), "%s", t.logs);
     close(fd);
     tctx_dispose(&t);
+}
+
+/* ---- COLO: a primary save helper and a secondary restore helper -------- */
+
+/*
+ * Both helpers on one loop. Stream P->S over one socketpair, the back
+ * channel S->P over another. The primary's owner writes the libxl records
+ * of each checkpoint from its checkpoint callback; the secondary's owner
+ * reads exactly those records (without blocking the loop) before it
+ * answers its checkpoint callback.
+ */
+struct colo_pair {
+    struct tctx p, s;
+    int stream[2], back[2];
+    struct event *ev_s; /* secondary: waiting for libxl records */
+    size_t want, got;   /* bytes of libxl records to read */
+    uint8_t buf[256];
+};
+
+static int colo_p_reply(struct tctx *t, const struct ckpt_xen_call *c)
+{
+    struct colo_pair *cp = t->user;
+
+    if (c->cb == CKPT_XEN_CB_CHECKPOINT) {
+        cr_assert_eq(
+            ckpt_xen_stream_checkpoint_end(cp->stream[0], emu, sizeof(emu)), 0);
+        return 1;
+    }
+    if (c->cb == CKPT_XEN_CB_WAIT_CHECKPOINT)
+        return t->ncalls[c->cb] < 3 ? 1 : 0;
+    return tctx_default_reply(c);
+}
+
+static void colo_s_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct colo_pair *cp = arg;
+    ssize_t n;
+
+    (void)what;
+    n = read(fd, cp->buf + cp->got, cp->want - cp->got);
+    cr_assert_gt(n, 0);
+    cp->got += (size_t)n;
+    if (cp->got < cp->want)
+        return;
+    event_del(cp->ev_s);
+    cr_assert_eq(colo_get_le32(cp->buf), XPRT_LIBXL_EMULATOR_CONTEXT);
+    cr_assert_eq(colo_get_le32(cp->buf + cp->want - 8),
+                 XPRT_LIBXL_CHECKPOINT_END);
+    cr_assert_eq(ckpt_xen_helper_reply(cp->s.h, 1), 0);
+}
+
+static int colo_s_reply(struct tctx *t, const struct ckpt_xen_call *c)
+{
+    struct colo_pair *cp = t->user;
+
+    if (c->cb == CKPT_XEN_CB_CHECKPOINT) {
+        cp->want = 8 + xprt_rec_padded_len(8 + sizeof(emu)) + 8;
+        cp->got = 0;
+        event_add(cp->ev_s, NULL);
+        return TUTIL_NO_REPLY;
+    }
+    return c->cb == CKPT_XEN_CB_STATIC_DATA_DONE ? 0 : 1;
+}
+
+Test(stream, colo_primary_and_secondary)
+{
+    struct colo_pair cp;
+    struct ckpt_xen_helper_params pp = {
+        .op = CKPT_XEN_OP_SAVE, .stream = CKPT_XEN_STREAM_COLO, .domid = 4};
+    struct ckpt_xen_helper_params sp;
+    uint8_t pre[XPRT_LIBXL_HDR_SIZE + XPRT_REC_HDR_SIZE];
+    const char *ck = "checkpoint postcopy wait_checkpoint ";
+    char want[1024];
+
+    memset(&cp, 0, sizeof(cp));
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cp.stream),
+                 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cp.back),
+                 0);
+    tctx_init(&cp.p);
+    tctx_init_on(&cp.s, cp.p.base);
+    cp.p.user = cp.s.user = &cp;
+    cp.p.on_call = colo_p_reply;
+    cp.s.on_call = colo_s_reply;
+    cp.ev_s = event_new(cp.p.base, cp.stream[1], EV_READ | EV_PERSIST,
+                        colo_s_read, &cp);
+
+    /* Primary: libxl prefix, then the save helper (back channel in). */
+    cr_assert_eq(ckpt_xen_stream_begin(cp.stream[0]), 0);
+    pp.io_fd = cp.stream[0];
+    pp.back_fd = cp.back[0];
+    tctx_start(&cp.p, NULL, &pp);
+    /* Secondary: consume the prefix, then the restore helper. */
+    cr_assert_eq(colo_read_all(cp.stream[1], pre, sizeof(pre)), 0);
+    cr_assert_eq(xprt_libxl_hdr_check(pre, NULL), 0);
+    sp = restore_params(cp.stream[1], CKPT_XEN_STREAM_COLO);
+    sp.back_fd = cp.back[1];
+    tctx_start(&cp.s, NULL, &sp);
+
+    tctx_run(&cp.p, 20000);
+    cr_assert_eq(cp.p.rc, 0, "%s\n%s", cp.p.res.error, cp.p.logs);
+    snprintf(want, sizeof(want),
+             "logdirty1 suspend %ssuspend %ssuspend %s"
+             "logdirty0 ",
+             ck, ck, ck);
+    cr_assert_str_eq(cp.p.seq, want);
+    cr_assert(strstr(cp.p.logs, "secondary dirty pfns: 1"), "%s", cp.p.logs);
+    /* The primary is done: its end of the stream closes, the secondary
+     * fails over to the last checkpoint. */
+    shutdown(cp.stream[0], SHUT_WR);
+    tctx_run(&cp.s, 20000);
+    cr_assert_eq(cp.s.rc, 0, "%s\n%s", cp.s.res.error, cp.s.logs);
+    cr_assert_str_eq(cp.s.seq,
+                     "static_data_done checkpoint restore_results postcopy "
+                     "wait_checkpoint suspend checkpoint postcopy "
+                     "wait_checkpoint suspend checkpoint postcopy "
+                     "wait_checkpoint suspend restore_results ",
+                     "%s", cp.s.seq);
+    cr_assert(strstr(cp.s.logs, "3 checkpoints"), "%s", cp.s.logs);
+    event_free(cp.ev_s);
+    tctx_dispose(&cp.s);
+    tctx_dispose(&cp.p);
+    for (int i = 0; i < 2; i++) {
+        close(cp.stream[i]);
+        close(cp.back[i]);
+    }
 }

@@ -110,21 +110,27 @@ static const struct ckpt_xen_helper_owner owner = {
     .done = on_done,
 };
 
-void tctx_init(struct tctx *t)
+void tctx_init_on(struct tctx *t, struct event_base *base)
 {
     memset(t, 0, sizeof(*t));
     t->io_fd = -1;
-    t->base = event_base_new();
+    t->own_base = base == NULL;
+    t->base = base ? base : event_base_new();
     cr_assert(t->base);
     t->h = ckpt_xen_helper_new(t->base, &owner, t);
     cr_assert(t->h);
+}
+
+void tctx_init(struct tctx *t)
+{
+    tctx_init_on(t, NULL);
 }
 
 void tctx_dispose(struct tctx *t)
 {
     ckpt_xen_helper_free(t->h);
     t->h = NULL;
-    if (t->base)
+    if (t->base && t->own_base)
         event_base_free(t->base);
     t->base = NULL;
 }

@@ -3,6 +3,7 @@
 #ifndef COLO_TESTS_XEN_TUTIL_H
 #define COLO_TESTS_XEN_TUTIL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "checkpoint/xen_helper.h"
@@ -25,9 +26,12 @@ struct tctx {
     int (*on_call)(struct tctx *t, const struct ckpt_xen_call *c);
     void *user;
     int io_fd;
+    bool own_base;
 };
 
 void tctx_init(struct tctx *t);
+/* Share another context's loop (not freed by dispose). */
+void tctx_init_on(struct tctx *t, struct event_base *base);
 void tctx_dispose(struct tctx *t);
 /* Run the loop until done fired once (or timeout_ms: test fails). */
 void tctx_run(struct tctx *t, int timeout_ms);

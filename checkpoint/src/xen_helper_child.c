@@ -130,9 +130,9 @@ static void cb_restore_results(xen_pfn_t store, xen_pfn_t console, void *data)
 
 /* ---- logger ------------------------------------------------------------ */
 
-static void lg_vmessage(xentoollog_logger *lg, xentoollog_level level,
-                        int errnoval, const char *context, const char *fmt,
-                        va_list al)
+__attribute__((format(printf, 5, 0))) static void
+lg_vmessage(xentoollog_logger *lg, xentoollog_level level, int errnoval,
+            const char *context, const char *fmt, va_list al)
 {
     struct helper *h = from_lg(lg);
     char line[CKPT_XEN_TEXT_MAX];

@@ -34,6 +34,8 @@ struct ckpt_xen_helper {
     int chan;
     int io_fd; /* borrowed: shut down on cancel */
     struct event *ev_chan, *ev_pid, *ev_done;
+    struct event *ev_quiet; /* RUNNING: helper silent too long */
+    int timeout_ms;         /* 0: no inactivity deadline */
     struct colo_buf in;
     uint32_t pending_cb; /* CALLING: the cb the owner owes */
     bool chan_closed;
@@ -73,8 +75,24 @@ static int pidfd_open_(pid_t pid)
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+/* (Re)arm the inactivity deadline: only while the helper owes us a
+ * message (RUNNING), never while the owner owes a reply (CALLING). */
+static void arm_quiet(struct ckpt_xen_helper *h)
+{
+    struct timeval tv = {h->timeout_ms / 1000, (h->timeout_ms % 1000) * 1000};
+
+    if (!h->ev_quiet)
+        return;
+    if (h->state == CKPT_XEN_H_RUNNING && h->chan >= 0)
+        evtimer_add(h->ev_quiet, &tv);
+    else
+        evtimer_del(h->ev_quiet);
+}
+
 static void close_chan(struct ckpt_xen_helper *h)
 {
+    if (h->ev_quiet)
+        evtimer_del(h->ev_quiet);
     if (h->ev_chan) {
         event_free(h->ev_chan);
         h->ev_chan = NULL;
@@ -142,6 +160,11 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     if (h->state == CKPT_XEN_H_CANCELLED) {
         rc = -COLO_ECANCELLED;
         snprintf(r->error, sizeof(r->error), "Xen helper cancelled");
+    } else if (h->err == -ETIMEDOUT) {
+        rc = -COLO_EHELPER;
+        snprintf(r->error, sizeof(r->error),
+                 "Xen helper (pid %d) silent for %d ms; killed", (int)h->pid,
+                 h->timeout_ms);
     } else if (h->err) {
         rc = -COLO_EHELPER;
         snprintf(r->error, sizeof(r->error),
@@ -230,6 +253,7 @@ static int handle(struct ckpt_xen_helper *h, const struct ckpt_xen_msg *m)
             return -COLO_ESTREAM_CORRUPT;
         h->pending_cb = m->u32a;
         set_state(h, CKPT_XEN_H_CALLING);
+        arm_quiet(h);
         h->owner->call(h, &c, h->opaque);
         return 0;
     }
@@ -286,10 +310,26 @@ static void on_chan(evutil_socket_t fd, short what, void *arg)
     }
     memmove(h->in.data, h->in.data + off, h->in.len - off);
     h->in.len -= off;
+    arm_quiet(h);
     return;
 out:
     h->in.len = 0;
     maybe_finish(h);
+}
+
+static void on_quiet(evutil_socket_t fd, short what, void *arg)
+{
+    struct ckpt_xen_helper *h = arg;
+
+    (void)fd;
+    (void)what;
+    chan_fail(h, -ETIMEDOUT);
+    maybe_finish(h);
+}
+
+void ckpt_xen_helper_set_timeout(struct ckpt_xen_helper *h, int ms)
+{
+    h->timeout_ms = ms > 0 ? ms : 0;
 }
 
 static void on_pid(evutil_socket_t fd, short what, void *arg)
@@ -337,6 +377,8 @@ void ckpt_xen_helper_free(struct ckpt_xen_helper *h)
     close_chan(h);
     if (h->ev_pid)
         event_free(h->ev_pid);
+    if (h->ev_quiet)
+        event_free(h->ev_quiet);
     colo_close(&h->pidfd);
     event_free(h->ev_done);
     colo_buf_dispose(&h->in);
@@ -373,7 +415,15 @@ int ckpt_xen_helper_attach(struct ckpt_xen_helper *h, int chan_fd_take,
         rc = -ENOMEM;
         goto fail;
     }
+    if (h->timeout_ms && !h->ev_quiet) {
+        h->ev_quiet = evtimer_new(h->base, on_quiet, h);
+        if (!h->ev_quiet) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+    }
     set_state(h, CKPT_XEN_H_RUNNING);
+    arm_quiet(h);
     return 0;
 fail:
     close_chan(h);
@@ -481,6 +531,7 @@ int ckpt_xen_helper_reply(struct ckpt_xen_helper *h, int value)
     m.i32a = value;
     h->pending_cb = 0;
     set_state(h, CKPT_XEN_H_RUNNING);
+    arm_quiet(h);
     if (h->chan_closed)
         return -EPIPE;
     colo_buf_init(&b, 0);

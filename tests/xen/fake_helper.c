@@ -7,7 +7,8 @@
  *                                          channel protocol on FD: "all"
  *                                          (every message, byte at a time),
  *                                          "exit-early", "garbage",
- *                                          "truncated", "after-done"
+ *                                          "truncated", "after-done",
+ *                                          "hang"
  */
 #include <sched.h>
 #include <stdbool.h>
@@ -117,6 +118,12 @@ static int run_script(int fd, const char *s)
         colo_write_all(fd, bad, sizeof(bad));
         while (read(fd, &c, 1) > 0)
             ;
+        for (;;)
+            pause();
+    }
+    if (!strcmp(s, "hang")) {
+        /* One line, then silence until killed. */
+        child_send(fd, &m, false);
         for (;;)
             pause();
     }

@@ -290,3 +290,71 @@ Test(helper, exec_failure_is_an_error)
     close(fd);
     tctx_dispose(&t);
 }
+
+Test(helper, silent_helper_times_out)
+{
+    struct tctx t;
+
+    tctx_init(&t);
+    ckpt_xen_helper_set_timeout(t.h, 200);
+    start_script(&t, "hang");
+    tctx_run(&t, 20000);
+    cr_assert_eq(t.rc, -COLO_EHELPER, "rc %d", t.rc);
+    cr_assert(strstr(t.res.error, "silent for 200 ms"), "%s", t.res.error);
+    cr_assert_eq(t.nlogs, 1);
+    cr_assert_eq(t.res.term_signal, SIGKILL);
+    tctx_dispose(&t);
+}
+
+/* The deadline does not run while the owner owes the reply. */
+struct late {
+    struct tctx *t;
+    struct event *ev;
+};
+
+static void late_reply(evutil_socket_t fd, short what, void *arg)
+{
+    struct late *l = arg;
+
+    (void)fd;
+    (void)what;
+    cr_assert_eq(ckpt_xen_helper_reply(l->t->h, 1), 0);
+}
+
+static int slow_suspend(struct tctx *t, const struct ckpt_xen_call *c)
+{
+    struct late *l = t->user;
+    struct timeval tv = {2, 500000}; /* well over the deadline */
+
+    if (c->cb == CKPT_XEN_CB_SUSPEND) {
+        evtimer_add(l->ev, &tv);
+        return TUTIL_NO_REPLY;
+    }
+    return tctx_default_reply(c);
+}
+
+Test(helper, slow_owner_is_not_a_silent_helper)
+{
+    struct tctx t;
+    struct late l;
+    int fd = tutil_tmpfile();
+    struct ckpt_xen_helper_params p = {.op = CKPT_XEN_OP_SAVE,
+                                       .stream = CKPT_XEN_STREAM_PLAIN,
+                                       .domid = 3,
+                                       .io_fd = fd,
+                                       .back_fd = -1};
+
+    tctx_init(&t);
+    l.t = &t;
+    l.ev = evtimer_new(t.base, late_reply, &l);
+    t.user = &l;
+    t.on_call = slow_suspend;
+    ckpt_xen_helper_set_timeout(t.h, 1000);
+    tctx_start(&t, NULL, &p);
+    tctx_run(&t, 20000);
+    cr_assert_eq(t.rc, 0, "%s", t.res.error);
+    cr_assert_eq(t.ncalls[CKPT_XEN_CB_SUSPEND], 1);
+    event_free(l.ev);
+    close(fd);
+    tctx_dispose(&t);
+}

@@ -172,7 +172,8 @@ struct ckpt_xen_helper_params {
  * States (h->state), what each holds, and the transitions:
  *
  *   IDLE      nothing. -> start/attach -> RUNNING (on error: IDLE)
- *   RUNNING   helper pid + pidfd, channel fd read event. A CALL -> CALLING
+ *   RUNNING   helper pid + pidfd, channel fd read event, inactivity timer
+ *             (if set_timeout). A CALL -> CALLING
  *             (owner->call). EOF, a channel error or DONE stay here until
  *             both the channel is closed and the pid is reaped -> FINISHED.
  *   CALLING   like RUNNING, the owner owes one reply.
@@ -213,6 +214,11 @@ int ckpt_xen_helper_attach(struct ckpt_xen_helper *h, int chan_fd_take,
  * helper is gone (done follows from the loop). */
 int ckpt_xen_helper_reply(struct ckpt_xen_helper *h, int value);
 void ckpt_xen_helper_cancel(struct ckpt_xen_helper *h);
+/* Inactivity deadline (call before start/attach; 0 = none, the default):
+ * in RUNNING, a helper that sends no frame for ms is killed and done gets
+ * -COLO_EHELPER ("silent for N ms"). The clock stops in CALLING (the owner
+ * is the one who is late then) and restarts at each frame and reply. */
+void ckpt_xen_helper_set_timeout(struct ckpt_xen_helper *h, int ms);
 
 enum ckpt_xen_helper_state
 ckpt_xen_helper_state(const struct ckpt_xen_helper *h);

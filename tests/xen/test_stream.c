@@ -496,3 +496,60 @@ Test(stream, colo_primary_and_secondary)
         close(cp.back[i]);
     }
 }
+
+/* ---- failures reported by libxc ----------------------------------------- */
+
+static int abort_precopy(struct tctx *t, const struct ckpt_xen_call *c)
+{
+    (void)t;
+    if (c->cb == CKPT_XEN_CB_PRECOPY_POLICY)
+        return c->b >= 1 ? -1 : 0; /* XGS_POLICY_ABORT after one pass */
+    return tctx_default_reply(c);
+}
+
+Test(stream, precopy_policy_abort_fails_save)
+{
+    struct tctx t;
+    int fd = tutil_tmpfile();
+    struct ckpt_xen_helper_params p = {.op = CKPT_XEN_OP_SAVE,
+                                       .stream = CKPT_XEN_STREAM_PLAIN,
+                                       .domid = 5,
+                                       .io_fd = fd,
+                                       .back_fd = -1,
+                                       .save_flags = CKPT_XEN_SAVE_LIVE};
+
+    tctx_init(&t);
+    t.on_call = abort_precopy;
+    t.free_in_done = true;
+    tctx_start(&t, NULL, &p);
+    tctx_run(&t, 20000);
+    cr_assert_null(t.h); /* freed inside done, nothing fired after */
+    cr_assert_eq(t.rc, -COLO_EXEN, "rc %d", t.rc);
+    cr_assert_eq(t.ncalls[CKPT_XEN_CB_SUSPEND], 0);
+    cr_assert_eq(t.res.helper_errno, ECANCELED);
+    cr_assert(strstr(t.logs, "precopy policy"), "%s", t.logs);
+    cr_assert(strstr(t.seq, "logdirty0"), "%s", t.seq); /* cleaned up */
+    close(fd);
+    tctx_dispose(&t);
+}
+
+Test(stream, restore_of_garbage_fails)
+{
+    struct tctx t;
+    struct ckpt_xen_helper_params p;
+    int fd = tutil_tmpfile();
+    uint8_t junk[64];
+
+    memset(junk, 0x5a, sizeof(junk));
+    cr_assert_eq(colo_write_all(fd, junk, sizeof(junk)), 0);
+    lseek(fd, 0, SEEK_SET);
+    tctx_init(&t);
+    p = restore_params(fd, CKPT_XEN_STREAM_PLAIN);
+    tctx_start(&t, NULL, &p);
+    tctx_run(&t, 20000);
+    cr_assert_eq(t.rc, -COLO_EXEN, "rc %d", t.rc);
+    cr_assert(strstr(t.logs, "bad libxc image/domain header"), "%s", t.logs);
+    cr_assert_eq(t.nresults, 0);
+    close(fd);
+    tctx_dispose(&t);
+}

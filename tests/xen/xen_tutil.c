@@ -95,10 +95,13 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
 {
     struct tctx *t = opaque;
 
-    (void)h;
     t->ndone++;
     t->rc = rc;
     t->res = *res;
+    if (t->free_in_done) { /* allowed: done is the object's last act */
+        ckpt_xen_helper_free(h);
+        t->h = NULL;
+    }
     event_base_loopbreak(t->base);
 }
 

@@ -27,6 +27,7 @@ struct tctx {
     void *user;
     int io_fd;
     bool own_base;
+    bool free_in_done; /* done() frees the helper object */
 };
 
 void tctx_init(struct tctx *t);

@@ -134,7 +134,7 @@ static bool fault(struct ckpt_primary *p, int point)
      * on (a mid-pages point needs a checkpoint of several records). */
     if (p->test_fault_point == point && p->n >= p->test_fault_n)
         return true;
-    return colo_fault(point);
+    return colo_fault_ckpt(point, (int64_t)p->n);
 }
 
 static void emit(struct ckpt_primary *p, enum ckpt_event_type t, int64_t n,
@@ -759,6 +759,11 @@ static void link_record(struct xprt_link *l, const struct xprt_item *it,
         rc = xprt_ack_decode(it->body, it->length, &n, &status);
         if (rc < 0) {
             link_lost(p, rc);
+            return;
+        }
+        if (fault(p, COLO_FAULT_AFTER_ACK)) {
+            /* The primary dies having seen the ack of n. */
+            die(p, false);
             return;
         }
         on_ack(p, n, status);

@@ -400,11 +400,19 @@ static void colo_resumed(void *arg, int rc)
         primary_lost(s, lrc);
         return;
     }
+    if (colo_fault_ckpt(COLO_FAULT_BEFORE_ACK, (int64_t)n)) {
+        colo_fail(s, -COLO_EFAULT_INJECTED);
+        return;
+    }
     xprt_ack_encode(body, n, 0);
     rc = xprt_link_send(s->link, XPRT_COLO_ACK, body, 16);
     if (rc < 0) {
         set_state(s, CKPT_S_RECEIVING);
         primary_lost(s, rc);
+        return;
+    }
+    if (colo_fault_ckpt(COLO_FAULT_AFTER_ACK, (int64_t)n)) {
+        colo_fail(s, -COLO_EFAULT_INJECTED);
         return;
     }
     set_state(s, CKPT_S_RECEIVING);
@@ -532,7 +540,8 @@ static int on_pages(struct ckpt_secondary *s, const struct xprt_item *it)
         return rc;
     for (uint32_t i = 0; i < v.count; i++)
         s->pfns[i] = xprt_ram_pages_pfn(&v, i);
-    if (colo_fault(COLO_FAULT_MID_PAGES) && s->pages_cur)
+    if (colo_fault_ckpt(COLO_FAULT_MID_PAGES, (int64_t)s->cur_n) &&
+        s->pages_cur)
         return -COLO_EFAULT_INJECTED;
     rc = s->mem->ops->stage(s->mem, s->cur_n, s->pfns, v.data, v.count);
     if (rc < 0)
@@ -602,12 +611,14 @@ static int on_end(struct ckpt_secondary *s, const struct xprt_item *it)
         start_resume(s);
         return 0;
     }
-    if (colo_fault(COLO_FAULT_BEFORE_ACK))
+    if (colo_fault_ckpt(COLO_FAULT_BEFORE_ACK, (int64_t)n))
         return -COLO_EFAULT_INJECTED;
     xprt_ack_encode(body, n, 0);
     rc = xprt_link_send(s->link, XPRT_COLO_ACK, body, 16);
     if (rc < 0)
         return rc;
+    if (colo_fault_ckpt(COLO_FAULT_AFTER_ACK, (int64_t)n))
+        return -COLO_EFAULT_INJECTED;
     set_state(s, CKPT_S_RECEIVING);
     emit(s, CKPT_EV_CHECKPOINT, (int64_t)n, 0);
     return 0;

@@ -9,11 +9,13 @@
 int colo_fault_armed = -1;
 static unsigned long long fault_mask;
 static int fault_exit;
+static int64_t fault_ckpt; /* COLO_FAULT_CKPT, 0: any */
 
 void colo_fault_reload(void)
 {
     const char *v = getenv("COLO_FAULT");
     const char *act = getenv("COLO_FAULT_ACTION");
+    const char *at = getenv("COLO_FAULT_CKPT");
 
     fault_mask = 0;
     while (v && *v) {
@@ -27,6 +29,7 @@ void colo_fault_reload(void)
         v = *end ? end + 1 : end;
     }
     fault_exit = act && strcmp(act, "exit") == 0;
+    fault_ckpt = at ? strtoll(at, NULL, 10) : 0;
     colo_fault_armed = fault_mask != 0;
 }
 
@@ -41,4 +44,13 @@ bool colo_fault_enabled_slow(int point)
     if (fault_exit)
         _exit(99);
     return true;
+}
+
+bool colo_fault_ckpt_slow(int point, int64_t ckpt)
+{
+    if (colo_fault_armed < 0)
+        colo_fault_reload();
+    if (!colo_fault_armed || ckpt < fault_ckpt)
+        return false;
+    return colo_fault_enabled_slow(point);
 }

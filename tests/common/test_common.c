@@ -109,6 +109,21 @@ Test(fault, points_from_environment)
     cr_expect_not(colo_fault(3));
 }
 
+Test(fault, checkpoint_selector)
+{
+    setenv("COLO_FAULT", "5", 1);
+    setenv("COLO_FAULT_CKPT", "10", 1);
+    colo_fault_reload();
+    cr_expect_not(colo_fault_ckpt(5, 9), "before the selected checkpoint");
+    cr_expect(colo_fault_ckpt(5, 10));
+    cr_expect(colo_fault_ckpt(5, 11));
+    cr_expect_not(colo_fault_ckpt(4, 12), "another point");
+    unsetenv("COLO_FAULT");
+    unsetenv("COLO_FAULT_CKPT");
+    colo_fault_reload();
+    cr_expect_not(colo_fault_ckpt(5, 12));
+}
+
 Test(log, json_escape)
 {
     char out[64];

@@ -165,10 +165,8 @@ Test(dbus_failover, helper_state_follows_committed_checkpoint, .timeout = 150)
         spawn(&p, argv);
     }
     cr_assert_geq(wait_out(&p, "running (QEMU pid", 30000), 0, "%s", p.buf);
-    snprintf(fence, sizeof(fence),
-             "grep -qs '^State:.*Z' /proc/%d/status || "
-             "! kill -0 %d 2>/dev/null",
-             (int)p.pid, (int)p.pid);
+    snprintf(fence, sizeof(fence), "%s/scripts/fence-pid %d", COLO_SOURCE_DIR,
+             (int)p.pid);
     {
         char *argv[] = {COLO_EXE,      "standby", "--listen",   "127.0.0.1:0",
                         "--state-dir", sdir,      "--key-file", key,

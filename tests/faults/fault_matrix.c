@@ -50,7 +50,7 @@ static const struct point points[] = {
     {0, "SIGKILL@10", true, true},       {1, "BEFORE_SUSPEND", true, false},
     {2, "AFTER_SUSPEND", true, false},   {3, "MID_PAGES", true, true},
     {4, "BEFORE_CKPT_END", true, false}, {5, "AFTER_CKPT_END", true, false},
-    {6, "BEFORE_ACK", false, true},      {7, "AFTER_ACK", false, false},
+    {6, "BEFORE_ACK", false, true},      {7, "AFTER_ACK", true, true},
     {8, "DEVICE_LOAD", false, true},     {9, "FAILOVER", false, true},
 };
 
@@ -101,7 +101,10 @@ static void run_case(const struct point *pt, bool on_primary, const char *mode,
                      struct result *r)
 {
     char fault_env[32], fence[160], args[512];
-    char *fenv_[] = {fault_env, "COLO_FAULT_ACTION=exit", NULL};
+    /* Points fire from checkpoint 5 on: in steady state, after the
+     * first acks (COLO_FAULT_CKPT, common/fault.h). */
+    char *fenv_[] = {fault_env, "COLO_FAULT_ACTION=exit", "COLO_FAULT_CKPT=5",
+                     NULL};
     struct fenv e;
     struct fproc p = {.pid = -1, .out = -1}, s = {.pid = -1, .out = -1};
     struct fproc c = {.pid = -1, .out = -1};
@@ -140,10 +143,9 @@ static void run_case(const struct point *pt, bool on_primary, const char *mode,
         goto out;
     }
     npids = track(&p, pids, npids);
-    /* Consent only when the primary colo is gone or a zombie (we reap it
-     * a little later than it dies). */
-    snprintf(fence, sizeof(fence),
-             "! grep -qsE '^State:[[:space:]]+[RSDTt]' /proc/%d/status",
+    /* Consent only once the primary colo is dead: the fence makes sure
+     * (scripts/fence-pid), bounded, as a real fence would. */
+    snprintf(fence, sizeof(fence), "%s/scripts/fence-pid %d", COLO_SOURCE_DIR,
              (int)p.pid);
     {
         char *argv[] = {(char *)fproc_colo_exe(),

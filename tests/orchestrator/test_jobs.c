@@ -281,10 +281,8 @@ Test(jobs, protect_then_primary_killed_failover, .timeout = 120)
     env_setup(&e);
     start_primary(&e, &p);
     /* Gone, or a zombie not yet reaped by this test. */
-    snprintf(fence, sizeof(fence),
-             "grep -qs '^State:.*Z' /proc/%d/status || "
-             "! kill -0 %d 2>/dev/null",
-             (int)p.pid, (int)p.pid);
+    snprintf(fence, sizeof(fence), "%s/scripts/fence-pid %d", COLO_SOURCE_DIR,
+             (int)p.pid);
     port = start_secondary(&e, &s, "standby", "--fence-cmd", fence);
 
     snprintf(args, sizeof(args),

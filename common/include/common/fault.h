@@ -4,6 +4,9 @@
  * caller then fails (-COLO_EFAULT_INJECTED) or dies (COLO_FAULT_ACTION=
  * "exit" makes colo_fault() _exit(99) itself), as the point documents.
  *
+ * COLO_FAULT_CKPT=<n> restricts colo_fault_ckpt() points to checkpoints
+ * >= n.
+ *
  * Off by default; the environment is read once, and an unset variable
  * costs one branch on a cached flag.
  *
@@ -13,6 +16,7 @@
 #define COLO_COMMON_FAULT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 enum colo_fault_point {
     COLO_FAULT_NONE = 0,
@@ -36,6 +40,18 @@ static inline bool colo_fault(int point)
     if (__builtin_expect(!colo_fault_armed, 1))
         return false;
     return colo_fault_enabled_slow(point);
+}
+
+/* The same at checkpoint ckpt: with COLO_FAULT_CKPT=<n> in the
+ * environment the points fire only from checkpoint n on (so a point of the
+ * checkpoint loop can be hit in steady state, not only at checkpoint 1). */
+bool colo_fault_ckpt_slow(int point, int64_t ckpt);
+
+static inline bool colo_fault_ckpt(int point, int64_t ckpt)
+{
+    if (__builtin_expect(!colo_fault_armed, 1))
+        return false;
+    return colo_fault_ckpt_slow(point, ckpt);
 }
 
 /* Re-read the environment (tests). */

@@ -770,7 +770,7 @@ static json_t *base_doc(void)
 static void expect_from_json(json_t *doc, int ok, const char *path,
                              const char *msg)
 {
-    struct orch_config_error err;
+    struct orch_config_error err = {0}; /* read by the assert message */
     struct orch_vm_config *c = NULL;
     int rc = orch_config_from_json(doc, "caps", &c, &err);
 

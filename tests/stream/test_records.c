@@ -39,7 +39,7 @@ static int feed(enum xprt_format fmt, uint32_t cap, const uint8_t *buf,
     int rc = 0;
 
     xprt_reader_init(&r, fmt, cap);
-    g->n = 0;
+    got_free(g); /* results of an earlier feed, also a failed one */
     while (off < len) {
         size_t chunk = step ? step : len - off;
         size_t avail;

@@ -155,8 +155,9 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len;
     char *line;
-    json_t *obj, *cmd;
-    json_error_t jerr;
+    json_t *obj = NULL, *cmd;
+    const char *why = NULL;
+    int rc;
 
     if (req->dispatched)
         return; /* one request per connection; ignore extra bytes */
@@ -170,30 +171,44 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         return;
     }
     req->dispatched = true;
-    if (len > ORCH_CTL_MAX_LINE) {
-        free(line);
-        orch_ctl_req_finish(req, -COLO_EPEER_REJECTED, "request line too long",
-                            NULL);
-        return;
-    }
-    obj = json_loadb(line, len, 0, &jerr);
+    rc = orch_ctl_parse_request(line, len, &obj, &why);
     free(line);
-    if (!obj || !json_is_object(obj)) {
-        json_decref(obj);
+    if (rc < 0 || !req->srv) {
         orch_ctl_req_finish(req, -COLO_EPEER_REJECTED,
-                            "request is not a JSON object", NULL);
+                            rc < 0 ? why : "colo is stopping", NULL);
+        json_decref(obj);
         return;
     }
     cmd = json_object_get(obj, "cmd");
-    if (!json_is_string(cmd) || !req->srv) {
-        json_decref(obj);
-        orch_ctl_req_finish(req, -COLO_EPEER_REJECTED,
-                            "request has no \"cmd\" string", NULL);
-        return;
-    }
     /* The handler may finish req (and free it) before returning. */
     req->srv->handler(req, json_string_value(cmd), obj, req->srv->arg);
     json_decref(obj);
+}
+
+int orch_ctl_parse_request(const char *line, size_t len, json_t **ret_req,
+                           const char **ret_why)
+{
+    json_error_t jerr;
+    json_t *obj;
+
+    *ret_req = NULL;
+    if (len > ORCH_CTL_MAX_LINE) {
+        *ret_why = "request line too long";
+        return -COLO_EPEER_REJECTED;
+    }
+    obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!obj || !json_is_object(obj)) {
+        json_decref(obj);
+        *ret_why = "request is not a JSON object";
+        return -COLO_EPEER_REJECTED;
+    }
+    if (!json_is_string(json_object_get(obj, "cmd"))) {
+        json_decref(obj);
+        *ret_why = "request has no \"cmd\" string";
+        return -COLO_EPEER_REJECTED;
+    }
+    *ret_req = obj;
+    return 0;
 }
 
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,

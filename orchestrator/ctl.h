@@ -54,6 +54,12 @@ void orch_ctl_server_free(struct orch_ctl_server *s);
 /* Connections still open (requests being answered or flushed). */
 unsigned orch_ctl_server_busy(const struct orch_ctl_server *s);
 
+/* Parse one request line (without its newline): 0 and *ret_req (a JSON
+ * object with a "cmd" string; caller decrefs), or -COLO_EPEER_REJECTED and
+ * *ret_why (static text). Pure: the server and the fuzz target use it. */
+int orch_ctl_parse_request(const char *line, size_t len, json_t **ret_req,
+                           const char **ret_why);
+
 /* Send a progress line. Borrows ev. */
 void orch_ctl_req_event(struct orch_ctl_req *req, json_t *ev);
 /* Send the final line and release req. result is consumed (may be NULL).

@@ -1,0 +1,552 @@
+/*
+ * orchestrator.netns: the colo jobs of test_jobs.c across two "hosts": the
+ * primary colo (and its QEMU) in one network namespace, the secondary in
+ * another, joined only by a veth pair with a private /30 (10.197.<n>.1 and
+ * .2, no other interface but lo, no route out). Every colo command, the
+ * control ones included, runs inside its host's namespace
+ * (`ip netns exec`); the test reads the guest counter from the RAM files.
+ *
+ *   - migrate: the VM moves to the other namespace over the veth (its
+ *     receive counters show the RAM went through it), the source colo
+ *     exits, and the guest counter runs on the destination.
+ *   - protect + failover: checkpoints commit over the veth, the primary's
+ *     colo is killed -9, the standby fences it (scripts/fence-pid), takes
+ *     over from a committed checkpoint, and the counter runs there.
+ *
+ * Needs root and `ip netns`; otherwise prints "SKIP: ..." and skips. The
+ * namespaces are deleted in the fixture's fini (also after a failed
+ * assertion) and, left over by a killed run, by the next run (by name:
+ * colo-nt-<pid>-a/b with <pid> no longer alive).
+ */
+#include "guest_abi.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+struct proc {
+    pid_t pid;
+    int out; /* stdout+stderr of the child */
+    char buf[65536];
+    size_t len;
+};
+
+static char ns_a[40], ns_b[40], if_a[16], if_b[16], addr_a[32], addr_b[32];
+static bool have_ns;
+static char skip_reason[160];
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int sh(const char *fmt, ...)
+{
+    char cmd[1400];
+    va_list ap;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    strncat(cmd, " >/dev/null 2>&1", sizeof(cmd) - strlen(cmd) - 1);
+    st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Run a shell command, capture its output; returns its exit code. */
+static int sh_out(char *out, size_t outsz, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int sh_out(char *out, size_t outsz, const char *fmt, ...)
+{
+    char cmd[1400];
+    va_list ap;
+    FILE *f;
+    size_t n;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    strncat(cmd, " 2>&1", sizeof(cmd) - strlen(cmd) - 1);
+    f = popen(cmd, "r");
+    if (!f) {
+        out[0] = '\0';
+        return -1;
+    }
+    n = fread(out, 1, outsz - 1, f);
+    out[n] = '\0';
+    st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Namespaces a killed earlier run left behind (its pid is gone). */
+static void ns_del_stale(void)
+{
+    DIR *d = opendir("/var/run/netns");
+    struct dirent *de;
+
+    if (!d)
+        return;
+    while ((de = readdir(d))) {
+        int pid;
+        char path[64];
+
+        if (sscanf(de->d_name, "colo-nt-%d-", &pid) != 1 || pid == getpid())
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d", pid);
+        if (access(path, F_OK) != 0)
+            sh("ip netns del %s", de->d_name);
+    }
+    closedir(d);
+}
+
+static void ns_del(void)
+{
+    if (have_ns) {
+        sh("ip netns del %s", ns_a);
+        sh("ip netns del %s", ns_b);
+        have_ns = false;
+    }
+}
+
+/* Returns 0, or -1 with skip_reason set. */
+static int ns_setup(void)
+{
+    int n = getpid() % 250 + 1;
+
+    skip_reason[0] = '\0';
+    if (geteuid() != 0) {
+        snprintf(skip_reason, sizeof(skip_reason),
+                 "not root, cannot create network namespaces");
+        return -1;
+    }
+    if (access("/usr/bin/qemu-system-x86_64", X_OK) != 0) {
+        snprintf(skip_reason, sizeof(skip_reason),
+                 "qemu-system-x86_64 not installed");
+        return -1;
+    }
+    ns_del_stale();
+    snprintf(ns_a, sizeof(ns_a), "colo-nt-%d-a", getpid());
+    snprintf(ns_b, sizeof(ns_b), "colo-nt-%d-b", getpid());
+    snprintf(if_a, sizeof(if_a), "cna%d", getpid() % 100000);
+    snprintf(if_b, sizeof(if_b), "cnb%d", getpid() % 100000);
+    snprintf(addr_a, sizeof(addr_a), "10.197.%d.1", n);
+    snprintf(addr_b, sizeof(addr_b), "10.197.%d.2", n);
+    /* A previous test of this run may have failed before its fini. */
+    sh("ip netns del %s", ns_a);
+    sh("ip netns del %s", ns_b);
+    if (sh("ip netns add %s", ns_a) != 0) {
+        snprintf(skip_reason, sizeof(skip_reason),
+                 "`ip netns add` failed here");
+        return -1;
+    }
+    have_ns = true;
+    if (sh("ip netns add %s", ns_b) ||
+        sh("ip link add %s netns %s type veth peer name %s netns %s", if_a,
+           ns_a, if_b, ns_b) ||
+        sh("ip -n %s addr add %s/30 dev %s", ns_a, addr_a, if_a) ||
+        sh("ip -n %s addr add %s/30 dev %s", ns_b, addr_b, if_b) ||
+        sh("ip -n %s link set %s up", ns_a, if_a) ||
+        sh("ip -n %s link set %s up", ns_b, if_b) ||
+        sh("ip -n %s link set lo up", ns_a) ||
+        sh("ip -n %s link set lo up", ns_b)) {
+        ns_del();
+        snprintf(skip_reason, sizeof(skip_reason),
+                 "veth / address setup in network namespaces failed here");
+        return -1;
+    }
+    return 0;
+}
+
+/* Skips the test (after printing the reason) when no namespaces. */
+static void need_ns(void)
+{
+    if (ns_setup() < 0) {
+        printf("SKIP: %s\n", skip_reason);
+        cr_skip_test("%s", skip_reason);
+    }
+}
+
+static void spawn(struct proc *p, char *const argv[])
+{
+    int fds[2];
+
+    memset(p, 0, sizeof(*p));
+    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+    p->pid = fork();
+    if (p->pid == 0) {
+        /* No Criterion call in the child. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    cr_assert_geq(p->pid, 0);
+    close(fds[1]);
+    p->out = fds[0];
+}
+
+/* Start `colo ARGS...` inside namespace ns. `ip netns exec` execs colo:
+ * the pid is colo's (and PDEATHSIG survives the execs). */
+static void spawn_in(struct proc *p, const char *ns, char *const args[])
+{
+    char *argv[24] = {"/usr/bin/env", "ip",       "netns",
+                      "exec",         (char *)ns, COLO_EXE};
+    size_t n = 6;
+
+    for (size_t i = 0; args[i] && n < 23; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    spawn(p, argv);
+}
+
+static long wait_out(struct proc *p, const char *s, size_t from, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+    for (;;) {
+        struct pollfd pf = {.fd = p->out, .events = POLLIN};
+        uint64_t now;
+        char *hit;
+        ssize_t n;
+
+        p->buf[p->len] = '\0';
+        hit = strstr(p->buf + from, s);
+        if (hit)
+            return (long)(hit - p->buf) + (long)strlen(s);
+        now = now_ms();
+        if (now >= deadline || p->len >= sizeof(p->buf) - 1)
+            return -1;
+        if (poll(&pf, 1, (int)(deadline - now)) <= 0)
+            continue;
+        n = read(p->out, p->buf + p->len, sizeof(p->buf) - 1 - p->len);
+        if (n <= 0)
+            return -1;
+        p->len += (size_t)n;
+    }
+}
+
+static int wait_exit(struct proc *p, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    int st;
+
+    for (;;) {
+        pid_t r = waitpid(p->pid, &st, WNOHANG);
+
+        if (r == p->pid) {
+            p->pid = -1;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        if (now_ms() >= deadline)
+            return -1;
+        wait_out(p, "\x01never", p->len, 20);
+    }
+}
+
+static void reap(struct proc *p)
+{
+    if (p->pid > 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+        p->pid = -1;
+    }
+    if (p->out >= 0)
+        close(p->out);
+    p->out = -1;
+}
+
+/* A colo control command inside namespace ns, bounded by timeout(1). */
+static int colo_in(const char *ns, const char *args, char *out, size_t outsz)
+{
+    return sh_out(out, outsz, "timeout -s KILL 30 ip netns exec %s %s %s", ns,
+                  COLO_EXE, args);
+}
+
+static uint32_t counter(const char *ram_path)
+{
+    uint32_t v = 0;
+    int fd = open(ram_path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return 0;
+    if (pread(fd, &v, 4, TGUEST_STATUS_GPA + TGUEST_COUNTER_OFF) != 4)
+        v = 0;
+    close(fd);
+    return v;
+}
+
+static bool counter_above(const char *ram, uint32_t v, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    struct timespec step = {0, 5 * 1000 * 1000};
+
+    while (now_ms() < deadline) {
+        if (counter(ram) > v)
+            return true;
+        nanosleep(&step, NULL); /* polling shared memory: no event */
+    }
+    return false;
+}
+
+/* Bytes received on the secondary's end of the veth. */
+static long long rx_bytes(void)
+{
+    char out[256];
+
+    if (sh_out(out, sizeof(out),
+               "ip netns exec %s cat /sys/class/net/%s/statistics/rx_bytes",
+               ns_b, if_b) != 0)
+        return -1;
+    return atoll(out);
+}
+
+struct env {
+    char dir[64];
+    char cfg[128], key[128], pdir[128], sdir[128];
+    char pram[160], sram[160];
+};
+
+static void env_setup(struct env *e)
+{
+    FILE *f;
+
+    strcpy(e->dir, "/tmp/colo-netns-XXXXXX");
+    cr_assert_not_null(mkdtemp(e->dir));
+    snprintf(e->cfg, sizeof(e->cfg), "%s/vm.json", e->dir);
+    snprintf(e->key, sizeof(e->key), "%s/key", e->dir);
+    snprintf(e->pdir, sizeof(e->pdir), "%s/p", e->dir);
+    snprintf(e->sdir, sizeof(e->sdir), "%s/s", e->dir);
+    snprintf(e->pram, sizeof(e->pram), "%s/jobvm/ram", e->pdir);
+    snprintf(e->sram, sizeof(e->sram), "%s/jobvm/ram", e->sdir);
+    f = fopen(e->cfg, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "{\"name\": \"jobvm\", \"memory_mb\": 32, \"vcpus\": 1,\n"
+            " \"kernel\": \"%s/tests/guest/colo-test-guest.elf\",\n"
+            " \"cmdline\": \"dirty=2 rate=4\"}\n",
+            COLO_BINARY_DIR);
+    fclose(f);
+    f = fopen(e->key, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "a shared test key of enough length\n");
+    fclose(f);
+}
+
+static void env_teardown(struct env *e)
+{
+    char cmd[256];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
+    if (system(cmd) != 0)
+        cr_log_warn("could not remove %s", e->dir);
+    e->dir[0] = '\0';
+}
+
+/* The hosts see only each other: one /30 on the veth, no default route. */
+static void check_isolation(void)
+{
+    char out[1024];
+
+    cr_assert_eq(sh_out(out, sizeof(out), "ip -n %s route show", ns_a), 0, "%s",
+                 out);
+    cr_assert_null(strstr(out, "default"), "route out of %s: %s", ns_a, out);
+    cr_assert_not_null(strstr(out, "/30"), "%s", out);
+    cr_assert_eq(sh_out(out, sizeof(out), "ip -n %s route show", ns_b), 0, "%s",
+                 out);
+    cr_assert_null(strstr(out, "default"), "route out of %s: %s", ns_b, out);
+}
+
+static void start_primary(struct env *e, struct proc *p)
+{
+    char *args[] = {"start",      e->cfg, "--state-dir", e->pdir,
+                    "--key-file", e->key, NULL};
+
+    spawn_in(p, ns_a, args);
+    cr_assert_geq(wait_out(p, "running (QEMU pid", 0, 30000), 0,
+                  "primary did not start:\n%s", p->buf);
+    cr_assert(counter_above(e->pram, 0, 10000), "guest not running");
+}
+
+/* A secondary (receive or standby) on addr_b in ns_b; returns the port. */
+static int start_secondary(struct env *e, struct proc *s, const char *what,
+                           const char *extra1, const char *extra2)
+{
+    char listen[48], pat[96];
+    char *args[] = {(char *)what,   "--listen",   listen, "--state-dir",
+                    e->sdir,        "--key-file", e->key, (char *)extra1,
+                    (char *)extra2, NULL};
+    long off;
+
+    snprintf(listen, sizeof(listen), "%s:0", addr_b);
+    snprintf(pat, sizeof(pat), "waiting for a primary on %s:", addr_b);
+    spawn_in(s, ns_b, args);
+    off = wait_out(s, pat, 0, 10000);
+    cr_assert_geq(off, 0, "secondary did not listen:\n%s", s->buf);
+    return atoi(s->buf + off);
+}
+
+/* The test's processes and files: the fini cleans them up even after a
+ * failed assertion. */
+static struct env g_env;
+static struct proc g_pri, g_sec;
+
+static void fixture_init(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    g_env.dir[0] = '\0';
+    g_pri.pid = g_sec.pid = -1;
+    g_pri.out = g_sec.out = -1;
+}
+
+static void fixture_fini(void)
+{
+    reap(&g_pri);
+    reap(&g_sec);
+    if (g_env.dir[0])
+        env_teardown(&g_env);
+    ns_del();
+}
+
+TestSuite(netns, .init = fixture_init, .fini = fixture_fini);
+
+Test(netns, migrate_across_namespaces, .timeout = 150)
+{
+    struct env *e = &g_env;
+    struct proc *p = &g_pri, *s = &g_sec;
+    char args[1024], out[8192];
+    long long rx0, rx1;
+    int port, rc;
+
+    need_ns();
+    check_isolation();
+    env_setup(e);
+    start_primary(e, p);
+    port = start_secondary(e, s, "receive", NULL, NULL);
+
+    rx0 = rx_bytes();
+    snprintf(args, sizeof(args), "migrate jobvm %s:%d --state-dir %s", addr_b,
+             port, e->pdir);
+    rc = colo_in(ns_a, args, out, sizeof(out));
+    cr_assert_eq(rc, 0,
+                 "migrate failed (%d): %s\nprimary:\n%s\nsecondary:"
+                 "\n%s",
+                 rc, out, p->buf, s->buf);
+    cr_expect(strstr(out, "migrated to") != NULL, "%s", out);
+    rx1 = rx_bytes();
+    /* What colo says it sent (RAM pages and device state) crossed the
+     * veth: the secondary's end received at least that many bytes. */
+    {
+        const char *mib = strstr(out, " rounds, ");
+        double sent = mib ? atof(mib + 9) * 1048576.0 : -1;
+
+        cr_assert_gt(sent, 64 * 1024, "%s", out);
+        /* sent is printed rounded to 0.1 MiB. */
+        cr_expect_geq((double)(rx1 - rx0), sent - 0.05 * 1048576.0,
+                      "%lld bytes over the veth, colo sent %.0f", rx1 - rx0,
+                      sent);
+    }
+    cr_expect_eq(wait_exit(p, 10000), 0, "%s", p->buf);
+    cr_assert_geq(wait_out(s, "now runs here", 0, 10000), 0, "%s", s->buf);
+    cr_expect(counter_above(e->sram, 1000, 10000), "destination not running");
+    {
+        uint32_t a = counter(e->sram);
+
+        cr_expect(counter_above(e->sram, a, 10000), "counter stuck at %u", a);
+    }
+    snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", e->sdir);
+    cr_expect_eq(colo_in(ns_b, args, out, sizeof(out)), 0, "%s", out);
+    cr_expect(strstr(out, "\"role\":\"primary\"") ||
+                  strstr(out, "\"host_state\":\"running\""),
+              "%s", out);
+    snprintf(args, sizeof(args), "stop jobvm --state-dir %s", e->sdir);
+    cr_expect_eq(colo_in(ns_b, args, out, sizeof(out)), 0, "%s", out);
+    cr_expect_eq(wait_exit(s, 10000), 0);
+    reap(p);
+    reap(s);
+    env_teardown(e);
+}
+
+Test(netns, protect_then_primary_killed_failover, .timeout = 150)
+{
+    struct env *e = &g_env;
+    struct proc *p = &g_pri, *s = &g_sec;
+    char args[1024], out[8192], fence[160];
+    const char *ck;
+    long long rx0;
+    int port, rc;
+
+    need_ns();
+    check_isolation();
+    env_setup(e);
+    start_primary(e, p);
+    snprintf(fence, sizeof(fence), "%s/scripts/fence-pid %d", COLO_SOURCE_DIR,
+             (int)p->pid);
+    port = start_secondary(e, s, "standby", "--fence-cmd", fence);
+
+    rx0 = rx_bytes();
+    snprintf(args, sizeof(args),
+             "protect jobvm %s:%d --interval 50 --state-dir %s", addr_b, port,
+             e->pdir);
+    rc = colo_in(ns_a, args, out, sizeof(out));
+    cr_assert_eq(rc, 0,
+                 "protect failed (%d): %s\nprimary:\n%s\nsecondary:"
+                 "\n%s",
+                 rc, out, p->buf, s->buf);
+    /* Checkpoints commit (acked by the standby) over the veth. */
+    snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", e->pdir);
+    for (int i = 0; i < 200; i++) {
+        cr_assert_eq(colo_in(ns_a, args, out, sizeof(out)), 0, "%s", out);
+        ck = strstr(out, "\"checkpoints\":");
+        if (ck && atoi(ck + 14) >= 10)
+            break;
+        wait_out(p, "\x01never", p->len, 50);
+    }
+    ck = strstr(out, "\"checkpoints\":");
+    cr_assert(ck && atoi(ck + 14) >= 10, "%s", out);
+    cr_expect(strstr(out, "\"protected\":true") != NULL, "%s", out);
+    cr_expect_geq(rx_bytes() - rx0, 1LL << 20,
+                  "the checkpoints did not cross the veth");
+
+    /* The primary host dies: colo and (through PDEATHSIG) its QEMU. */
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    p->pid = -1;
+
+    cr_assert_geq(wait_out(s, "now runs here", 0, 20000), 0, "no takeover:\n%s",
+                  s->buf);
+    cr_expect(strstr(s->buf, "fence command exited 0") != NULL, "%s", s->buf);
+    snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", e->sdir);
+    cr_assert_eq(colo_in(ns_b, args, out, sizeof(out)), 0, "%s", out);
+    cr_assert_not_null(strstr(out, "\"took_over_from\":"), "%s", out);
+    cr_expect_geq(atoi(strstr(out, "\"took_over_from\":") + 17), 10, "%s", out);
+    cr_expect_gt(counter(e->sram), 0);
+    cr_expect(counter_above(e->sram, counter(e->sram), 10000),
+              "secondary not running");
+    snprintf(args, sizeof(args), "stop jobvm --state-dir %s", e->sdir);
+    cr_expect_eq(colo_in(ns_b, args, out, sizeof(out)), 0, "%s", out);
+    cr_expect_eq(wait_exit(s, 10000), 0);
+    reap(p);
+    reap(s);
+    env_teardown(e);
+}

@@ -47,6 +47,7 @@ struct proc {
 
 struct opts {
     unsigned ram_mb, dirty_mb, rate, runs, downtime_ms, timeout_s;
+    unsigned peer_timeout_ms; /* colo --timeout; 0: colo's default */
     const char *colo, *kernel, *qemu;
     bool kvm;
 };
@@ -260,11 +261,12 @@ static struct result run_colo(const struct opts *o, const char *dir)
     struct result r = {0};
     struct proc p, s, m;
     char cfg[320], key[320], pdir[320], sdir[320], pram[360], sram[360];
-    char text[1024], target[64], downtime[16];
+    char text[1024], target[64], downtime[16], peer_to[16];
     json_t *fin = NULL;
     long off;
     int port, rc;
 
+    snprintf(peer_to, sizeof(peer_to), "%u", o->peer_timeout_ms);
     snprintf(cfg, sizeof(cfg), "%s/vm.json", dir);
     snprintf(key, sizeof(key), "%s/key", dir);
     snprintf(pdir, sizeof(pdir), "%s/p", dir);
@@ -283,8 +285,13 @@ static struct result run_colo(const struct opts *o, const char *dir)
     memset(&m, 0, sizeof(m));
     p.out = s.out = m.out = -1;
     {
-        char *av[] = {(char *)o->colo, "start", cfg, "--state-dir", pdir,
-                      "--key-file",    key,     NULL};
+        char *av[] = {(char *)o->colo, "start", cfg,  "--state-dir", pdir,
+                      "--key-file",    key,     NULL, NULL,          NULL};
+
+        if (o->peer_timeout_ms) {
+            av[7] = "--timeout";
+            av[8] = peer_to;
+        }
 
         if (spawn(&p, av, -1) < 0)
             goto out;
@@ -298,9 +305,22 @@ static struct result run_colo(const struct opts *o, const char *dir)
         goto out;
     }
     {
-        char *av[] = {(char *)o->colo, "receive",     "--listen",
-                      "127.0.0.1:0",   "--state-dir", sdir,
-                      "--key-file",    key,           NULL};
+        char *av[] = {(char *)o->colo,
+                      "receive",
+                      "--listen",
+                      "127.0.0.1:0",
+                      "--state-dir",
+                      sdir,
+                      "--key-file",
+                      key,
+                      NULL,
+                      NULL,
+                      NULL};
+
+        if (o->peer_timeout_ms) {
+            av[8] = "--timeout";
+            av[9] = peer_to;
+        }
 
         if (spawn(&s, av, -1) < 0)
             goto out;
@@ -323,7 +343,12 @@ static struct result run_colo(const struct opts *o, const char *dir)
     }
     rc = wait_exit(&m, (int)o->timeout_s * 1000);
     if (rc != 0) {
-        fprintf(stderr, "colo migrate failed (%d):\n%s\n", rc, m.buf);
+        wait_out(&p, "\x01never", p.len, 200);
+        wait_out(&s, "\x01never", s.len, 200);
+        fprintf(stderr,
+                "colo migrate failed (%d):\n%s\n--- colo start:\n%s\n"
+                "--- colo receive:\n%s\n",
+                rc, m.buf, p.buf, s.buf);
         goto out;
     }
     /* The last JSON line carries the totals. */
@@ -675,7 +700,9 @@ static void usage(void)
     printf("Usage: bench-migrate [--ram-mb N (1024)] [--dirty-mb N (RAM-8)] "
            "[--rate MiB/s (128)]\n"
            "       [--runs N (3)] [--downtime MS (300)] [--timeout S (120)]\n"
-           "       [--colo PATH] [--kernel PATH] [--qemu PATH] [--tcg]\n");
+           "       [--colo PATH] [--kernel PATH] [--qemu PATH] [--tcg]\n"
+           "       [--colo-timeout MS (colo start/receive --timeout; "
+           "default: colo's)]\n");
 }
 
 int main(int argc, char **argv)
@@ -691,6 +718,7 @@ int main(int argc, char **argv)
         {"kernel", required_argument, NULL, 'k'},
         {"qemu", required_argument, NULL, 'q'},
         {"tcg", no_argument, NULL, 'g'},
+        {"colo-timeout", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     struct opts o = {.ram_mb = 1024,
@@ -735,6 +763,9 @@ int main(int argc, char **argv)
             break;
         case 'q':
             o.qemu = optarg;
+            break;
+        case 'P':
+            o.peer_timeout_ms = (unsigned)strtoul(optarg, NULL, 10);
             break;
         case 'g':
             tcg = true;

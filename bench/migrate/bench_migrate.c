@@ -650,6 +650,15 @@ static struct result run_qemu(const struct opts *o, const char *dir)
         }
         wait_out(&src, "\x01never", src.len, 20); /* poll interval */
     }
+    if (!json_is_integer(json_object_get(st, "total-time")) ||
+        !json_is_integer(json_object_get(st, "downtime"))) {
+        char *s = json_dumps(st, JSON_COMPACT);
+
+        fprintf(stderr, "qemu migrate: completed without times: %s\n",
+                s ? s : "");
+        free(s);
+        goto out;
+    }
     r.total_ms = (double)json_integer_value(json_object_get(st, "total-time"));
     r.downtime_ms = (double)json_integer_value(json_object_get(st, "downtime"));
     r.bytes = json_integer_value(

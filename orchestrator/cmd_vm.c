@@ -564,3 +564,92 @@ int orch_cmd_config(int argc, char **argv)
     json_decref(fin);
     return ORCH_EXIT_OK;
 }
+
+/* mem-set, device-add, device-remove: VM plus one argument. */
+static int reconf_cmd(const char *cmd, const char *help, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {NULL, 0, NULL, 0},
+    };
+    struct client_ctx cc = {.json = colo_log_get_json()};
+    const char *state_dir = NULL;
+    json_t *req, *fin = NULL;
+    int c, rc;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            printf("%s      --state-dir DIR   where the VM's control socket "
+                   "is\n",
+                   help);
+            return ORCH_EXIT_OK;
+        case OPT_STATE_DIR:
+            state_dir = optarg;
+            break;
+        default:
+            return orch_usage_error(cmd, "unknown option '%s'",
+                                    argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 2)
+        return orch_usage_error(cmd, "expected VM and one argument");
+    if (strcmp(cmd, "mem-set") == 0) {
+        unsigned long mb;
+
+        if (parse_uint(cmd, "size in MiB", argv[optind + 1], 1UL << 24, &mb))
+            return ORCH_EXIT_USAGE;
+        req = json_pack("{s:s, s:I}", "cmd", cmd, "mb", (json_int_t)mb);
+    } else if (strcmp(cmd, "device-add") == 0) {
+        json_error_t jerr;
+        json_t *dev = json_loads(argv[optind + 1], 0, &jerr);
+
+        if (!json_is_object(dev)) {
+            json_decref(dev);
+            fprintf(stderr,
+                    "colo: device-add: the device must be a JSON "
+                    "object (QMP device_add arguments): %s\n",
+                    jerr.text);
+            return ORCH_EXIT_CONFIG;
+        }
+        req = json_pack("{s:s, s:o}", "cmd", cmd, "device", dev);
+    } else {
+        req = json_pack("{s:s, s:s}", "cmd", cmd, "id", argv[optind + 1]);
+    }
+    rc = ctl_request(cmd, state_dir, argv[optind], req, &cc, 60000, &fin);
+    if (rc == ORCH_EXIT_OK)
+        printf("VM %s: %s done%s\n", argv[optind], cmd,
+               json_is_true(json_object_get(fin, "reprotect"))
+                   ? "; protection re-paired"
+                   : "");
+    json_decref(fin);
+    return rc;
+}
+
+int orch_cmd_mem_set(int argc, char **argv)
+{
+    return reconf_cmd("mem-set",
+                      "Usage: colo mem-set VM MIB\nSet the VM's memory "
+                      "target (balloon) and record it in its\n"
+                      "configuration.\n",
+                      argc, argv);
+}
+
+int orch_cmd_device_add(int argc, char **argv)
+{
+    return reconf_cmd("device-add",
+                      "Usage: colo device-add VM JSON\nHot-plug a device "
+                      "(JSON: QMP device_add arguments with an \"id\")\n"
+                      "and record it in the VM's configuration.\n",
+                      argc, argv);
+}
+
+int orch_cmd_device_remove(int argc, char **argv)
+{
+    return reconf_cmd("device-remove",
+                      "Usage: colo device-remove VM ID\nUnplug device ID "
+                      "and remove it from the VM's configuration.\n",
+                      argc, argv);
+}

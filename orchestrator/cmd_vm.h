@@ -12,5 +12,8 @@ int orch_cmd_failover(int argc, char **argv);
 int orch_cmd_status(int argc, char **argv);
 int orch_cmd_stop(int argc, char **argv);
 int orch_cmd_config(int argc, char **argv);
+int orch_cmd_mem_set(int argc, char **argv);
+int orch_cmd_device_add(int argc, char **argv);
+int orch_cmd_device_remove(int argc, char **argv);
 
 #endif

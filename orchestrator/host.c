@@ -19,6 +19,7 @@
 #include "common/fd.h"
 #include "common/log.h"
 #include "qmp/launch.h"
+#include "qmp/qmp.h"
 #include "transport/link.h"
 
 #include <errno.h>
@@ -75,7 +76,23 @@ struct orch_host {
     bool job_acked; /* protect: first checkpoint acked */
     struct orch_connect *conn;
     char *peer;
-    char *job_host; /* while the helpers are checked */
+    char *job_host;   /* while the helpers are checked */
+    json_t *job_args; /* the last protect request, to re-pair */
+
+    /* A reconfiguration (mem-set, device-add, device-remove): one at a
+     * time. While protected it runs between two pairings: cancel the
+     * engine, change the VM and the configuration, re-pair (the new
+     * secondary is launched from the new configuration). */
+    struct {
+        struct orch_ctl_req *req; /* NULL: none running */
+        char op[16];
+        json_t *args;
+        struct orch_vm_config *next; /* the configuration once it worked */
+        bool reprotect;
+        bool wait_cancel;    /* the engine is being cancelled for it */
+        int hook;            /* DEVICE_DELETED listener, 0: none */
+        struct event *timer; /* device_del deadline */
+    } rc_;
     uint16_t job_port;
 
     /* Secondary role. */
@@ -415,6 +432,8 @@ static void prim_event(void *arg, const struct ckpt_event *ev)
     json_decref(j);
 }
 
+static void reconf_apply(struct orch_host *h);
+
 static void prim_done(void *arg, int rc, const struct ckpt_stats *st)
 {
     struct orch_host *h = arg;
@@ -425,6 +444,15 @@ static void prim_done(void *arg, int rc, const struct ckpt_stats *st)
     h->prim = NULL;
     if (h->state == HOST_JOB)
         h->state = HOST_RUNNING;
+    if (h->rc_.wait_cancel) {
+        /* Protection was ended for a reconfiguration: go on with it. */
+        h->rc_.wait_cancel = false;
+        job_finish(h, -COLO_ECANCELLED,
+                   "protection is re-paired after a reconfiguration", NULL);
+        json_decref(res);
+        reconf_apply(h);
+        return;
+    }
     if (mode == CKPT_MODE_MIGRATE && rc == 0) {
         colo_info("migrated to %s: total %.1f ms, downtime %.1f ms, "
                   "%u rounds, %llu bytes",
@@ -494,6 +522,20 @@ static void job_helpers_checked(struct orch_dbus *d, int rc,
     }
 }
 
+/* Answer a job request; a job restarted by colo itself has none. */
+static void job_reply(struct orch_host *h, struct orch_ctl_req *req, int rc,
+                      const char *msg, json_t *result)
+{
+    (void)h;
+    if (req) {
+        orch_ctl_req_finish(req, rc, msg, result);
+        return;
+    }
+    json_decref(result);
+    if (rc < 0)
+        colo_err("re-protect: %s", msg ? msg : colo_strerror(rc));
+}
+
 static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
 {
     struct ckpt_primary_opts po = {0};
@@ -504,19 +546,27 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
     uint16_t port;
     int rc;
 
+    if (h->state == HOST_JOB && h->prim &&
+        ckpt_primary_state(h->prim) == CKPT_P_UNPROTECTED) {
+        /* Re-pair after the secondary was lost: a fresh engine, whose
+         * first checkpoint is a full sync. */
+        ckpt_primary_free(h->prim);
+        h->prim = NULL;
+        h->state = HOST_RUNNING;
+    }
     if (h->state == HOST_JOB) {
-        orch_ctl_req_finish(
-            req, -EBUSY, "a migrate or protect job is already running", NULL);
+        job_reply(h, req, -EBUSY, "a migrate or protect job is already running",
+                  NULL);
         return;
     }
     if (h->state != HOST_RUNNING) {
-        orch_ctl_req_finish(req, -EBUSY, "the VM is not running here", NULL);
+        job_reply(h, req, -EBUSY, "the VM is not running here", NULL);
         return;
     }
     rc = ckpt_mode_parse(mode ? mode : "migrate", &po.mode);
     if (rc < 0 || !target ||
         orch_parse_hostport(target, ORCH_DEFAULT_PORT, &host, &port) < 0) {
-        orch_ctl_req_finish(req, -EINVAL, "bad target or mode", NULL);
+        job_reply(h, req, -EINVAL, "bad target or mode", NULL);
         return;
     }
     free(h->peer);
@@ -540,6 +590,12 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
     if (rc < 0)
         goto fail;
     h->job_mode = po.mode;
+    if (po.mode != CKPT_MODE_MIGRATE) {
+        /* Kept to re-pair after a reconfiguration (reconf_*). */
+        json_decref(h->job_args);
+        h->job_args = json_deep_copy(a);
+        json_object_set_new(h->job_args, "follow", json_false());
+    }
     h->job_req = req;
     h->job_follow = json_is_true(json_object_get(a, "follow"));
     h->job_acked = false;
@@ -573,7 +629,7 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
     return;
 fail:
     free(host);
-    orch_ctl_req_finish(req, rc, NULL, NULL);
+    job_reply(h, req, rc, NULL, NULL);
 }
 
 /* ==================== SECONDARY ROLE ==================== */
@@ -824,6 +880,260 @@ static void sec_accept(struct evconnlistener *l, evutil_socket_t fd,
     h->state = HOST_SECONDARY;
 }
 
+/* ==================== RECONFIGURATION ==================== */
+
+static void reconf_finish(struct orch_host *h, int rc, const char *msg)
+{
+    struct orch_ctl_req *req = h->rc_.req;
+    json_t *res = NULL;
+
+    if (h->rc_.hook > 0) {
+        qmp_client_remove_hook(ckpt_vm_qemu_client(h->vm), h->rc_.hook);
+        h->rc_.hook = 0;
+    }
+    if (h->rc_.timer)
+        event_del(h->rc_.timer);
+    if (rc == 0) {
+        char *json = NULL;
+
+        /* The VM changed: the stored configuration follows it. */
+        if (orch_config_generate(h->rc_.next, 0, &json, NULL) == 0) {
+            orch_config_free(h->cfg);
+            h->cfg = h->rc_.next;
+            h->rc_.next = NULL;
+            free(h->cfg_json);
+            h->cfg_json = json;
+            colo_info("%s done; configuration updated", h->rc_.op);
+            res = json_pack("{s:O}", "config", orch_config_json(h->cfg));
+        } else {
+            rc = -ENOMEM;
+        }
+    }
+    orch_config_free(h->rc_.next);
+    h->rc_.next = NULL;
+    json_decref(h->rc_.args);
+    h->rc_.args = NULL;
+    h->rc_.req = NULL;
+    if (h->rc_.reprotect && h->job_args) {
+        /* Re-pair: the secondary is launched from the configuration
+         * that matches the VM now, and gets a full sync. */
+        json_t *a = json_incref(h->job_args);
+
+        h->rc_.reprotect = false;
+        colo_info("re-pairing with %s",
+                  json_string_value(json_object_get(a, "target")));
+        start_job(h, NULL, a);
+        json_decref(a);
+        if (res)
+            json_object_set_new(res, "reprotect", json_true());
+    }
+    h->rc_.reprotect = false;
+    if (req)
+        orch_ctl_req_finish(req, rc, msg, res);
+    else
+        json_decref(res);
+}
+
+static void reconf_reply(struct qmp_client *c, int rc, json_t *ret,
+                         const char *desc, void *arg)
+{
+    struct orch_host *h = arg;
+    char msg[512];
+
+    (void)c;
+    (void)ret;
+    if (rc < 0) {
+        snprintf(msg, sizeof(msg), "%s: QEMU said no: %s%s", h->rc_.op,
+                 desc ? desc : colo_strerror(rc),
+                 rc == -COLO_EQMP_DEVICE_NOT_ACTIVE &&
+                         strcmp(h->rc_.op, "mem-set") == 0
+                     ? " (the VM needs a balloon device, e.g. "
+                       "{\"driver\": \"virtio-balloon-pci\", \"id\": "
+                       "\"balloon0\"})"
+                     : "");
+        colo_err("%s", msg);
+        reconf_finish(h, rc, msg);
+        return;
+    }
+    if (strcmp(h->rc_.op, "device-remove") == 0)
+        return; /* done when DEVICE_DELETED comes (or the deadline) */
+    reconf_finish(h, 0, NULL);
+}
+
+/* After the deadline: a device that is gone counts as removed, whatever
+ * happened to the event. */
+static void reconf_check_gone(struct qmp_client *c, int rc, json_t *ret,
+                              const char *desc, void *arg)
+{
+    struct orch_host *h = arg;
+    const char *id = json_string_value(json_object_get(h->rc_.args, "id"));
+    size_t i;
+    json_t *e;
+
+    (void)c;
+    (void)desc;
+    if (rc == 0) {
+        json_array_foreach(ret, i, e)
+        {
+            const char *n = json_string_value(json_object_get(e, "name"));
+
+            if (n && strcmp(n, id) == 0) {
+                reconf_finish(h, -ETIMEDOUT,
+                              "device-remove: the device is still present "
+                              "after the deadline (the guest did not "
+                              "release it); the configuration is unchanged");
+                return;
+            }
+        }
+        colo_warn("device-remove: no DEVICE_DELETED event for '%s', but it "
+                  "is gone: counted as removed",
+                  id);
+        reconf_finish(h, 0, NULL);
+        return;
+    }
+    reconf_finish(h, rc, "device-remove: cannot list the VM's devices");
+}
+
+static void reconf_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct orch_host *h = arg;
+    struct qmp_client *c = ckpt_vm_qemu_client(h->vm);
+
+    (void)fd;
+    (void)what;
+    if (!c || qmp_send(c, "qom-list",
+                       json_pack("{s:s}", "path", "/machine/peripheral"), -1,
+                       5000, reconf_check_gone, h, NULL) < 0)
+        reconf_finish(h, -ETIMEDOUT, "device-remove: timed out");
+}
+
+static void reconf_event(struct qmp_client *c, int rc, const char *event,
+                         json_t *data, void *arg)
+{
+    struct orch_host *h = arg;
+    const char *id = json_string_value(json_object_get(h->rc_.args, "id"));
+    const char *dev;
+
+    (void)c;
+    if (rc < 0) {
+        h->rc_.hook = 0; /* removed by the client */
+        reconf_finish(h, rc, "device-remove: QMP connection lost");
+        return;
+    }
+    if (strcmp(event, "DEVICE_DELETED") != 0)
+        return;
+    dev = json_string_value(json_object_get(data, "device"));
+    if (dev && id && strcmp(dev, id) == 0)
+        reconf_finish(h, 0, NULL);
+}
+
+/* Change the VM (its QEMU) now; the configuration follows on success. */
+static void reconf_apply(struct orch_host *h)
+{
+    struct qmp_client *c = ckpt_vm_qemu_client(h->vm);
+    const char *op = h->rc_.op;
+    json_t *a = h->rc_.args;
+    int rc;
+
+    if (!c) {
+        reconf_finish(h, -ENOTSUP, "the VM is not a QEMU VM");
+        return;
+    }
+    if (strcmp(op, "mem-set") == 0) {
+        json_int_t mb = json_integer_value(json_object_get(a, "mb"));
+
+        rc = qmp_send(c, "balloon",
+                      json_pack("{s:I}", "value", mb * 1024 * 1024), -1, 10000,
+                      reconf_reply, h, NULL);
+    } else if (strcmp(op, "device-add") == 0) {
+        rc = qmp_send(c, "device_add",
+                      json_deep_copy(json_object_get(a, "device")), -1, 10000,
+                      reconf_reply, h, NULL);
+    } else {
+        struct timeval tv = {5, 0};
+
+        rc = qmp_client_add_hook(c, reconf_event, h, NULL);
+        if (rc > 0) {
+            h->rc_.hook = rc;
+            if (!h->rc_.timer)
+                h->rc_.timer = evtimer_new(h->base, reconf_timeout, h);
+            evtimer_add(h->rc_.timer, &tv);
+            rc = qmp_send(c, "device_del",
+                          json_pack("{s:O}", "id", json_object_get(a, "id")),
+                          -1, 10000, reconf_reply, h, NULL);
+        }
+    }
+    if (rc < 0)
+        reconf_finish(h, rc, NULL);
+}
+
+static void ctl_reconf(struct orch_host *h, struct orch_ctl_req *req,
+                       const char *op, json_t *a)
+{
+    struct orch_config_error err = {0};
+    struct orch_vm_config *next = NULL;
+    int rc;
+
+    if (h->rc_.req) {
+        orch_ctl_req_finish(req, -EBUSY, "a reconfiguration is running", NULL);
+        return;
+    }
+    if (!h->vm || (h->state != HOST_RUNNING && h->state != HOST_JOB)) {
+        orch_ctl_req_finish(req, -EBUSY, "the VM is not running here", NULL);
+        return;
+    }
+    if (h->prim && h->job_mode == CKPT_MODE_MIGRATE) {
+        orch_ctl_req_finish(req, -EBUSY, "the VM is being migrated", NULL);
+        return;
+    }
+    /* Validate against a copy first: nothing changes on a bad request. */
+    rc = orch_config_dup(h->cfg, &next);
+    if (rc == 0 && strcmp(op, "mem-set") == 0) {
+        json_t *mb = json_object_get(a, "mb");
+
+        rc = json_is_integer(mb)
+                 ? orch_config_set_target_mb(
+                       next, (uint64_t)json_integer_value(mb), &err)
+                 : -EINVAL;
+    } else if (rc == 0 && strcmp(op, "device-add") == 0) {
+        json_t *dev = json_object_get(a, "device");
+
+        rc = json_is_object(dev) ? orch_config_device_add(next, dev, &err)
+                                 : -EINVAL;
+        if (rc == -EEXIST)
+            snprintf(err.text, sizeof(err.text),
+                     "a device with this id exists already");
+    } else if (rc == 0) {
+        const char *id = json_string_value(json_object_get(a, "id"));
+
+        rc = id ? orch_config_device_remove(next, id) : -EINVAL;
+        if (rc == -ENOENT)
+            snprintf(err.text, sizeof(err.text),
+                     "the VM has no device with id '%s'", id);
+    }
+    if (rc < 0) {
+        orch_config_free(next);
+        orch_ctl_req_finish(req, rc, err.text[0] ? err.text : NULL, NULL);
+        return;
+    }
+    h->rc_.req = req;
+    snprintf(h->rc_.op, sizeof(h->rc_.op), "%s", op);
+    h->rc_.args = json_incref(a);
+    h->rc_.next = next;
+    if (h->prim) {
+        /* Protected: end this pairing first (the guest keeps running), so
+         * no checkpoint carries a device state the secondary's QEMU could
+         * not load; re-pair once the VM has changed. */
+        colo_info("%s while protected: re-pairing around it", op);
+        h->rc_.reprotect = h->job_args != NULL &&
+                           ckpt_primary_state(h->prim) != CKPT_P_UNPROTECTED;
+        h->rc_.wait_cancel = true;
+        ckpt_primary_cancel(h->prim); /* prim_done -> reconf_apply */
+        return;
+    }
+    reconf_apply(h);
+}
+
 /* ==================== CONTROL SOCKET ==================== */
 
 static void ctl_status(struct orch_host *h, struct orch_ctl_req *req)
@@ -879,7 +1189,14 @@ static void ctl_handler(struct orch_ctl_req *req, const char *cmd, json_t *args,
         colo_info("stop requested");
         host_exit(h, ORCH_EXIT_OK);
     } else if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "protect") == 0) {
-        start_job(h, req, args);
+        if (h->rc_.req)
+            orch_ctl_req_finish(req, -EBUSY, "a reconfiguration is running",
+                                NULL);
+        else
+            start_job(h, req, args);
+    } else if (strcmp(cmd, "mem-set") == 0 || strcmp(cmd, "device-add") == 0 ||
+               strcmp(cmd, "device-remove") == 0) {
+        ctl_reconf(h, req, cmd, args);
     } else if (strcmp(cmd, "unprotect") == 0) {
         if (!h->prim) {
             orch_ctl_req_finish(req, -ENOENT, "the VM is not protected", NULL);
@@ -936,6 +1253,11 @@ static int host_init(struct orch_host *h, const struct orch_host_opts *o)
 
 static void host_dispose(struct orch_host *h)
 {
+    if (h->rc_.req) {
+        orch_ctl_req_finish(h->rc_.req, -COLO_ECANCELLED, "colo is stopping",
+                            NULL);
+        h->rc_.req = NULL;
+    }
     if (h->job_req)
         job_finish(h, -COLO_ECANCELLED, "colo is stopping", NULL);
     ckpt_primary_free(h->prim);
@@ -974,6 +1296,11 @@ static void host_dispose(struct orch_host *h)
     free(h->state_dir);
     free(h->peer);
     free(h->job_host);
+    json_decref(h->job_args);
+    json_decref(h->rc_.args);
+    orch_config_free(h->rc_.next);
+    if (h->rc_.timer)
+        event_free(h->rc_.timer);
     if (h->base)
         event_base_free(h->base);
 }

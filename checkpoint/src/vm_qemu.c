@@ -449,3 +449,10 @@ pid_t ckpt_vm_qemu_pid(struct ckpt_vm *vm)
     v = to_vmq(vm);
     return v->q ? qmp_qemu_pid(v->q) : v->pid;
 }
+
+struct qmp_client *ckpt_vm_qemu_client(struct ckpt_vm *vm)
+{
+    if (!vm || vm->ops != &vmq_ops)
+        return NULL;
+    return to_vmq(vm)->c;
+}

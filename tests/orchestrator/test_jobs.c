@@ -181,7 +181,11 @@ static void env_setup(struct env *e)
     fprintf(f,
             "{\"name\": \"jobvm\", \"memory_mb\": 32, \"vcpus\": 1,\n"
             " \"kernel\": \"%s/tests/guest/colo-test-guest.elf\",\n"
-            " \"cmdline\": \"dirty=2 rate=4\"}\n",
+            " \"cmdline\": \"dirty=2 rate=4\",\n"
+            " \"devices\": [{\"driver\": \"virtio-serial-pci\", \"id\": "
+            "\"vser0\"},\n"
+            "   {\"driver\": \"virtio-balloon-pci\", \"id\": "
+            "\"balloon0\"}]}\n",
             COLO_BINARY_DIR);
     fclose(f);
     f = fopen(e->key, "w");
@@ -394,4 +398,137 @@ Test(jobs, start_requires_key_or_insecure)
 
     cr_expect_eq(run_colo("start /nonexistent.json", out, sizeof(out)), 2);
     cr_expect(strstr(out, "--key-file") != NULL, "%s", out);
+}
+
+/* ---- Reconfiguration: mem-set, device-add, device-remove ---- */
+
+#define PORT1                                                        \
+    "'{\"driver\": \"virtserialport\", \"id\": \"port1\", \"bus\": " \
+    "\"vser0.0\", \"name\": \"org.colo.port1\"}'"
+
+static int colo_in(const char *dir, const char *args, char *out, size_t outsz)
+{
+    char full[1024];
+
+    snprintf(full, sizeof(full), "%s --state-dir %s", args, dir);
+    return run_colo(full, out, outsz);
+}
+
+Test(jobs, reconfigure_then_migrate_keeps_config, .timeout = 120)
+{
+    struct env e;
+    struct proc p, s;
+    char args[512], out[16384];
+    int port;
+
+    env_setup(&e);
+    start_primary(&e, &p);
+
+    /* Bad requests change nothing. */
+    cr_expect_eq(
+        colo_in(e.pdir, "device-add jobvm '{not json'", out, sizeof(out)), 3,
+        "%s", out);
+    cr_expect_neq(colo_in(e.pdir,
+                          "device-add jobvm '{\"driver\": "
+                          "\"virtio-serial-pci\", \"id\": \"vser0\"}'",
+                          out, sizeof(out)),
+                  0, "duplicate id accepted: %s", out);
+    cr_expect(strstr(out, "exists already") != NULL, "%s", out);
+    cr_expect_neq(colo_in(e.pdir, "mem-set jobvm 33", out, sizeof(out)), 0,
+                  "over max_mb accepted");
+    cr_expect_neq(
+        colo_in(e.pdir, "device-remove jobvm nosuch", out, sizeof(out)), 0);
+    cr_expect(strstr(out, "no device with id 'nosuch'") != NULL, "%s", out);
+    /* QEMU refusing is reported, and the configuration stays. */
+    cr_expect_neq(colo_in(e.pdir,
+                          "device-add jobvm '{\"driver\": \"no-such-dev\", "
+                          "\"id\": \"x1\"}'",
+                          out, sizeof(out)),
+                  0);
+    cr_expect(strstr(out, "QEMU said no") != NULL, "%s", out);
+
+    snprintf(args, sizeof(args), "device-add jobvm %s", PORT1);
+    cr_assert_eq(colo_in(e.pdir, args, out, sizeof(out)), 0, "%s\n%s", out,
+                 p.buf);
+    cr_assert_eq(colo_in(e.pdir, "mem-set jobvm 24", out, sizeof(out)), 0, "%s",
+                 out);
+    cr_assert_eq(colo_in(e.pdir, "config jobvm", out, sizeof(out)), 0);
+    cr_expect(strstr(out, "\"port1\"") != NULL, "%s", out);
+    cr_expect(strstr(out, "\"target_mb\": 24") != NULL, "%s", out);
+    cr_expect(strstr(out, "x1") == NULL, "refused device recorded: %s", out);
+
+    /* Migrate: the destination's QEMU is built from the updated
+     * configuration, loads the device state (which has port1) and runs. */
+    port = start_secondary(&e, &s, "receive", NULL, NULL);
+    snprintf(args, sizeof(args), "migrate jobvm 127.0.0.1:%d", port);
+    cr_assert_eq(colo_in(e.pdir, args, out, sizeof(out)), 0, "%s\n%s\n%s", out,
+                 p.buf, s.buf);
+    cr_assert_geq(wait_out(&s, "now runs here", 0, 10000), 0, "%s", s.buf);
+    cr_expect(counter_above(e.sram, counter(e.sram), 10000));
+    cr_assert_eq(colo_in(e.sdir, "config jobvm", out, sizeof(out)), 0);
+    cr_expect(strstr(out, "\"port1\"") != NULL, "%s", out);
+    cr_expect(strstr(out, "\"target_mb\": 24") != NULL, "%s", out);
+
+    /* Remove it on the new host; the configuration follows. */
+    cr_assert_eq(colo_in(e.sdir, "device-remove jobvm port1", out, sizeof(out)),
+                 0, "%s\n%s", out, s.buf);
+    cr_assert_eq(colo_in(e.sdir, "config jobvm", out, sizeof(out)), 0);
+    cr_expect(strstr(out, "port1") == NULL, "%s", out);
+    cr_expect_eq(colo_in(e.sdir, "stop jobvm", out, sizeof(out)), 0);
+    reap(&p);
+    reap(&s);
+    env_teardown(&e);
+}
+
+Test(jobs, hotplug_while_protected_then_failover, .timeout = 120)
+{
+    struct env e;
+    struct proc p, s;
+    char args[512], out[16384], fence[160];
+    int port;
+
+    env_setup(&e);
+    start_primary(&e, &p);
+    snprintf(fence, sizeof(fence), "%s/scripts/fence-pid %d", COLO_SOURCE_DIR,
+             (int)p.pid);
+    port = start_secondary(&e, &s, "standby", "--fence-cmd", fence);
+    snprintf(args, sizeof(args), "protect jobvm 127.0.0.1:%d --interval 50",
+             port);
+    cr_assert_eq(colo_in(e.pdir, args, out, sizeof(out)), 0, "%s", out);
+
+    snprintf(args, sizeof(args), "device-add jobvm %s", PORT1);
+    cr_assert_eq(colo_in(e.pdir, args, out, sizeof(out)), 0, "%s\n%s\n%s", out,
+                 p.buf, s.buf);
+    cr_expect(strstr(out, "protection re-paired") != NULL, "%s", out);
+    /* The secondary has the device before any checkpoint with it is
+     * applied: it was re-launched from the new configuration. */
+    for (int i = 0; i < 200; i++) {
+        char *c;
+
+        cr_assert_eq(colo_in(e.pdir, "status jobvm --json", out, sizeof(out)),
+                     0, "%s", out);
+        c = strstr(out, "\"checkpoints\":");
+        if (strstr(out, "\"protected\":true") && c && atoi(c + 14) >= 5)
+            break;
+        wait_out(&p, "\x01never", p.len, 50);
+    }
+    cr_expect(strstr(out, "\"protected\":true") != NULL, "%s", out);
+    cr_assert_eq(colo_in(e.sdir, "config jobvm", out, sizeof(out)), 0, "%s",
+                 out);
+    cr_expect(strstr(out, "\"port1\"") != NULL,
+              "secondary lacks the device: %s", out);
+
+    /* Failover: the VM that runs on the secondary has the device (its
+     * device state, which includes port1, loaded). */
+    kill(p.pid, SIGKILL);
+    waitpid(p.pid, NULL, 0);
+    p.pid = -1;
+    cr_assert_geq(wait_out(&s, "now runs here", 0, 20000), 0, "%s", s.buf);
+    cr_expect(counter_above(e.sram, counter(e.sram), 10000));
+    cr_assert_eq(colo_in(e.sdir, "config jobvm", out, sizeof(out)), 0);
+    cr_expect(strstr(out, "\"port1\"") != NULL, "%s", out);
+    cr_expect_eq(colo_in(e.sdir, "stop jobvm", out, sizeof(out)), 0);
+    reap(&p);
+    reap(&s);
+    env_teardown(&e);
 }

@@ -81,4 +81,11 @@ int ckpt_vm_qemu_new_from_qemu(struct event_base *base, struct qmp_qemu *q,
 /* The QEMU process id, or -1 (not owned, or not a QEMU VM). */
 pid_t ckpt_vm_qemu_pid(struct ckpt_vm *vm);
 
+/* The VM's QMP client, for commands outside the ops above (device_add,
+ * balloon, ...), or NULL for a VM that is not a QEMU VM. Owned by vm;
+ * valid until ckpt_vm_free(). Do not set its event or close callback
+ * (use qmp_client_add_hook for events). */
+struct qmp_client;
+struct qmp_client *ckpt_vm_qemu_client(struct ckpt_vm *vm);
+
 #endif

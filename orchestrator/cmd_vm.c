@@ -9,6 +9,7 @@
 #include "host.h"
 #include "netutil.h"
 #include "orch.h"
+#include "qsave.h"
 
 #include "common/error.h"
 #include "common/log.h"
@@ -597,7 +598,7 @@ static int reconf_cmd(const char *cmd, const char *help, int argc, char **argv)
     if (optind != argc - 2)
         return orch_usage_error(cmd, "expected VM and one argument");
     if (strcmp(cmd, "mem-set") == 0) {
-        unsigned long mb;
+        unsigned long mb = 0;
 
         if (parse_uint(cmd, "size in MiB", argv[optind + 1], 1UL << 24, &mb))
             return ORCH_EXIT_USAGE;
@@ -652,4 +653,102 @@ int orch_cmd_device_remove(int argc, char **argv)
                       "Usage: colo device-remove VM ID\nUnplug device ID "
                       "and remove it from the VM's configuration.\n",
                       argc, argv);
+}
+
+static bool is_domid(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+int orch_cmd_save(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"continue", no_argument, NULL, 'c'},
+        {NULL, 0, NULL, 0},
+    };
+    struct client_ctx cc = {.json = colo_log_get_json()};
+    const char *state_dir = NULL;
+    char abs[PATH_MAX];
+    bool cont = false;
+    json_t *fin = NULL;
+    int c, rc;
+
+    if (argc >= 2 && is_domid(argv[1]))
+        return orch_cmd_xen_save(argc, argv);
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "hc", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            printf("Usage: colo save VM FILE [--continue]\n"
+                   "Pause VM, write its RAM, device state and "
+                   "configuration to FILE (a colo\nstream, checked by "
+                   "'colo verify-stream'), then stop it (--continue: let "
+                   "it\nrun on). 'colo restore FILE' brings it back.\n"
+                   "colo save DOMID FILE: the same for a Xen domain (an xl "
+                   "save file).\n"
+                   "      --state-dir DIR   where the VM's control socket "
+                   "is\n");
+            return ORCH_EXIT_OK;
+        case OPT_STATE_DIR:
+            state_dir = optarg;
+            break;
+        case 'c':
+            cont = true;
+            break;
+        default:
+            return orch_usage_error("save", "unknown option '%s'",
+                                    argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 2)
+        return orch_usage_error("save", "expected VM and FILE");
+    /* The file is written by the VM's colo process: give it a full path
+     * (the directory must exist). */
+    if (argv[optind + 1][0] == '/') {
+        snprintf(abs, sizeof(abs), "%s", argv[optind + 1]);
+    } else {
+        char cwd[PATH_MAX];
+
+        if (!getcwd(cwd, sizeof(cwd)) ||
+            (size_t)snprintf(abs, sizeof(abs), "%s/%s", cwd,
+                             argv[optind + 1]) >= sizeof(abs))
+            return orch_usage_error("save", "file path too long");
+    }
+    rc = ctl_request("save", state_dir, argv[optind],
+                     json_pack("{s:s, s:s, s:b}", "cmd", "save", "file", abs,
+                               "continue", cont),
+                     &cc, 0, &fin);
+    if (rc == ORCH_EXIT_OK)
+        printf("VM %s saved to %s%s\n", argv[optind], abs,
+               cont ? "; it runs on" : "; it is stopped");
+    json_decref(fin);
+    return rc;
+}
+
+int orch_cmd_restore(int argc, char **argv)
+{
+    struct orch_host_opts o = {0};
+    int rc;
+
+    if (argc >= 2 && argv[1][0] != '-' && access(argv[1], R_OK) == 0 &&
+        !orch_qsave_is_colo(argv[1]))
+        return orch_cmd_xen_restore(argc, argv);
+    rc = host_opts_parse(
+        "restore", argc, argv, &o, false,
+        "Usage: colo restore FILE [OPTIONS]\n"
+        "Bring back a VM saved with 'colo save' and run it here under "
+        "colo\n(foreground). The configuration comes from the file. A file "
+        "written by\n'xl save' restores a Xen domain.\n");
+    if (rc)
+        return rc == 1 ? ORCH_EXIT_OK : rc;
+    if (optind != argc - 1)
+        return orch_usage_error("restore", "expected one FILE");
+    return orch_host_run_restore(argv[optind], &o);
 }

@@ -15,5 +15,10 @@ int orch_cmd_config(int argc, char **argv);
 int orch_cmd_mem_set(int argc, char **argv);
 int orch_cmd_device_add(int argc, char **argv);
 int orch_cmd_device_remove(int argc, char **argv);
+int orch_cmd_save(int argc, char **argv);
+int orch_cmd_restore(int argc, char **argv);
+/* The Xen forms (cmd_xen.c). */
+int orch_cmd_xen_save(int argc, char **argv);
+int orch_cmd_xen_restore(int argc, char **argv);
 
 #endif

@@ -25,8 +25,7 @@
 #include "common/error.h"
 
 int orch_cmd_xen_helper(int argc, char **argv);
-int orch_cmd_save(int argc, char **argv);
-int orch_cmd_restore(int argc, char **argv);
+#include "cmd_vm.h"
 
 int orch_cmd_xen_helper(int argc, char **argv)
 {
@@ -53,7 +52,7 @@ static int need_xen(const char *cmd)
     return ORCH_EXIT_FAIL;
 }
 
-int orch_cmd_save(int argc, char **argv)
+int orch_cmd_xen_save(int argc, char **argv)
 {
     char *end;
     unsigned long domid;
@@ -67,7 +66,7 @@ int orch_cmd_save(int argc, char **argv)
     return need_xen("save");
 }
 
-int orch_cmd_restore(int argc, char **argv)
+int orch_cmd_xen_restore(int argc, char **argv)
 {
     if (argc != 2)
         return orch_usage_error("restore", "usage: colo restore FILE");

@@ -6,8 +6,6 @@
 
 int orch_cmd_verify_stream(int argc, char **argv);
 int orch_cmd_xen_helper(int argc, char **argv);
-int orch_cmd_save(int argc, char **argv);
-int orch_cmd_restore(int argc, char **argv);
 
 /* The subcommands, in the order `colo --help` lists them. Add one line per
  * command; its implementation goes in cmd_<name>.c. */
@@ -39,9 +37,10 @@ const struct orch_command orch_commands[] = {
     {"stop", "VM", "stop the VM and its colo process", orch_cmd_stop, 0},
     {"verify-stream", "FILE|-", "check a stream or save file; where is it bad",
      orch_cmd_verify_stream, 0},
-    {"save", "DOMID FILE", "Xen: write an xl-format save file", orch_cmd_save,
-     0},
-    {"restore", "FILE", "Xen: restore an xl save file", orch_cmd_restore, 0},
+    {"save", "VM|DOMID FILE", "save a VM to a file (Xen: an xl save file)",
+     orch_cmd_save, 0},
+    {"restore", "FILE", "restore a VM saved with colo save (or xl save)",
+     orch_cmd_restore, 0},
     {"__xen-helper", "...", "internal: libxenguest helper", orch_cmd_xen_helper,
      1},
     {NULL, NULL, NULL, NULL, 0},

@@ -11,6 +11,7 @@
 #include "ctl.h"
 #include "dbus.h"
 #include "netutil.h"
+#include "qsave.h"
 #include "orch.h"
 
 #include "checkpoint/primary.h"
@@ -102,6 +103,15 @@ struct orch_host {
     struct orch_child *fence;
     struct orch_connect *witness;
     int64_t took_over_from;
+
+    /* colo save (primary role) and colo restore (start-up). */
+    struct orch_ctl_req *save_req;
+    char *save_path;
+    bool save_continue;
+    int rc_save_rc;
+    struct orch_qsave_image img;
+    bool restoring;
+    struct ckpt_vm *restore_vm;
 
     struct event *sig_int, *sig_term;
     struct event *exit_timer;
@@ -693,9 +703,24 @@ static int sec_launch(void *arg, struct ckpt_secondary *s,
     return host_launch(h, true, req->ram_path ? req->ram_path : h->ram_path);
 }
 
+static void restore_loaded(void *arg, int rc);
+
 static void secondary_launched(struct orch_host *h, int rc, struct ckpt_vm *vm,
                                const char *ram_path)
 {
+    if (h->restoring) {
+        /* colo restore: the saved device state into the waiting QEMU. */
+        if (rc == 0) {
+            h->restore_vm = vm;
+            rc = vm->ops->load_devices_and_cont(vm, h->img.dev, h->img.dev_len,
+                                                restore_loaded, h);
+        }
+        if (rc < 0) {
+            colo_err("restore: %s", colo_strerror(rc));
+            host_exit(h, orch_exit_code(rc));
+        }
+        return;
+    }
     if (!h->sec) {
         ckpt_vm_free(vm);
         return;
@@ -878,6 +903,168 @@ static void sec_accept(struct evconnlistener *l, evutil_socket_t fd,
     }
     evconnlistener_disable(l);
     h->state = HOST_SECONDARY;
+}
+
+/* ==================== SAVE AND RESTORE (QEMU) ==================== */
+
+static void save_finish(struct orch_host *h, int rc, const char *msg)
+{
+    struct orch_ctl_req *req = h->save_req;
+
+    h->save_req = NULL;
+    free(h->save_path);
+    h->save_path = NULL;
+    if (req)
+        orch_ctl_req_finish(req, rc, msg, NULL);
+    if (rc == 0 && !h->save_continue) {
+        colo_info("saved; the VM is stopped here");
+        host_exit(h, ORCH_EXIT_OK);
+    }
+}
+
+static void save_resumed(void *arg, int rc)
+{
+    struct orch_host *h = arg;
+    int save_rc = h->rc_save_rc;
+
+    if (rc < 0)
+        colo_err("save: the guest could not be resumed: %s", colo_strerror(rc));
+    save_finish(h, save_rc < 0 ? save_rc : rc,
+                save_rc < 0 ? "save failed; the guest runs on" : NULL);
+}
+
+static void save_resume(struct orch_host *h, int save_rc)
+{
+    h->rc_save_rc = save_rc;
+    if (h->vm->ops->cont(h->vm, save_resumed, h) < 0)
+        save_finish(h, save_rc < 0 ? save_rc : -COLO_EQEMU_DIED,
+                    "the guest could not be resumed");
+}
+
+static void save_saved(void *arg, int rc, uint8_t *blob, size_t len)
+{
+    struct orch_host *h = arg;
+
+    if (rc == 0) {
+        rc = orch_qsave_write(h->save_path, h->name, h->cfg_json,
+                              ckpt_mem_qemu_ram(h->mem),
+                              ckpt_mem_qemu_size(h->mem), blob, len);
+        if (rc < 0)
+            colo_err("save to %s: %s (nothing written)", h->save_path,
+                     colo_strerror(rc));
+        else
+            colo_info("saved to %s (%zu bytes of device state)", h->save_path,
+                      len);
+    } else {
+        colo_err("save: device state: %s", colo_strerror(rc));
+    }
+    free(blob);
+    if (rc < 0 || h->save_continue)
+        save_resume(h, rc);
+    else
+        save_finish(h, 0, NULL);
+}
+
+static void save_stopped(void *arg, int rc)
+{
+    struct orch_host *h = arg;
+
+    if (rc == 0)
+        rc = h->vm->ops->save_devices(h->vm, save_saved, h);
+    if (rc < 0)
+        save_resume(h, rc);
+}
+
+static void ctl_save(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
+{
+    const char *file = json_string_value(json_object_get(a, "file"));
+    int rc;
+
+    if (!file || file[0] != '/') {
+        orch_ctl_req_finish(req, -EINVAL, "save needs an absolute file path",
+                            NULL);
+        return;
+    }
+    if (h->state != HOST_RUNNING || !h->vm || !h->mem || h->rc_.req ||
+        h->save_req) {
+        orch_ctl_req_finish(req, -EBUSY,
+                            "the VM is busy (a job, a save or a "
+                            "reconfiguration runs) or not running here",
+                            NULL);
+        return;
+    }
+    h->save_path = strdup(file);
+    h->save_continue = json_is_true(json_object_get(a, "continue"));
+    h->save_req = req;
+    colo_info("saving to %s", file);
+    /* The guest is paused for the whole save: a consistent image. */
+    rc = h->save_path ? h->vm->ops->stop(h->vm, save_stopped, h) : -ENOMEM;
+    if (rc < 0)
+        save_finish(h, rc, NULL);
+}
+
+static void restore_loaded(void *arg, int rc)
+{
+    struct orch_host *h = arg;
+    struct ckpt_vm *vm = h->restore_vm;
+
+    h->restore_vm = NULL;
+    h->restoring = false;
+    if (rc < 0) {
+        colo_err("restore: loading the device state failed: %s",
+                 colo_strerror(rc));
+        ckpt_vm_free(vm);
+        host_exit(h, orch_exit_code(rc));
+        return;
+    }
+    rc = host_become_primary(h, vm);
+    if (rc < 0) {
+        host_exit(h, orch_exit_code(rc));
+        return;
+    }
+    orch_qsave_image_dispose(&h->img);
+    printf("colo: VM '%s' restored and running (QEMU pid %d); control "
+           "socket %s\n",
+           h->name, (int)ckpt_vm_qemu_pid(h->vm), h->ctl_path);
+    fflush(stdout);
+}
+
+/* The reader has the configuration and is about to write pages: set the
+ * VM up and hand it a fresh RAM file. */
+static int restore_open_ram(void *arg, uint64_t ram_size)
+{
+    struct orch_host *h = arg;
+    struct orch_vm_config *cfg = NULL;
+    struct orch_config_error err;
+    int rc, fd;
+
+    rc =
+        orch_config_parse_string(h->img.config_json, strlen(h->img.config_json),
+                                 "save file", &cfg, &err);
+    if (rc < 0) {
+        colo_err("restore: the configuration in the file: %s", err.text);
+        return rc;
+    }
+    if ((orch_config_max_mb(cfg) << 20) != ram_size ||
+        strcmp(orch_config_name(cfg), h->img.vm_name) != 0) {
+        orch_config_free(cfg);
+        colo_err("restore: the configuration does not match the image");
+        return -COLO_ESTREAM_CORRUPT;
+    }
+    rc = host_set_vm(h, cfg);
+    if (rc == 0)
+        rc = host_open_ctl(h);
+    if (rc < 0)
+        return rc;
+    fd = open(h->ram_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)ram_size) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
 }
 
 /* ==================== RECONFIGURATION ==================== */
@@ -1074,8 +1261,9 @@ static void ctl_reconf(struct orch_host *h, struct orch_ctl_req *req,
     struct orch_vm_config *next = NULL;
     int rc;
 
-    if (h->rc_.req) {
-        orch_ctl_req_finish(req, -EBUSY, "a reconfiguration is running", NULL);
+    if (h->rc_.req || h->save_req) {
+        orch_ctl_req_finish(req, -EBUSY,
+                            "a reconfiguration or a save is running", NULL);
         return;
     }
     if (!h->vm || (h->state != HOST_RUNNING && h->state != HOST_JOB)) {
@@ -1189,11 +1377,13 @@ static void ctl_handler(struct orch_ctl_req *req, const char *cmd, json_t *args,
         colo_info("stop requested");
         host_exit(h, ORCH_EXIT_OK);
     } else if (strcmp(cmd, "migrate") == 0 || strcmp(cmd, "protect") == 0) {
-        if (h->rc_.req)
-            orch_ctl_req_finish(req, -EBUSY, "a reconfiguration is running",
-                                NULL);
+        if (h->rc_.req || h->save_req)
+            orch_ctl_req_finish(req, -EBUSY,
+                                "a reconfiguration or a save is running", NULL);
         else
             start_job(h, req, args);
+    } else if (strcmp(cmd, "save") == 0) {
+        ctl_save(h, req, args);
     } else if (strcmp(cmd, "mem-set") == 0 || strcmp(cmd, "device-add") == 0 ||
                strcmp(cmd, "device-remove") == 0) {
         ctl_reconf(h, req, cmd, args);
@@ -1253,6 +1443,14 @@ static int host_init(struct orch_host *h, const struct orch_host_opts *o)
 
 static void host_dispose(struct orch_host *h)
 {
+    if (h->save_req) {
+        orch_ctl_req_finish(h->save_req, -COLO_ECANCELLED, "colo is stopping",
+                            NULL);
+        h->save_req = NULL;
+    }
+    ckpt_vm_free(h->restore_vm);
+    orch_qsave_image_dispose(&h->img);
+    free(h->save_path);
     if (h->rc_.req) {
         orch_ctl_req_finish(h->rc_.req, -COLO_ECANCELLED, "colo is stopping",
                             NULL);
@@ -1407,6 +1605,44 @@ int orch_host_run_secondary(const struct orch_host_opts *o)
            o->listen_host ? o->listen_host : "0.0.0.0", port);
     fflush(stdout);
     h.state = HOST_LISTENING;
+    event_base_dispatch(h.base);
+    rc = h.exit_code;
+    host_dispose(&h);
+    return rc;
+}
+
+int orch_host_run_restore(const char *path, const struct orch_host_opts *o)
+{
+    struct orch_host h;
+    char why[512];
+    int rc;
+
+    rc = host_init(&h, o);
+    if (rc == 0)
+        rc = read_key(o, &h.key);
+    if (rc < 0) {
+        host_dispose(&h);
+        return orch_exit_code(rc);
+    }
+    rc = orch_qsave_read(path, restore_open_ram, &h, &h.img, why, sizeof(why));
+    if (rc < 0) {
+        fprintf(stderr, "colo: restore: %s: %s\n", path,
+                why[0] ? why : colo_strerror(rc));
+        if (h.ram_path)
+            unlink(h.ram_path); /* nothing half-restored stays */
+        host_dispose(&h);
+        return orch_exit_code(rc);
+    }
+    colo_info("restoring '%s' from %s: %llu pages, %zu bytes of device "
+              "state",
+              h.name, path, (unsigned long long)h.img.pages, h.img.dev_len);
+    h.restoring = true;
+    rc = host_launch(&h, true, h.ram_path);
+    if (rc < 0) {
+        host_dispose(&h);
+        return orch_exit_code(rc);
+    }
+    h.state = HOST_RUNNING;
     event_base_dispatch(h.base);
     rc = h.exit_code;
     host_dispose(&h);

@@ -49,6 +49,8 @@ struct orch_host_opts {
 /* colo start CONFIG */
 int orch_host_run_start(const char *config_path,
                         const struct orch_host_opts *o);
+/* colo restore FILE (a save file of a QEMU guest, see qsave.h) */
+int orch_host_run_restore(const char *path, const struct orch_host_opts *o);
 /* colo receive / colo standby */
 int orch_host_run_secondary(const struct orch_host_opts *o);
 

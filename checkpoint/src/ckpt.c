@@ -142,6 +142,31 @@ void ckpt_link_cfg(const struct ckpt_link_opts *o, const char *name,
     cfg->name = name;
 }
 
+/* Setting a link up blocks each loop for a while where nothing can send
+ * heartbeats: the secondary launches QEMU and pre-faults its RAM mapping,
+ * the first checkpoint scans and copies all of RAM (about 1 s per GiB
+ * here). Until the first checkpoint is through, a peer is gone only after
+ * CKPT_SETUP_TIMEOUT_MS of silence; the hello/ack/io deadlines still
+ * bound every step. */
+void ckpt_link_cfg_setup(const struct ckpt_link_opts *o, const char *name,
+                         struct xprt_link_cfg *cfg)
+{
+    unsigned to = o->timeout_ms ? o->timeout_ms : 1000;
+
+    ckpt_link_cfg(o, name, cfg);
+    if (to < CKPT_SETUP_TIMEOUT_MS)
+        cfg->heartbeat_misses =
+            (CKPT_SETUP_TIMEOUT_MS + cfg->heartbeat_ms - 1) / cfg->heartbeat_ms;
+}
+
+void ckpt_link_steady(struct xprt_link *l, const struct ckpt_link_opts *o)
+{
+    struct xprt_link_cfg cfg;
+
+    ckpt_link_cfg(o, NULL, &cfg);
+    xprt_link_set_heartbeat(l, cfg.heartbeat_ms, cfg.heartbeat_misses);
+}
+
 void ckpt_tcp_nodelay(int fd)
 {
     int one = 1;

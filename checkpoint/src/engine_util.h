@@ -30,5 +30,12 @@ void ckpt_tcp_nodelay(int fd);
 /* Link configuration from the engine's link options. */
 void ckpt_link_cfg(const struct ckpt_link_opts *o, const char *name,
                    struct xprt_link_cfg *cfg);
+/* The same with the lenient setup timeout (see ckpt.c), and the switch to
+ * the configured heartbeat once the first checkpoint is through. */
+#define CKPT_SETUP_TIMEOUT_MS 30000u
+struct xprt_link;
+void ckpt_link_cfg_setup(const struct ckpt_link_opts *o, const char *name,
+                         struct xprt_link_cfg *cfg);
+void ckpt_link_steady(struct xprt_link *l, const struct ckpt_link_opts *o);
 
 #endif

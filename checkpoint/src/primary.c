@@ -36,6 +36,7 @@ enum send_step {
 
 struct ckpt_primary {
     struct event_base *evb;
+    bool link_steady; /* the setup heartbeat timeout is over */
     struct ckpt_primary_opts o;
     char *vm_name;
     char *vm_config;
@@ -682,6 +683,12 @@ static void on_ack(struct ckpt_primary *p, uint64_t n, int32_t status)
         link_lost(p, -COLO_ESTREAM_CORRUPT);
         return;
     }
+    if (!p->link_steady && p->link) {
+        /* The first checkpoint is through: the configured heartbeat from
+         * now on (see ckpt_link_cfg_setup). */
+        ckpt_link_steady(p->link, &p->o.link);
+        p->link_steady = true;
+    }
     if (status != 0) {
         colo_err("primary: secondary could not commit %llu: %s",
                  (unsigned long long)n, colo_strerror(status));
@@ -946,7 +953,7 @@ int ckpt_primary_start(struct ckpt_primary *p, int fd)
         colo_close(&fd);
         return rc;
     }
-    ckpt_link_cfg(&p->o.link, "to-secondary", &cfg);
+    ckpt_link_cfg_setup(&p->o.link, "to-secondary", &cfg);
     ckpt_tcp_nodelay(fd);
     rc = xprt_link_new_from_fd(p->evb, fd, true, &cfg, &link_cbs, p, &p->link);
     if (rc < 0)

@@ -27,6 +27,7 @@
 
 struct ckpt_secondary {
     struct event_base *evb;
+    bool link_steady; /* the setup heartbeat timeout is over */
     struct ckpt_secondary_opts o;
     char *want_name;
     char *auth_key;
@@ -113,6 +114,15 @@ static void arm_timer(struct ckpt_secondary *s, unsigned ms)
     struct timeval tv = colo_ms_to_tv(ms);
 
     evtimer_add(s->timer, &tv);
+}
+
+/* After the first commit: the configured heartbeat (ckpt_link_cfg_setup). */
+static void steady(struct ckpt_secondary *s)
+{
+    if (!s->link_steady && s->link) {
+        ckpt_link_steady(s->link, &s->o.link);
+        s->link_steady = true;
+    }
 }
 
 static void emit(struct ckpt_secondary *s, enum ckpt_event_type t, int64_t n,
@@ -419,7 +429,8 @@ static void colo_resumed(void *arg, int rc)
     if (!s->standby && !s->standby_launching)
         request_standby(s);
     if (s->state == CKPT_S_RECEIVING)
-        emit(s, CKPT_EV_CHECKPOINT, (int64_t)n, 0);
+        steady(s);
+    emit(s, CKPT_EV_CHECKPOINT, (int64_t)n, 0);
 }
 
 static void colo_load_into(struct ckpt_secondary *s)
@@ -620,6 +631,7 @@ static int on_end(struct ckpt_secondary *s, const struct xprt_item *it)
     if (colo_fault_ckpt(COLO_FAULT_AFTER_ACK, (int64_t)n))
         return -COLO_EFAULT_INJECTED;
     set_state(s, CKPT_S_RECEIVING);
+    steady(s);
     emit(s, CKPT_EV_CHECKPOINT, (int64_t)n, 0);
     return 0;
 }
@@ -891,7 +903,7 @@ int ckpt_secondary_start(struct ckpt_secondary *s, int fd)
         colo_close(&fd);
         return -EBUSY;
     }
-    ckpt_link_cfg(&s->o.link, "to-primary", &cfg);
+    ckpt_link_cfg_setup(&s->o.link, "to-primary", &cfg);
     ckpt_tcp_nodelay(fd);
     rc = xprt_link_new_from_fd(s->evb, fd, false, &cfg, &link_cbs, s, &s->link);
     if (rc < 0)

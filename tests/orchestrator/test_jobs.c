@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -530,5 +531,106 @@ Test(jobs, hotplug_while_protected_then_failover, .timeout = 120)
     cr_expect_eq(colo_in(e.sdir, "stop jobvm", out, sizeof(out)), 0);
     reap(&p);
     reap(&s);
+    env_teardown(&e);
+}
+
+/* ---- Save and restore (QEMU guests) ---- */
+
+static void flip_byte(const char *path, long off)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    uint8_t b;
+
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pread(fd, &b, 1, off), 1);
+    b ^= 0x5a;
+    cr_assert_eq(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+Test(jobs, save_restore_keeps_state_and_config, .timeout = 120)
+{
+    struct env e;
+    struct proc p, r;
+    char args[768], out[16384], img[160], bad[160], rdir[160], rram[200];
+    uint32_t at_save;
+    struct stat st;
+
+    env_setup(&e);
+    snprintf(img, sizeof(img), "%s/vm.img", e.dir);
+    snprintf(bad, sizeof(bad), "%s/bad.img", e.dir);
+    snprintf(rdir, sizeof(rdir), "%s/r", e.dir);
+    snprintf(rram, sizeof(rram), "%s/jobvm/ram", rdir);
+    start_primary(&e, &p);
+    snprintf(args, sizeof(args), "device-add jobvm %s", PORT1);
+    cr_assert_eq(colo_in(e.pdir, args, out, sizeof(out)), 0, "%s", out);
+
+    /* save: the guest pauses, the file appears whole, colo stops. */
+    snprintf(args, sizeof(args), "save jobvm %s", img);
+    cr_assert_eq(colo_in(e.pdir, args, out, sizeof(out)), 0, "%s\n%s", out,
+                 p.buf);
+    cr_expect_eq(wait_exit(&p, 10000), 0, "%s", p.buf);
+    cr_assert_eq(stat(img, &st), 0);
+    snprintf(args, sizeof(args), "%s.tmp", img);
+    cr_expect_neq(access(args, F_OK), 0, "temporary file left behind");
+    snprintf(args, sizeof(args), "verify-stream %s", img);
+    cr_expect_eq(run_colo(args, out, sizeof(out)), 0, "%s", out);
+
+    /* A corrupted page, a truncated file: refused, nothing left running
+     * and no RAM file left behind. */
+    snprintf(args, sizeof(args), "cp %s %s", img, bad);
+    cr_assert_eq(system(args), 0);
+    flip_byte(bad, (long)st.st_size / 2);
+    snprintf(args, sizeof(args), "restore %s --state-dir %s --insecure", bad,
+             rdir);
+    cr_expect_eq(run_colo(args, out, sizeof(out)), 6, "%s", out);
+    cr_expect(strstr(out, "corrupt") != NULL, "%s", out);
+    cr_expect_neq(access(rram, F_OK), 0, "RAM file of a refused restore");
+    cr_assert_eq(truncate(bad, st.st_size - 100), 0);
+    cr_expect_eq(run_colo(args, out, sizeof(out)), 6, "%s", out);
+
+    /* restore: the configuration (with port1) and the guest come back;
+     * the counter goes on from where it was saved. */
+    {
+        char *argv[] = {COLO_EXE, "restore",    img, "--state-dir",
+                        rdir,     "--insecure", NULL};
+
+        spawn(&r, argv);
+    }
+    cr_assert_geq(wait_out(&r, "restored and running", 0, 30000), 0, "%s",
+                  r.buf);
+    at_save = counter(rram);
+    cr_expect_gt(at_save, 0, "RAM not restored");
+    cr_expect(counter_above(rram, at_save, 10000), "restored VM not running");
+    cr_assert_eq(colo_in(rdir, "config jobvm", out, sizeof(out)), 0);
+    cr_expect(strstr(out, "\"port1\"") != NULL, "%s", out);
+    cr_expect_eq(colo_in(rdir, "stop jobvm", out, sizeof(out)), 0);
+    cr_expect_eq(wait_exit(&r, 10000), 0);
+    reap(&p);
+    reap(&r);
+    env_teardown(&e);
+}
+
+Test(jobs, save_continue_keeps_running)
+{
+    struct env e;
+    struct proc p;
+    char args[512], out[8192], img[160];
+
+    env_setup(&e);
+    snprintf(img, sizeof(img), "%s/c.img", e.dir);
+    start_primary(&e, &p);
+    snprintf(args, sizeof(args), "save jobvm %s --continue", img);
+    cr_assert_eq(colo_in(e.pdir, args, out, sizeof(out)), 0, "%s", out);
+    cr_expect(counter_above(e.pram, counter(e.pram), 10000),
+              "not running after save --continue");
+    /* An unwritable target: an error, the guest runs on. */
+    cr_expect_neq(
+        colo_in(e.pdir, "save jobvm /nonexistent-dir/x.img", out, sizeof(out)),
+        0);
+    cr_expect(counter_above(e.pram, counter(e.pram), 10000),
+              "not running after a failed save");
+    cr_expect_eq(colo_in(e.pdir, "stop jobvm", out, sizeof(out)), 0);
+    reap(&p);
     env_teardown(&e);
 }

@@ -86,7 +86,7 @@ static const char xen_cfg[] =
 
 static struct orch_vm_config *parse_ok(const char *text)
 {
-    struct orch_config_error err;
+    struct orch_config_error err = {0};
     struct orch_vm_config *c = NULL;
     int rc = orch_config_parse_string(text, strlen(text), "t.json", &c, &err);
 
@@ -342,7 +342,7 @@ Test(config, malformed_configs_point_at_the_place)
 
     for (i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
         const struct bad_case *b = &bad_cases[i];
-        struct orch_config_error err;
+        struct orch_config_error err = {0};
         struct orch_vm_config *c = (void *)1;
         char want[1400];
         int rc;
@@ -367,7 +367,7 @@ Test(config, syntax_error_has_line_and_column)
 {
     static const char text[] = "{\"name\": \"a\",\n  \"memory_mb\": 8,\n"
                                "  \"vcpus\": }\n";
-    struct orch_config_error err;
+    struct orch_config_error err = {0};
     struct orch_vm_config *c;
 
     cr_assert_eq(
@@ -384,7 +384,7 @@ Test(config, duplicate_json_key_is_a_syntax_error)
 {
     static const char text[] = "{\"name\": \"a\",\n\"name\": \"b\", "
                                "\"memory_mb\": 8}";
-    struct orch_config_error err;
+    struct orch_config_error err = {0};
     struct orch_vm_config *c;
 
     cr_assert_eq(orch_config_parse_string(text, strlen(text), NULL, &c, &err),
@@ -415,7 +415,7 @@ static void write_padded(const char *path, size_t size)
 Test(config, file_size_cap)
 {
     char dir[] = "/tmp/colo-config-XXXXXX", path[64];
-    struct orch_config_error err;
+    struct orch_config_error err = {0};
     struct orch_vm_config *c = NULL;
     char *big;
 
@@ -450,7 +450,7 @@ Test(config, file_size_cap)
 Test(config, file_errors_name_the_file)
 {
     char dir[] = "/tmp/colo-config-XXXXXX", path[64];
-    struct orch_config_error err;
+    struct orch_config_error err = {0};
     struct orch_vm_config *c = NULL;
     FILE *f;
 
@@ -564,7 +564,7 @@ Test(config, xen_xl_list_form_and_generated_uuid)
 Test(config, xen_set_target_respects_max)
 {
     struct orch_vm_config *c = parse_ok(xen_cfg);
-    struct orch_config_error err;
+    struct orch_config_error err = {0};
 
     cr_assert_eq(orch_config_set_target_mb(c, 129, &err), -COLO_ECONFIG);
     cr_assert_str_eq(err.path, "$.xen.b_info.target_memkb");
@@ -579,7 +579,7 @@ Test(config, xen_set_target_respects_max)
 Test(config, mutation_helpers)
 {
     struct orch_vm_config *c = parse_ok(full_cfg), *c2;
-    struct orch_config_error err;
+    struct orch_config_error err = {0};
     json_t *dev;
     char *s;
 
@@ -804,7 +804,7 @@ static json_t *with_devices(size_t n)
 Test(config, caps_devices)
 {
     struct orch_vm_config *c = NULL;
-    struct orch_config_error err;
+    struct orch_config_error err = {0};
     json_t *dev;
 
     expect_from_json(with_devices(ORCH_CONFIG_MAX_DEVICES), 1, NULL, NULL);
@@ -892,7 +892,7 @@ Test(config, deep_nesting_is_refused_not_a_crash)
 {
     size_t depth = 5000, i, n = 0;
     char *text = malloc(2 * depth + 64);
-    struct orch_config_error err;
+    struct orch_config_error err = {0};
     struct orch_vm_config *c = (void *)1;
 
     cr_assert_not_null(text);
@@ -922,7 +922,7 @@ Test(config, docs_examples_parse)
         0);
     for (p = strstr(doc, "```json\n"); p; p = strstr(p, "```json\n")) {
         char *start = p + 8, *end = strstr(start, "```");
-        struct orch_config_error err;
+        struct orch_config_error err = {0};
         struct orch_vm_config *c = NULL;
 
         cr_assert_not_null(end);

@@ -317,7 +317,7 @@ static void boot_full_config(enum orch_kvm_mode kvm_mode)
     const char *extra[5];
     struct sockaddr_un sa;
     int lfd;
-    struct orch_config_error err;
+    struct orch_config_error err = {0};
     struct orch_vm_config *c = NULL;
     json_t *r, *b;
     struct stat st;

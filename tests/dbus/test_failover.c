@@ -5,6 +5,8 @@
  * state that was committed: loaded exactly once, not newer than the last
  * state the primary's helper had saved.
  */
+#include "fproc.h"
+
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -17,76 +19,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-struct proc {
-    pid_t pid;
-    int out;
-    char buf[65536];
-    size_t len;
-};
-
-static void spawn(struct proc *p, char *const argv[])
-{
-    int fds[2];
-
-    memset(p, 0, sizeof(*p));
-    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
-    p->pid = fork();
-    if (p->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    cr_assert_geq(p->pid, 0);
-    close(fds[1]);
-    p->out = fds[0];
-}
-
-static long wait_out(struct proc *p, const char *s, int timeout_ms)
-{
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-
-    for (;;) {
-        struct pollfd pf = {.fd = p->out, .events = POLLIN};
-        uint64_t now;
-        char *hit;
-        ssize_t n;
-
-        p->buf[p->len] = '\0';
-        hit = strstr(p->buf, s);
-        if (hit)
-            return (long)(hit - p->buf) + (long)strlen(s);
-        now = now_ms();
-        if (now >= deadline || p->len >= sizeof(p->buf) - 1)
-            return -1;
-        if (poll(&pf, 1, (int)(deadline - now)) <= 0)
-            continue;
-        n = read(p->out, p->buf + p->len, sizeof(p->buf) - 1 - p->len);
-        if (n <= 0)
-            return -1;
-        p->len += (size_t)n;
-    }
-}
-
-static void reap(struct proc *p)
-{
-    if (p->pid > 0) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-    }
-    if (p->out >= 0)
-        close(p->out);
-}
 
 static int sh(const char *cmd, char *out, size_t outsz)
 {
@@ -127,7 +59,7 @@ Test(dbus_failover, helper_state_follows_committed_checkpoint, .timeout = 150)
     char dir[] = "/tmp/colo-dbusfo-XXXXXX";
     char cfg[128], key[128], pdir[128], sdir[128], pvm[160], svm[160];
     char fence[160], cmd[768], out[8192];
-    struct proc p, s;
+    struct fproc p, s;
     long long saved, loaded, loads;
     long off;
     FILE *f;
@@ -162,9 +94,10 @@ Test(dbus_failover, helper_state_follows_committed_checkpoint, .timeout = 150)
         char *argv[] = {COLO_EXE, "start",      cfg, "--state-dir",
                         pdir,     "--key-file", key, NULL};
 
-        spawn(&p, argv);
+        cr_assert_eq(fproc_spawn(&p, argv, NULL), 0);
     }
-    cr_assert_geq(wait_out(&p, "running (QEMU pid", 30000), 0, "%s", p.buf);
+    cr_assert_geq(fproc_wait_out(&p, "running (QEMU pid", 0, 30000), 0, "%s",
+                  p.buf);
     snprintf(fence, sizeof(fence), "%s/scripts/fence-pid %d", COLO_SOURCE_DIR,
              (int)p.pid);
     {
@@ -172,9 +105,9 @@ Test(dbus_failover, helper_state_follows_committed_checkpoint, .timeout = 150)
                         "--state-dir", sdir,      "--key-file", key,
                         "--fence-cmd", fence,     NULL};
 
-        spawn(&s, argv);
+        cr_assert_eq(fproc_spawn(&s, argv, NULL), 0);
     }
-    off = wait_out(&s, "waiting for a primary on 127.0.0.1:", 10000);
+    off = fproc_wait_out(&s, "waiting for a primary on 127.0.0.1:", 0, 10000);
     cr_assert_geq(off, 0, "%s", s.buf);
     port = atoi(s.buf + off);
 
@@ -192,15 +125,14 @@ Test(dbus_failover, helper_state_follows_committed_checkpoint, .timeout = 150)
         c = strstr(out, "\"checkpoints\":");
         if (c && atoi(c + 14) >= 10)
             break;
-        wait_out(&p, "\x01never", 100);
+        fproc_pump(&p, 100);
     }
     saved = helper_prop(pvm, "LastSaved");
     cr_assert_gt(saved, 0, "primary helper never saved");
 
-    kill(p.pid, SIGKILL);
-    waitpid(p.pid, NULL, 0);
-    p.pid = -1;
-    cr_assert_geq(wait_out(&s, "now runs here", 30000), 0, "%s", s.buf);
+    fproc_reap(&p); /* SIGKILL: the primary host dies */
+    cr_assert_geq(fproc_wait_out(&s, "now runs here", 0, 30000), 0, "%s",
+                  s.buf);
 
     loads = helper_prop(svm, "Loads");
     loaded = helper_prop(svm, "LastLoaded");
@@ -214,8 +146,8 @@ Test(dbus_failover, helper_state_follows_committed_checkpoint, .timeout = 150)
     snprintf(cmd, sizeof(cmd), "%s stop dvm --state-dir %s 2>&1", COLO_EXE,
              sdir);
     cr_expect_eq(sh(cmd, out, sizeof(out)), 0, "%s", out);
-    reap(&p);
-    reap(&s);
+    fproc_free(&p);
+    fproc_free(&s);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     cr_expect_eq(system(cmd), 0);
 }

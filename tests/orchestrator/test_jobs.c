@@ -3,6 +3,7 @@
  * standby) and real QEMU running the test guest, over real TCP on
  * 127.0.0.1. Every wait has a deadline; output is read through pipes.
  */
+#include "fproc.h"
 #include "guest_abi.h"
 
 #include <criterion/criterion.h>
@@ -20,191 +21,63 @@
 #include <time.h>
 #include <unistd.h>
 
-struct proc {
-    pid_t pid;
-    int out; /* stdout+stderr of the child */
-    char buf[65536];
-    size_t len;
-};
-
-static uint64_t now_ms(void)
+/* Thin names over the shared process support (tests/support/fproc.h):
+ * output through pipes, every wait bounded. */
+static void spawn(struct fproc *p, char *const argv[])
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    cr_assert_eq(fproc_spawn(p, argv, NULL), 0, "cannot start %s", argv[0]);
 }
 
-static void spawn(struct proc *p, char *const argv[])
+static long wait_out(struct fproc *p, const char *s, size_t from,
+                     int timeout_ms)
 {
-    int fds[2];
-
-    memset(p, 0, sizeof(*p));
-    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
-    p->pid = fork();
-    if (p->pid == 0) {
-        /* No Criterion call in the child: with --full-stats even a
-         * passing assert messages the runner. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    cr_assert_geq(p->pid, 0);
-    close(fds[1]);
-    p->out = fds[0];
+    return fproc_wait_out(p, s, from, timeout_ms);
 }
 
-/* Read output until it contains s (after *from); returns the offset just
- * past the match, or -1 on deadline / EOF. */
-static long wait_out(struct proc *p, const char *s, size_t from, int timeout_ms)
+static int wait_exit(struct fproc *p, int timeout_ms)
 {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-
-    for (;;) {
-        struct pollfd pf = {.fd = p->out, .events = POLLIN};
-        uint64_t now;
-        char *hit;
-        ssize_t n;
-
-        p->buf[p->len] = '\0';
-        hit = strstr(p->buf + from, s);
-        if (hit)
-            return (long)(hit - p->buf) + (long)strlen(s);
-        now = now_ms();
-        if (now >= deadline || p->len >= sizeof(p->buf) - 1)
-            return -1;
-        if (poll(&pf, 1, (int)(deadline - now)) <= 0)
-            continue;
-        n = read(p->out, p->buf + p->len, sizeof(p->buf) - 1 - p->len);
-        if (n <= 0)
-            return -1;
-        p->len += (size_t)n;
-    }
+    return fproc_wait_exit(p, timeout_ms);
 }
 
-/* Wait for exit with a deadline; returns the exit code, or -1. */
-static int wait_exit(struct proc *p, int timeout_ms)
+static void reap(struct fproc *p)
 {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    int st;
-
-    for (;;) {
-        pid_t r = waitpid(p->pid, &st, WNOHANG);
-
-        if (r == p->pid) {
-            p->pid = -1;
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        if (now_ms() >= deadline)
-            return -1;
-        /* Drain output so the child never blocks on a full pipe. */
-        wait_out(p, "\x01never", p->len, 20);
-    }
-}
-
-static void reap(struct proc *p)
-{
-    if (p->pid > 0) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-        p->pid = -1;
-    }
-    if (p->out >= 0)
-        close(p->out);
-    p->out = -1;
+    fproc_free(p);
 }
 
 static int run_colo(const char *args, char *out, size_t outsz)
 {
-    char cmd[1024];
-    FILE *f;
-    size_t n;
-    int st;
-
-    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", COLO_EXE, args);
-    f = popen(cmd, "r");
-    cr_assert_not_null(f);
-    n = fread(out, 1, outsz - 1, f);
-    out[n] = '\0';
-    st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return fproc_colo(args, out, outsz, 60000);
 }
 
 static uint32_t counter(const char *ram_path)
 {
-    uint32_t v = 0;
-    int fd = open(ram_path, O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0)
-        return 0;
-    if (pread(fd, &v, 4, TGUEST_STATUS_GPA + TGUEST_COUNTER_OFF) != 4)
-        v = 0;
-    close(fd);
-    return v;
+    return fproc_counter(ram_path);
 }
 
-/* Wait until the counter in ram_path exceeds v. */
 static bool counter_above(const char *ram, uint32_t v, int timeout_ms)
 {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    struct timespec step = {0, 5 * 1000 * 1000};
-
-    while (now_ms() < deadline) {
-        if (counter(ram) > v)
-            return true;
-        nanosleep(&step, NULL); /* polling shared memory: no event */
-    }
-    return false;
+    return fproc_counter_above(ram, v, timeout_ms);
 }
 
-struct env {
-    char dir[64];
-    char cfg[128], key[128], pdir[128], sdir[128];
-    char pram[160], sram[160];
-};
-
-static void env_setup(struct env *e)
+/* The test VM: the test guest with a virtio-serial bus (for hot-plugged
+ * ports) and a balloon (for mem-set). */
+static void env_setup(struct fenv *e)
 {
-    FILE *f;
-
-    strcpy(e->dir, "/tmp/colo-jobs-XXXXXX");
-    cr_assert_not_null(mkdtemp(e->dir));
-    snprintf(e->cfg, sizeof(e->cfg), "%s/vm.json", e->dir);
-    snprintf(e->key, sizeof(e->key), "%s/key", e->dir);
-    snprintf(e->pdir, sizeof(e->pdir), "%s/p", e->dir);
-    snprintf(e->sdir, sizeof(e->sdir), "%s/s", e->dir);
-    snprintf(e->pram, sizeof(e->pram), "%s/jobvm/ram", e->pdir);
-    snprintf(e->sram, sizeof(e->sram), "%s/jobvm/ram", e->sdir);
-    f = fopen(e->cfg, "w");
-    cr_assert_not_null(f);
-    fprintf(f,
-            "{\"name\": \"jobvm\", \"memory_mb\": 32, \"vcpus\": 1,\n"
-            " \"kernel\": \"%s/tests/guest/colo-test-guest.elf\",\n"
-            " \"cmdline\": \"dirty=2 rate=4\",\n"
-            " \"devices\": [{\"driver\": \"virtio-serial-pci\", \"id\": "
-            "\"vser0\"},\n"
-            "   {\"driver\": \"virtio-balloon-pci\", \"id\": "
-            "\"balloon0\"}]}\n",
-            COLO_BINARY_DIR);
-    fclose(f);
-    f = fopen(e->key, "w");
-    cr_assert_not_null(f);
-    fprintf(f, "a shared test key of enough length\n");
-    fclose(f);
+    cr_assert_eq(
+        fenv_setup_ex(e, "dirty=2 rate=4",
+                      "\"devices\": [{\"driver\": \"virtio-serial-pci\", "
+                      "\"id\": \"vser0\"},\n"
+                      "   {\"driver\": \"virtio-balloon-pci\", \"id\": "
+                      "\"balloon0\"}]"),
+        0);
 }
 
-static void env_teardown(struct env *e)
+static void env_teardown(struct fenv *e)
 {
-    char cmd[256];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", e->dir);
-    if (system(cmd) != 0)
-        cr_log_warn("could not remove %s", e->dir);
+    fenv_teardown(e);
 }
 
-static void start_primary(struct env *e, struct proc *p)
+static void start_primary(struct fenv *e, struct fproc *p)
 {
     char *argv[] = {COLO_EXE, "start",      e->cfg, "--state-dir",
                     e->pdir,  "--key-file", e->key, NULL};
@@ -217,7 +90,7 @@ static void start_primary(struct env *e, struct proc *p)
 
 /* Start a secondary (receive or standby) on an ephemeral port; returns
  * the port. */
-static int start_secondary(struct env *e, struct proc *s, const char *what,
+static int start_secondary(struct fenv *e, struct fproc *s, const char *what,
                            const char *extra1, const char *extra2)
 {
     char *argv[] = {COLO_EXE,       (char *)what,   "--listen",   "127.0.0.1:0",
@@ -233,8 +106,8 @@ static int start_secondary(struct env *e, struct proc *s, const char *what,
 
 Test(jobs, migrate_counter_continues, .timeout = 120)
 {
-    struct env e;
-    struct proc p, s;
+    struct fenv e;
+    struct fproc p, s;
     char args[512], out[8192];
     uint32_t at_source;
     int port, rc;
@@ -278,8 +151,8 @@ Test(jobs, migrate_counter_continues, .timeout = 120)
 
 Test(jobs, protect_then_primary_killed_failover, .timeout = 120)
 {
-    struct env e;
-    struct proc p, s;
+    struct fenv e;
+    struct fproc p, s;
     char args[512], out[8192], fence[160];
     int port, rc;
 
@@ -338,8 +211,8 @@ Test(jobs, protect_then_primary_killed_failover, .timeout = 120)
 
 Test(jobs, standby_without_tiebreaker_waits_for_failover, .timeout = 120)
 {
-    struct env e;
-    struct proc p, s;
+    struct fenv e;
+    struct fproc p, s;
     char args[512], out[8192];
     int port, rc;
 
@@ -368,7 +241,7 @@ Test(jobs, standby_without_tiebreaker_waits_for_failover, .timeout = 120)
 
 Test(jobs, bad_config_is_exit_3)
 {
-    struct env e;
+    struct fenv e;
     char args[512], out[4096];
     FILE *f;
 
@@ -417,8 +290,8 @@ static int colo_in(const char *dir, const char *args, char *out, size_t outsz)
 
 Test(jobs, reconfigure_then_migrate_keeps_config, .timeout = 120)
 {
-    struct env e;
-    struct proc p, s;
+    struct fenv e;
+    struct fproc p, s;
     char args[512], out[16384];
     int port;
 
@@ -483,8 +356,8 @@ Test(jobs, reconfigure_then_migrate_keeps_config, .timeout = 120)
 
 Test(jobs, hotplug_while_protected_then_failover, .timeout = 120)
 {
-    struct env e;
-    struct proc p, s;
+    struct fenv e;
+    struct fproc p, s;
     char args[512], out[16384], fence[160];
     int port;
 
@@ -550,8 +423,8 @@ static void flip_byte(const char *path, long off)
 
 Test(jobs, save_restore_keeps_state_and_config, .timeout = 120)
 {
-    struct env e;
-    struct proc p, r;
+    struct fenv e;
+    struct fproc p, r;
     char args[768], out[16384], img[160], bad[160], rdir[160], rram[200];
     uint32_t at_save;
     struct stat st;
@@ -613,8 +486,8 @@ Test(jobs, save_restore_keeps_state_and_config, .timeout = 120)
 
 Test(jobs, save_continue_keeps_running)
 {
-    struct env e;
-    struct proc p;
+    struct fenv e;
+    struct fproc p;
     char args[512], out[8192], img[160];
 
     env_setup(&e);

@@ -365,6 +365,25 @@ int fproc_fd_count(pid_t pid)
 
 int fenv_setup(struct fenv *e, const char *guest_cmdline)
 {
+    return fenv_setup_ex(e, guest_cmdline, NULL);
+}
+
+bool fproc_counter_above(const char *ram_path, uint32_t v, int timeout_ms)
+{
+    uint64_t deadline = fproc_now_ms() + (uint64_t)timeout_ms;
+    struct timespec step = {0, 5 * 1000 * 1000};
+
+    while (fproc_now_ms() < deadline) {
+        if (fproc_counter(ram_path) > v)
+            return true;
+        nanosleep(&step, NULL); /* a value in shared memory: no event */
+    }
+    return false;
+}
+
+int fenv_setup_ex(struct fenv *e, const char *guest_cmdline,
+                  const char *extra_json)
+{
     FILE *f;
 
     memset(e, 0, sizeof(*e));
@@ -383,8 +402,9 @@ int fenv_setup(struct fenv *e, const char *guest_cmdline)
     fprintf(f,
             "{\"name\": \"jobvm\", \"memory_mb\": 32, \"vcpus\": 1,\n"
             " \"kernel\": \"%s/tests/guest/colo-test-guest.elf\",\n"
-            " \"cmdline\": \"%s\"}\n",
-            COLO_BINARY_DIR, guest_cmdline ? guest_cmdline : "dirty=2 rate=4");
+            " \"cmdline\": \"%s\"%s%s}\n",
+            COLO_BINARY_DIR, guest_cmdline ? guest_cmdline : "dirty=2 rate=4",
+            extra_json ? ",\n " : "", extra_json ? extra_json : "");
     fclose(f);
     f = fopen(e->key, "w");
     if (!f)

@@ -1,8 +1,8 @@
 /*
- * Fault-suite support: run real colo processes and watch their output
- * with deadlines (poll(), never sleeps as synchronization), read the test
- * guest's counter from a RAM file, and track every descendant process
- * (QEMU) so a test can prove none is leaked.
+ * Test support for real colo processes (fault suite, job tests): run real colo
+ * processes and watch their output with deadlines (poll(), never sleeps as
+ * synchronization), read the test guest's counter from a RAM file, and track
+ * every descendant process (QEMU) so a test can prove none is leaked.
  *
  * Every child gets PR_SET_PDEATHSIG(SIGKILL); fproc_init() also makes the
  * test a child subreaper, so a QEMU orphaned by a dying colo is reparented
@@ -75,8 +75,14 @@ int fproc_fd_count(pid_t pid);
  * ./faults-summary.txt) by line; other lines are kept. */
 void fproc_summary(const char *prefix, const char *line);
 
-/* Temp dir with config (name "jobvm", guest args), key and state dirs. */
+/* Temp dir with config (name "jobvm", guest args), key and state dirs.
+ * extra_json: more top-level members of the VM configuration, e.g.
+ * "\"devices\": [...]" (NULL: none). */
 int fenv_setup(struct fenv *e, const char *guest_cmdline);
+int fenv_setup_ex(struct fenv *e, const char *guest_cmdline,
+                  const char *extra_json);
+/* Wait (bounded) until the guest counter in ram_path exceeds v. */
+bool fproc_counter_above(const char *ram_path, uint32_t v, int timeout_ms);
 void fenv_teardown(struct fenv *e);
 
 /* COLO_EXE and the guest kernel come from the build (compile

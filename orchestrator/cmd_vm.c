@@ -213,6 +213,9 @@ int orch_cmd_standby(int argc, char **argv)
 struct client_ctx {
     bool json;
     bool quiet;
+    bool tty;      /* stdout is a terminal: a progress bar */
+    bool bar_open; /* the bar line needs its newline */
+    long long first_dirty;
 };
 
 static void print_progress(json_t *line, void *arg)
@@ -239,13 +242,45 @@ static void print_progress(json_t *line, void *arg)
             json_integer_value(json_object_get(line, "bytes_sent")) /
                 1048576.0);
     } else if (ev && strcmp(ev, "round") == 0) {
-        printf("precopy round %lld  dirty %lld pages  sent %.1f MiB\n",
-               (long long)json_integer_value(json_object_get(line, "rounds")),
-               (long long)json_integer_value(
-                   json_object_get(line, "dirty_pages_last")),
-               json_integer_value(json_object_get(line, "bytes_sent")) /
-                   1048576.0);
+        long long dirty = (long long)json_integer_value(
+            json_object_get(line, "dirty_pages_last"));
+
+        /* On a terminal one line that updates in place: a bar of how far
+         * the dirty set has shrunk (it converges towards the stop). */
+        if (cc->tty) {
+            int fill =
+                dirty <= 0
+                    ? 30
+                    : 30 - (int)(30.0 * (double)dirty /
+                                 (double)(cc->first_dirty ? cc->first_dirty
+                                                          : dirty));
+
+            if (!cc->first_dirty)
+                cc->first_dirty = dirty;
+            if (fill < 0)
+                fill = 0;
+            printf(
+                "\rmigrating [%.*s%*s] round %lld, %lld pages dirty, "
+                "%.1f MiB sent   ",
+                fill, "##############################", 30 - fill, "",
+                (long long)json_integer_value(json_object_get(line, "rounds")),
+                dirty,
+                json_integer_value(json_object_get(line, "bytes_sent")) /
+                    1048576.0);
+            cc->bar_open = true;
+        } else {
+            printf(
+                "precopy round %lld  dirty %lld pages  sent %.1f MiB\n",
+                (long long)json_integer_value(json_object_get(line, "rounds")),
+                dirty,
+                json_integer_value(json_object_get(line, "bytes_sent")) /
+                    1048576.0);
+        }
     } else if (ev) {
+        if (cc->bar_open) {
+            printf("\n");
+            cc->bar_open = false;
+        }
         printf("%s%s%s\n", ev, json_object_get(line, "error") ? ": " : "",
                json_object_get(line, "error")
                    ? json_string_value(json_object_get(line, "error"))
@@ -390,7 +425,10 @@ static int run_job(const char *cmd, int argc, char **argv)
                     (json_int_t)interval, "downtime_ms", (json_int_t)downtime,
                     "max_rounds", (json_int_t)rounds, "max_checkpoints",
                     (json_int_t)count, "follow", follow);
+    cc.tty = !cc.json && isatty(STDOUT_FILENO);
     rc = ctl_request(cmd, state_dir, argv[optind], req, &cc, 0, &fin);
+    if (cc.bar_open)
+        printf("\n");
     if (rc == ORCH_EXIT_OK && !cc.json) {
         if (protect)
             printf("VM %s protected by %s (%s mode)\n", argv[optind],

@@ -775,9 +775,15 @@ int orch_cmd_restore(int argc, char **argv)
     struct orch_host_opts o = {0};
     int rc;
 
-    if (argc >= 2 && argv[1][0] != '-' && access(argv[1], R_OK) == 0 &&
-        !orch_qsave_is_colo(argv[1]))
-        return orch_cmd_xen_restore(argc, argv);
+    if (argc >= 2 && argv[1][0] != '-') {
+        if (access(argv[1], R_OK) != 0) {
+            fprintf(stderr, "colo: restore: %s: %s\n", argv[1],
+                    strerror(errno));
+            return ORCH_EXIT_FAIL;
+        }
+        if (!orch_qsave_is_colo(argv[1]))
+            return orch_cmd_xen_restore(argc, argv);
+    }
     rc = host_opts_parse(
         "restore", argc, argv, &o, false,
         "Usage: colo restore FILE [OPTIONS]\n"

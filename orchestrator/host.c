@@ -1185,12 +1185,16 @@ static void reconf_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct orch_host *h = arg;
     struct qmp_client *c = ckpt_vm_qemu_client(h->vm);
+    json_t *args = json_pack("{s:s}", "path", "/machine/peripheral");
+    int rc;
 
     (void)fd;
     (void)what;
-    if (!c || qmp_send(c, "qom-list",
-                       json_pack("{s:s}", "path", "/machine/peripheral"), -1,
-                       5000, reconf_check_gone, h, NULL) < 0)
+    rc = c && args ? qmp_send(c, "qom-list", args, -1, 5000, reconf_check_gone,
+                              h, NULL)
+                   : -ENOMEM;
+    json_decref(args); /* qmp_send borrows it */
+    if (rc < 0)
         reconf_finish(h, -ETIMEDOUT, "device-remove: timed out");
 }
 
@@ -1218,8 +1222,8 @@ static void reconf_event(struct qmp_client *c, int rc, const char *event,
 static void reconf_apply(struct orch_host *h)
 {
     struct qmp_client *c = ckpt_vm_qemu_client(h->vm);
-    const char *op = h->rc_.op;
-    json_t *a = h->rc_.args;
+    const char *op = h->rc_.op, *cmd;
+    json_t *a = h->rc_.args, *args;
     int rc;
 
     if (!c) {
@@ -1229,27 +1233,31 @@ static void reconf_apply(struct orch_host *h)
     if (strcmp(op, "mem-set") == 0) {
         json_int_t mb = json_integer_value(json_object_get(a, "mb"));
 
-        rc = qmp_send(c, "balloon",
-                      json_pack("{s:I}", "value", mb * 1024 * 1024), -1, 10000,
-                      reconf_reply, h, NULL);
+        cmd = "balloon";
+        args = json_pack("{s:I}", "value", mb * 1024 * 1024);
     } else if (strcmp(op, "device-add") == 0) {
-        rc = qmp_send(c, "device_add",
-                      json_deep_copy(json_object_get(a, "device")), -1, 10000,
-                      reconf_reply, h, NULL);
+        cmd = "device_add";
+        args = json_deep_copy(json_object_get(a, "device"));
     } else {
         struct timeval tv = {5, 0};
 
+        cmd = "device_del";
+        args = json_pack("{s:O}", "id", json_object_get(a, "id"));
         rc = qmp_client_add_hook(c, reconf_event, h, NULL);
-        if (rc > 0) {
-            h->rc_.hook = rc;
-            if (!h->rc_.timer)
-                h->rc_.timer = evtimer_new(h->base, reconf_timeout, h);
-            evtimer_add(h->rc_.timer, &tv);
-            rc = qmp_send(c, "device_del",
-                          json_pack("{s:O}", "id", json_object_get(a, "id")),
-                          -1, 10000, reconf_reply, h, NULL);
+        if (rc < 0) {
+            json_decref(args);
+            reconf_finish(h, rc, NULL);
+            return;
         }
+        h->rc_.hook = rc;
+        if (!h->rc_.timer)
+            h->rc_.timer = evtimer_new(h->base, reconf_timeout, h);
+        evtimer_add(h->rc_.timer, &tv);
     }
+    /* qmp_send borrows args. */
+    rc = args ? qmp_send(c, cmd, args, -1, 10000, reconf_reply, h, NULL)
+              : -ENOMEM;
+    json_decref(args);
     if (rc < 0)
         reconf_finish(h, rc, NULL);
 }

@@ -100,8 +100,11 @@ Test(real, cli_save_restore_without_xen)
     cr_assert_eq(access(out, F_OK), -1); /* FILE untouched */
     cr_assert_eq(run_colo("restore /proc/self/exe", err, sizeof(err)), 1);
     cr_assert(strstr(err, "colo: restore: no Xen hypervisor"), "%s", err);
-    /* Usage errors stay usage errors (exit 2). */
-    cr_assert_eq(run_colo("save notadomid x", err, sizeof(err)), 2);
+    /* A name is a QEMU VM under colo (none runs here); usage errors stay
+     * usage errors (exit 2). */
+    cr_assert_eq(run_colo("save notadomid x", err, sizeof(err)), 1, "%s", err);
+    cr_assert(strstr(err, "is the VM running"), "%s", err);
+    cr_assert_eq(run_colo("save 1", err, sizeof(err)), 2, "%s", err);
     cr_assert_eq(run_colo("restore", err, sizeof(err)), 2);
     cr_assert_eq(run_colo("restore /nonexistent/file", err, sizeof(err)), 1);
 }

@@ -235,6 +235,7 @@ Test(jobs, standby_without_tiebreaker_waits_for_failover, .timeout = 120)
     cr_expect_eq(run_colo(args, out, sizeof(out)), 0, "%s", out);
     cr_assert_geq(wait_out(&s, "now runs here", 0, 20000), 0, "%s", s.buf);
     cr_expect(counter_above(e.sram, counter(e.sram), 10000));
+    reap(&p);
     reap(&s);
     env_teardown(&e);
 }

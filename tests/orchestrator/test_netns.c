@@ -18,42 +18,26 @@
  * assertion) and, left over by a killed run, by the next run (by name:
  * colo-nt-<pid>-a/b with <pid> no longer alive).
  */
+#include "fproc.h"
 #include "guest_abi.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-struct proc {
-    pid_t pid;
-    int out; /* stdout+stderr of the child */
-    char buf[65536];
-    size_t len;
-};
-
 static char ns_a[40], ns_b[40], if_a[16], if_b[16], addr_a[32], addr_b[32];
 static bool have_ns;
 static char skip_reason[160];
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -186,29 +170,15 @@ static void need_ns(void)
     }
 }
 
-static void spawn(struct proc *p, char *const argv[])
+/* Process records, output and waits: tests/support/fproc.h. */
+static void spawn(struct fproc *p, char *const argv[])
 {
-    int fds[2];
-
-    memset(p, 0, sizeof(*p));
-    cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
-    p->pid = fork();
-    if (p->pid == 0) {
-        /* No Criterion call in the child. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    cr_assert_geq(p->pid, 0);
-    close(fds[1]);
-    p->out = fds[0];
+    cr_assert_eq(fproc_spawn(p, argv, NULL), 0, "cannot start %s", argv[0]);
 }
 
 /* Start `colo ARGS...` inside namespace ns. `ip netns exec` execs colo:
  * the pid is colo's (and PDEATHSIG survives the execs). */
-static void spawn_in(struct proc *p, const char *ns, char *const args[])
+static void spawn_in(struct fproc *p, const char *ns, char *const args[])
 {
     char *argv[24] = {"/usr/bin/env", "ip",       "netns",
                       "exec",         (char *)ns, COLO_EXE};
@@ -220,60 +190,20 @@ static void spawn_in(struct proc *p, const char *ns, char *const args[])
     spawn(p, argv);
 }
 
-static long wait_out(struct proc *p, const char *s, size_t from, int timeout_ms)
+static long wait_out(struct fproc *p, const char *s, size_t from,
+                     int timeout_ms)
 {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-
-    for (;;) {
-        struct pollfd pf = {.fd = p->out, .events = POLLIN};
-        uint64_t now;
-        char *hit;
-        ssize_t n;
-
-        p->buf[p->len] = '\0';
-        hit = strstr(p->buf + from, s);
-        if (hit)
-            return (long)(hit - p->buf) + (long)strlen(s);
-        now = now_ms();
-        if (now >= deadline || p->len >= sizeof(p->buf) - 1)
-            return -1;
-        if (poll(&pf, 1, (int)(deadline - now)) <= 0)
-            continue;
-        n = read(p->out, p->buf + p->len, sizeof(p->buf) - 1 - p->len);
-        if (n <= 0)
-            return -1;
-        p->len += (size_t)n;
-    }
+    return fproc_wait_out(p, s, from, timeout_ms);
 }
 
-static int wait_exit(struct proc *p, int timeout_ms)
+static int wait_exit(struct fproc *p, int timeout_ms)
 {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    int st;
-
-    for (;;) {
-        pid_t r = waitpid(p->pid, &st, WNOHANG);
-
-        if (r == p->pid) {
-            p->pid = -1;
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        }
-        if (now_ms() >= deadline)
-            return -1;
-        wait_out(p, "\x01never", p->len, 20);
-    }
+    return fproc_wait_exit(p, timeout_ms);
 }
 
-static void reap(struct proc *p)
+static void reap(struct fproc *p)
 {
-    if (p->pid > 0) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-        p->pid = -1;
-    }
-    if (p->out >= 0)
-        close(p->out);
-    p->out = -1;
+    fproc_free(p);
 }
 
 /* A colo control command inside namespace ns, bounded by timeout(1). */
@@ -285,28 +215,12 @@ static int colo_in(const char *ns, const char *args, char *out, size_t outsz)
 
 static uint32_t counter(const char *ram_path)
 {
-    uint32_t v = 0;
-    int fd = open(ram_path, O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0)
-        return 0;
-    if (pread(fd, &v, 4, TGUEST_STATUS_GPA + TGUEST_COUNTER_OFF) != 4)
-        v = 0;
-    close(fd);
-    return v;
+    return fproc_counter(ram_path);
 }
 
 static bool counter_above(const char *ram, uint32_t v, int timeout_ms)
 {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    struct timespec step = {0, 5 * 1000 * 1000};
-
-    while (now_ms() < deadline) {
-        if (counter(ram) > v)
-            return true;
-        nanosleep(&step, NULL); /* polling shared memory: no event */
-    }
-    return false;
+    return fproc_counter_above(ram, v, timeout_ms);
 }
 
 /* Bytes received on the secondary's end of the veth. */
@@ -377,7 +291,7 @@ static void check_isolation(void)
     cr_assert_null(strstr(out, "default"), "route out of %s: %s", ns_b, out);
 }
 
-static void start_primary(struct env *e, struct proc *p)
+static void start_primary(struct env *e, struct fproc *p)
 {
     char *args[] = {"start",      e->cfg, "--state-dir", e->pdir,
                     "--key-file", e->key, NULL};
@@ -389,7 +303,7 @@ static void start_primary(struct env *e, struct proc *p)
 }
 
 /* A secondary (receive or standby) on addr_b in ns_b; returns the port. */
-static int start_secondary(struct env *e, struct proc *s, const char *what,
+static int start_secondary(struct env *e, struct fproc *s, const char *what,
                            const char *extra1, const char *extra2)
 {
     char listen[48], pat[96];
@@ -409,7 +323,7 @@ static int start_secondary(struct env *e, struct proc *s, const char *what,
 /* The test's processes and files: the fini cleans them up even after a
  * failed assertion. */
 static struct env g_env;
-static struct proc g_pri, g_sec;
+static struct fproc g_pri, g_sec;
 
 static void fixture_init(void)
 {
@@ -433,7 +347,7 @@ TestSuite(netns, .init = fixture_init, .fini = fixture_fini);
 Test(netns, migrate_across_namespaces, .timeout = 150)
 {
     struct env *e = &g_env;
-    struct proc *p = &g_pri, *s = &g_sec;
+    struct fproc *p = &g_pri, *s = &g_sec;
     char args[1024], out[8192];
     long long rx0, rx1;
     int port, rc;
@@ -490,7 +404,7 @@ Test(netns, migrate_across_namespaces, .timeout = 150)
 Test(netns, protect_then_primary_killed_failover, .timeout = 150)
 {
     struct env *e = &g_env;
-    struct proc *p = &g_pri, *s = &g_sec;
+    struct fproc *p = &g_pri, *s = &g_sec;
     char args[1024], out[8192], fence[160];
     const char *ck;
     long long rx0;

@@ -531,10 +531,27 @@ static int check_disk(struct vctx *v, json_t *disk, size_t idx)
     return 0;
 }
 
+/* Element i of arr (already checked: it has a string "id") must not reuse
+ * the id of an earlier element. */
+static int check_unique_id(struct vctx *v, json_t *arr, size_t i,
+                           const char *what, const char *member)
+{
+    const char *id =
+        json_string_value(json_object_get(json_array_get(arr, i), "id"));
+
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(id, json_string_value(
+                            json_object_get(json_array_get(arr, j), "id"))))
+            return verr_key(v, "id",
+                            "duplicate %s id \"%s\" (also $.%s[%zu].id)", what,
+                            id, member, j);
+    return 0;
+}
+
 static int check_disks(struct vctx *v, json_t *root)
 {
     json_t *disks, *d;
-    size_t i, j, old;
+    size_t i, old;
     int rc;
 
     rc = get_typed(v, root, "disks", JSON_ARRAY, &disks);
@@ -549,19 +566,8 @@ static int check_disks(struct vctx *v, json_t *root)
         size_t o2 = path_push_index(v, i);
 
         rc = check_disk(v, d, i);
-        if (rc >= 0) {
-            const char *id = json_string_value(json_object_get(d, "id"));
-
-            for (j = 0; j < i; j++)
-                if (!strcmp(id, json_string_value(json_object_get(
-                                    json_array_get(disks, j), "id")))) {
-                    rc = verr_key(v, "id",
-                                  "duplicate disk id \"%s\" (also "
-                                  "$.disks[%zu].id)",
-                                  id, j);
-                    break;
-                }
-        }
+        if (rc >= 0)
+            rc = check_unique_id(v, disks, i, "disk", "disks");
         path_pop(v, o2);
         if (rc < 0)
             break;
@@ -663,7 +669,7 @@ static int check_device(struct vctx *v, const json_t *dev)
 static int check_devices(struct vctx *v, json_t *root)
 {
     json_t *devs, *d;
-    size_t i, j, old;
+    size_t i, old;
     int rc = 0;
 
     rc = get_typed(v, root, "devices", JSON_ARRAY, &devs);
@@ -678,19 +684,8 @@ static int check_devices(struct vctx *v, json_t *root)
         size_t o2 = path_push_index(v, i);
 
         rc = check_device(v, d);
-        if (rc >= 0) {
-            const char *id = json_string_value(json_object_get(d, "id"));
-
-            for (j = 0; j < i; j++)
-                if (!strcmp(id, json_string_value(json_object_get(
-                                    json_array_get(devs, j), "id")))) {
-                    rc = verr_key(v, "id",
-                                  "duplicate device id \"%s\" (also "
-                                  "$.devices[%zu].id)",
-                                  id, j);
-                    break;
-                }
-        }
+        if (rc >= 0)
+            rc = check_unique_id(v, devs, i, "device", "devices");
         path_pop(v, o2);
         if (rc < 0)
             break;

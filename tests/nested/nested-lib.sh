@@ -1,0 +1,123 @@
+# nested-lib.sh: helpers for run.sh scripts in a nested host's dom0
+# (busybox sh). Use: . "$NESTED_LIB". Copied to /share by nested-run.
+# Tick guests print "tick N" on their console; xenconsoled logs it to
+# /var/log/xen/console/guest-<name>.log (guest-<name>--incoming.log after
+# an incoming migration).
+
+NL_CONSOLE_DIR=/var/log/xen/console
+
+# nl_fail MSG: report a failed assertion and end run.sh with status 1.
+nl_fail() {
+    echo "FAIL: $*"
+    exit 1
+}
+
+# nl_now_ms: dom0 uptime in milliseconds (10 ms resolution).
+nl_now_ms() {
+    awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime
+}
+
+# nl_time LABEL CMD...: run CMD, append "LABEL <ms> <status>" to
+# $COLO_OUT/timings and print it; returns CMD's status.
+nl_time() {
+    local label=$1 t0 t1 rc
+    shift
+    t0=$(nl_now_ms)
+    "$@"
+    rc=$?
+    t1=$(nl_now_ms)
+    echo "$label $((t1 - t0)) $rc" >>"$COLO_OUT/timings"
+    echo "timing: $label $((t1 - t0)) ms (status $rc)"
+    return $rc
+}
+
+# nl_tick_cfg NAME [pvh|pv] [MEM_MiB]: print an xl config for a tick guest.
+nl_tick_cfg() {
+    cat <<CFG
+name = "$1"
+type = "${2:-pvh}"
+kernel = "$COLO_TICK_KERNEL"
+ramdisk = "$COLO_TICK_INITRD"
+extra = "console=hvc0 quiet"
+memory = ${3:-128}
+vcpus = 1
+tsc_mode = "native"
+on_crash = "preserve"
+CFG
+}
+
+# nl_tick_logs NAME: the console logs of guest NAME, oldest first.
+nl_tick_logs() {
+    ls -tr "$NL_CONSOLE_DIR/guest-$1.log" \
+        "$NL_CONSOLE_DIR/guest-$1--incoming.log" 2>/dev/null
+}
+
+# nl_ticks_max NAME: the highest tick guest NAME printed so far (0: none).
+nl_ticks_max() {
+    local logs
+    logs=$(nl_tick_logs "$1")
+    [ -n "$logs" ] || { echo 0; return; }
+    cat $logs | tr -d '\r' |
+        awk '/^tick [0-9]+$/ { if ($2 + 0 > m) m = $2 + 0 } END { print m + 0 }'
+}
+
+# nl_wait_ticks NAME MIN SECONDS: wait until guest NAME printed a tick
+# >= MIN; status 1 (and a message) at the deadline.
+nl_wait_ticks() {
+    local end=$(($(nl_now_ms) + $3 * 1000)) m
+    while :; do
+        m=$(nl_ticks_max "$1")
+        [ "$m" -ge "$2" ] && return 0
+        if [ "$(nl_now_ms)" -ge $end ]; then
+            echo "nl_wait_ticks: $1 reached tick $m, not $2, in $3 s"
+            return 1
+        fi
+        usleep 200000
+    done
+}
+
+# nl_check_ticks NAME: the ticks never went back nor restarted: in every
+# console log of NAME the tick numbers strictly increase, and "tick 1"
+# appears once in all of them together. Status 1 with a message if not.
+nl_check_ticks() {
+    local f logs ones
+    logs=$(nl_tick_logs "$1")
+    [ -n "$logs" ] || { echo "nl_check_ticks: no console log of $1"; return 1; }
+    for f in $logs; do
+        tr -d '\r' <"$f" | awk -v f="$f" '
+            /^tick [0-9]+$/ {
+                if (n && $2 + 0 <= last) {
+                    printf "nl_check_ticks: %s: tick %d after %d\n", f, $2, last
+                    bad = 1
+                }
+                last = $2 + 0; n++
+            }
+            END { exit bad }' || return 1
+    done
+    ones=$(cat $logs | tr -d '\r' | grep -c '^tick 1$')
+    [ "$ones" = 1 ] || { echo "nl_check_ticks: $1 printed tick 1 $ones times"; return 1; }
+    return 0
+}
+
+# nl_assert_continues NAME BEFORE SECONDS: after an operation, guest NAME
+# goes on counting: a tick > BEFORE + 2 within SECONDS, and nl_check_ticks.
+nl_assert_continues() {
+    nl_wait_ticks "$1" $(($2 + 3)) "$3" || nl_fail "$1 does not tick on after tick $2"
+    nl_check_ticks "$1" || nl_fail "$1: ticks not continuous"
+    echo "ok: $1 continues: tick $2 -> $(nl_ticks_max "$1")"
+}
+
+# nl_wait_file PATH SECONDS: wait until PATH exists (e.g. written by the
+# other host in the shared /share); status 1 at the deadline.
+nl_wait_file() {
+    local end=$(($(nl_now_ms) + $2 * 1000))
+    until [ -e "$1" ]; do
+        [ "$(nl_now_ms)" -ge $end ] && { echo "nl_wait_file: no $1 after $2 s"; return 1; }
+        usleep 200000
+    done
+}
+
+# nl_domid NAME: the domain id of NAME (empty if there is none).
+nl_domid() {
+    xl domid "$1" 2>/dev/null
+}

@@ -718,7 +718,8 @@ int orch_cmd_save(int argc, char **argv)
     json_t *fin = NULL;
     int c, rc;
 
-    if (argc >= 2 && is_domid(argv[1]))
+    if (argc >= 2 && argv[1][0] != '-' &&
+        (is_domid(argv[1]) || orch_xen_domain_exists(argv[1])))
         return orch_cmd_xen_save(argc, argv);
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hc", opts, NULL)) != -1) {

@@ -2,6 +2,8 @@
 #ifndef COLO_ORCH_CMD_VM_H
 #define COLO_ORCH_CMD_VM_H
 
+#include <stdbool.h>
+
 int orch_cmd_start(int argc, char **argv);
 int orch_cmd_receive(int argc, char **argv);
 int orch_cmd_standby(int argc, char **argv);
@@ -20,5 +22,7 @@ int orch_cmd_restore(int argc, char **argv);
 /* The Xen forms (cmd_xen.c). */
 int orch_cmd_xen_save(int argc, char **argv);
 int orch_cmd_xen_restore(int argc, char **argv);
+/* A Xen domain of that name or id exists (false without Xen). */
+bool orch_xen_domain_exists(const char *what);
 
 #endif

@@ -1,0 +1,154 @@
+/*
+ * Xen domain operations: the part of libxl's job colo needs around
+ * libxenguest, done directly with libxenctrl and libxenstore (Xen's
+ * tools/libs/light/libxl_dom.c, libxl_create.c, libxl_dom_suspend.c are
+ * the reference). Only checkpoint/ includes xenctrl.h; this header keeps
+ * it out.
+ *
+ * What is covered, per domain type:
+ *   PVH   everything below (the nested Xen tests run PVH guests)
+ *   PV    everything but creation with e820_host / vNUMA
+ *   HVM   suspend, resume, info; creation is refused (it needs a device
+ *         model started before the restore: not written)
+ * Backend devices (vbd, vif, ...) are not set up on restore and not torn
+ * down on destroy: a domain that has any is refused by create and destroy
+ * with a message naming the device class.
+ *
+ * Suspend is asynchronous (a libevent watch on xenstore's fd and a
+ * deadline). Everything else is a short synchronous hypercall or xenstore
+ * transaction, as libxl does them.
+ *
+ * States of the suspend operation held by a handle:
+ *   IDLE       nothing.   suspend_start -> REQUESTED (on error: IDLE)
+ *   REQUESTED  control/shutdown = "suspend" written (or
+ *              xc_domain_shutdown for an HVM guest without PV drivers),
+ *              xenstore watches on @releaseDomain and control/shutdown,
+ *              a deadline timer. Each watch event re-reads the domain's
+ *              state: shut down with reason suspend -> done(0); shut down
+ *              otherwise, crashed, gone -> done(-COLO_EXEN).
+ *              deadline -> the request is withdrawn (control/shutdown
+ *              removed) -> done(-ETIMEDOUT).
+ *   suspend_cancel: REQUESTED -> IDLE, no callback.
+ * done is called exactly once per successful start, from the loop, as the
+ * last thing the handle does; the owner may close the handle inside it.
+ */
+#ifndef COLO_CHECKPOINT_XEN_DOM_H
+#define COLO_CHECKPOINT_XEN_DOM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct ckpt_xen_dom;
+
+enum ckpt_xen_domtype {
+    CKPT_XEN_DOM_PV = 1,
+    CKPT_XEN_DOM_PVH = 2,
+    CKPT_XEN_DOM_HVM = 3,
+};
+
+struct ckpt_xen_dominfo {
+    uint32_t domid;
+    enum ckpt_xen_domtype type;
+    bool paused, shutdown, dying, crashed;
+    unsigned int shutdown_reason; /* SHUTDOWN_* if shutdown */
+    uint64_t max_memkb;
+    uint64_t nr_pages;
+    unsigned int max_vcpus;
+    uint8_t uuid[16];
+    char name[128]; /* from xenstore; "" if it has none */
+};
+
+/* Open libxenctrl and xenstore. -COLO_EXEN with "no Xen hypervisor: ..."
+ * or "xenstore: ..." in why when this is not a working dom0. */
+int ckpt_xen_dom_open(struct ckpt_xen_dom **ret, char *why, size_t whysz);
+void ckpt_xen_dom_close(struct ckpt_xen_dom *d); /* NULL ok */
+
+/* The last failure's text (stable until the next call on d). */
+const char *ckpt_xen_dom_error(const struct ckpt_xen_dom *d);
+
+/* A decimal domid or a name (xenstore's /local/domain/N/name).
+ * -ENOENT if no such domain; domain 0 is refused (-EPERM). */
+int ckpt_xen_dom_find(struct ckpt_xen_dom *d, const char *what,
+                      uint32_t *ret_domid);
+int ckpt_xen_dom_info(struct ckpt_xen_dom *d, uint32_t domid,
+                      struct ckpt_xen_dominfo *ret);
+
+/* The domain's libxl configuration (the JSON libxl keeps in
+ * /var/lib/xen/userdata-d<domid>.<uuid>.libxl-json), malloc'd and
+ * NUL-terminated. -ENOENT if the domain was not made by libxl or colo. */
+int ckpt_xen_dom_config(struct ckpt_xen_dom *d, uint32_t domid, char **ret_json,
+                        size_t *ret_len);
+
+/* The userdata directory (tests point it elsewhere); default
+ * /var/lib/xen. Borrowed, must outlive d. */
+void ckpt_xen_dom_set_userdata_dir(struct ckpt_xen_dom *d, const char *dir);
+
+int ckpt_xen_dom_pause(struct ckpt_xen_dom *d, uint32_t domid);
+int ckpt_xen_dom_unpause(struct ckpt_xen_dom *d, uint32_t domid);
+/*
+ * Resume a domain that suspended itself. fast: the guest sees its suspend
+ * hypercall return 1 ("cancelled") and runs on in place (checkpoints,
+ * save --continue); otherwise it is the full resume a restore needs.
+ * Tells xenstored too (xs_resume_domain), as libxl does.
+ */
+int ckpt_xen_dom_resume(struct ckpt_xen_dom *d, uint32_t domid, bool fast);
+/* Destroy the domain and remove what colo or libxl wrote for it
+ * (xenstore /local/domain/N, /vm/UUID, /libxl/N; the userdata file). */
+int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid);
+
+typedef void ckpt_xen_suspend_done(struct ckpt_xen_dom *d, int rc,
+                                   void *opaque);
+int ckpt_xen_dom_suspend_start(struct ckpt_xen_dom *d, struct event_base *base,
+                               uint32_t domid, int timeout_ms,
+                               ckpt_xen_suspend_done *done, void *opaque);
+void ckpt_xen_dom_suspend_cancel(struct ckpt_xen_dom *d);
+
+/* ---- the receiving side ------------------------------------------------ */
+
+/* What creating an empty domain for a restore needs; parsed from libxl's
+ * JSON domain configuration (c_info / b_info). */
+struct ckpt_xen_newdom {
+    enum ckpt_xen_domtype type;
+    char name[128];
+    uint8_t uuid[16];
+    bool have_uuid;
+    unsigned int max_vcpus;
+    uint64_t avail_vcpus_mask; /* bit i: vcpu i online (first 64) */
+    uint64_t max_memkb, target_memkb;
+    uint64_t shadow_memkb; /* 0: libxl's formula */
+    unsigned int event_channels;
+    int max_grant_frames, max_maptrack_frames; /* -1: Xen's default */
+    int max_grant_version;                     /* -1: what the host has */
+    int tsc_mode; /* 0 default, 1 always_emulate, 2 native */
+    /* Filled by create: */
+    uint32_t store_evtchn, console_evtchn;
+    uint32_t store_domid, console_domid;
+};
+
+/* Parse libxl's domain configuration JSON (what xl save puts in its
+ * header; `xl list -l` prints it). -EINVAL with the reason in why. */
+int ckpt_xen_newdom_from_json(const char *json, size_t len,
+                              struct ckpt_xen_newdom *ret, char *why,
+                              size_t whysz);
+
+/*
+ * Create a paused, empty domain for a restore (libxl__domain_make +
+ * libxl__build_pre): createdomain, max memory, TSC mode, paging pool,
+ * the xenstore skeleton and the store/console event channels. On error
+ * nothing is left behind (the half-made domain is destroyed).
+ */
+int ckpt_xen_dom_create(struct ckpt_xen_dom *d, struct ckpt_xen_newdom *nd,
+                        uint32_t *ret_domid);
+/*
+ * After a successful xc_domain_restore (libxl__build_post + the console):
+ * the xenstore nodes (memory, store, console, cpus), introduce the domain
+ * to xenstored, record the configuration JSON (if not NULL) where libxl
+ * keeps it, so xl sees a domain like its own. The domain stays paused.
+ */
+int ckpt_xen_dom_finish(struct ckpt_xen_dom *d, uint32_t domid,
+                        const struct ckpt_xen_newdom *nd, uint64_t store_gfn,
+                        uint64_t console_gfn, const char *json);
+
+#endif

@@ -1,0 +1,550 @@
+/*
+ * Whole-domain Xen save/restore jobs (checkpoint/xen_job.h): the libxl
+ * stream layer, the helper and the domain operations, in the order
+ * libxl_stream_write.c / libxl_create.c run them.
+ */
+#include "checkpoint/xen_job.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xenctrl.h>
+#include <xenguest.h>
+
+#include "checkpoint/xen_helper.h"
+#include "common/buf.h"
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "transport/record.h"
+#include "transport/xen_stream.h"
+
+#define SUSPEND_TIMEOUT_MS  60000
+#define PRECOPY_MAX_ROUNDS  5 /* libxc's simple_precopy_policy */
+#define PRECOPY_DIRTY_FLOOR 50
+#define LIBXL_REC_MAX       (16u << 20) /* cap on a libxl record body */
+
+enum job_kind { JOB_SAVE, JOB_RESTORE };
+
+struct ckpt_xen_job {
+    enum job_kind kind;
+    struct event_base *base;
+    struct ckpt_xen_dom *d;
+    struct ckpt_xen_job_common c;
+    struct ckpt_xen_helper *h;
+    struct event *ev_done;
+    int fd;
+    uint32_t domid;
+    bool started, finished, cancelled;
+    /* save */
+    struct ckpt_xen_save_params sp;
+    bool suspended;
+    /* restore */
+    struct ckpt_xen_restore_params rp;
+    char *json;
+    bool created;
+    uint64_t store_gfn, console_gfn;
+    bool have_results;
+    /* result */
+    int rc;
+    char why[768];
+    uint64_t t_stop_ns, downtime_ms;
+};
+
+static void job_fire(evutil_socket_t fd, short what, void *arg)
+{
+    struct ckpt_xen_job *j = arg;
+
+    (void)fd;
+    (void)what;
+    j->finished = true;
+    j->c.done(j, j->rc, j->rc < 0 ? j->why : "", j->c.opaque);
+}
+
+/* Everything ends here: clean up per the rules in the header, then done()
+ * from the loop. */
+static void job_end(struct ckpt_xen_job *j, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void job_end(struct ckpt_xen_job *j, int rc, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (j->finished || event_pending(j->ev_done, EV_TIMEOUT, NULL))
+        return;
+    if (rc < 0 && fmt) {
+        va_start(ap, fmt);
+        vsnprintf(j->why, sizeof(j->why), fmt, ap);
+        va_end(ap);
+    }
+    j->rc = rc;
+    ckpt_xen_dom_suspend_cancel(j->d);
+    if (rc < 0 && j->kind == JOB_SAVE && j->suspended) {
+        /* Nothing lost on failure: the guest runs on where it was. */
+        if (ckpt_xen_dom_resume(j->d, j->domid, true) < 0)
+            colo_err("domain %" PRIu32 ": resuming after a failed save: %s",
+                     j->domid, ckpt_xen_dom_error(j->d));
+        else
+            colo_info("domain %" PRIu32 " resumed after the failed save",
+                      j->domid);
+        j->suspended = false;
+    }
+    if (rc < 0 && j->kind == JOB_RESTORE && j->created) {
+        if (ckpt_xen_dom_destroy(j->d, j->domid) < 0)
+            colo_err("domain %" PRIu32 ": destroying the half-restored "
+                     "domain: %s",
+                     j->domid, ckpt_xen_dom_error(j->d));
+        j->created = false;
+    }
+    event_active(j->ev_done, EV_TIMEOUT, 0);
+}
+
+/* ---- helper owner ------------------------------------------------------ */
+
+static void save_suspended(struct ckpt_xen_dom *d, int rc, void *opaque)
+{
+    struct ckpt_xen_job *j = opaque;
+
+    (void)d;
+    if (rc == 0) {
+        j->suspended = true;
+        j->t_stop_ns = colo_now_ns();
+    } else {
+        colo_err("domain %" PRIu32 ": suspend failed: %s", j->domid,
+                 ckpt_xen_dom_error(j->d));
+        snprintf(j->why, sizeof(j->why), "suspend failed: %s",
+                 ckpt_xen_dom_error(j->d));
+    }
+    ckpt_xen_helper_reply(j->h, rc == 0 ? 1 : 0);
+}
+
+static int precopy_policy(const struct ckpt_xen_call *c)
+{
+    int64_t dirty = (int64_t)c->c;
+
+    if ((dirty >= 0 && dirty < PRECOPY_DIRTY_FLOOR) ||
+        c->b >= PRECOPY_MAX_ROUNDS)
+        return XGS_POLICY_STOP_AND_COPY;
+    return XGS_POLICY_CONTINUE_PRECOPY;
+}
+
+static void on_call(struct ckpt_xen_helper *h, const struct ckpt_xen_call *c,
+                    void *opaque)
+{
+    struct ckpt_xen_job *j = opaque;
+    int rc;
+
+    switch (c->cb) {
+    case CKPT_XEN_CB_SUSPEND:
+        if (j->kind != JOB_SAVE)
+            break;
+        rc = ckpt_xen_dom_suspend_start(j->d, j->base, j->domid,
+                                        j->sp.suspend_timeout_ms
+                                            ? j->sp.suspend_timeout_ms
+                                            : SUSPEND_TIMEOUT_MS,
+                                        save_suspended, j);
+        if (rc < 0) {
+            snprintf(j->why, sizeof(j->why), "suspend failed: %s",
+                     ckpt_xen_dom_error(j->d));
+            ckpt_xen_helper_reply(h, 0);
+        }
+        return;
+    case CKPT_XEN_CB_PRECOPY_POLICY:
+        ckpt_xen_helper_reply(h, precopy_policy(c));
+        return;
+    case CKPT_XEN_CB_SWITCH_LOGDIRTY:
+        /* PV/PVH: no device model whose log-dirty to switch. */
+        ckpt_xen_helper_reply(h, 0);
+        return;
+    case CKPT_XEN_CB_STATIC_DATA_DONE:
+        if (c->a & XGR_SDD_MISSING_CPUID)
+            colo_warn("domain %" PRIu32 ": the stream has no CPUID policy "
+                      "(from Xen < 4.14?); Xen's default policy applies",
+                      j->domid);
+        ckpt_xen_helper_reply(h, 0);
+        return;
+    case CKPT_XEN_CB_CHECKPOINT:
+    case CKPT_XEN_CB_WAIT_CHECKPOINT:
+        /* A plain stream has no checkpoints: stop. */
+        ckpt_xen_helper_reply(h, 0);
+        return;
+    case CKPT_XEN_CB_POSTCOPY:
+        ckpt_xen_helper_reply(h, 1);
+        return;
+    }
+    colo_err("domain %" PRIu32 ": unexpected %s from the helper", j->domid,
+             ckpt_xen_cb_name(c->cb));
+    ckpt_xen_helper_reply(h, 0);
+}
+
+static void on_log(struct ckpt_xen_helper *h, int level, const char *line,
+                   void *opaque)
+{
+    struct ckpt_xen_job *j = opaque;
+
+    (void)h;
+    if (level >= 8) /* XTL_ERROR */
+        colo_warn("domain %" PRIu32 ": libxc: %s", j->domid, line);
+    else
+        colo_debug("domain %" PRIu32 ": libxc: %s", j->domid, line);
+}
+
+static void on_progress(struct ckpt_xen_helper *h, uint64_t done,
+                        uint64_t total, const char *what, void *opaque)
+{
+    struct ckpt_xen_job *j = opaque;
+
+    (void)h;
+    if (j->c.progress)
+        j->c.progress(j, done, total, what, j->c.opaque);
+}
+
+static void on_results(struct ckpt_xen_helper *h, uint64_t store_gfn,
+                       uint64_t console_gfn, void *opaque)
+{
+    struct ckpt_xen_job *j = opaque;
+
+    (void)h;
+    j->store_gfn = store_gfn;
+    j->console_gfn = console_gfn;
+    j->have_results = true;
+}
+
+static int read_tail(struct ckpt_xen_job *j);
+
+static void on_done(struct ckpt_xen_helper *h, int rc,
+                    const struct ckpt_xen_result *res, void *opaque)
+{
+    struct ckpt_xen_job *j = opaque;
+
+    (void)h;
+    if (rc < 0) {
+        if (j->cancelled)
+            job_end(j, -COLO_ECANCELLED, "cancelled");
+        else if (j->why[0])
+            job_end(j, rc, "%s", j->why);
+        else
+            job_end(j, rc, "libxenguest %s failed: %s",
+                    j->kind == JOB_SAVE ? "save" : "restore", res->error);
+        return;
+    }
+    if (j->kind == JOB_SAVE) {
+        if (!j->suspended) {
+            job_end(j, -COLO_EXEN,
+                    "libxc finished but never suspended the "
+                    "domain");
+            return;
+        }
+        rc = ckpt_xen_stream_end(j->fd, NULL, 0);
+        if (rc < 0) {
+            job_end(j, rc, "writing the stream's END: %s", colo_strerror(rc));
+            return;
+        }
+        if (j->sp.keep_running) {
+            rc = ckpt_xen_dom_resume(j->d, j->domid, true);
+            j->suspended = false;
+            if (rc < 0) {
+                job_end(j, rc, "saved, but resuming failed: %s",
+                        ckpt_xen_dom_error(j->d));
+                return;
+            }
+        } else {
+            rc = ckpt_xen_dom_destroy(j->d, j->domid);
+            j->suspended = false;
+            if (rc < 0) {
+                job_end(j, rc, "saved, but destroying failed: %s",
+                        ckpt_xen_dom_error(j->d));
+                return;
+            }
+        }
+        j->downtime_ms = (colo_now_ns() - j->t_stop_ns) / 1000000u;
+        job_end(j, 0, NULL);
+        return;
+    }
+    /* restore */
+    if (!j->have_results) {
+        j->store_gfn = res->store_gfn;
+        j->console_gfn = res->console_gfn;
+    }
+    rc = read_tail(j);
+    if (rc < 0)
+        return; /* job_end called */
+    rc = ckpt_xen_dom_finish(j->d, j->domid, &j->rp.newdom, j->store_gfn,
+                             j->console_gfn, j->json);
+    if (rc < 0) {
+        job_end(j, rc, "%s", ckpt_xen_dom_error(j->d));
+        return;
+    }
+    if (!j->rp.paused) {
+        rc = ckpt_xen_dom_unpause(j->d, j->domid);
+        if (rc < 0) {
+            job_end(j, rc, "%s", ckpt_xen_dom_error(j->d));
+            return;
+        }
+    }
+    j->created = false; /* it is the user's domain now */
+    job_end(j, 0, NULL);
+}
+
+static const struct ckpt_xen_helper_owner owner = {
+    .call = on_call,
+    .log = on_log,
+    .progress = on_progress,
+    .restore_results = on_results,
+    .done = on_done,
+};
+
+/* ---- restore: the libxl layer around libxc ----------------------------- */
+
+static int read_rec_hdr(struct ckpt_xen_job *j, uint32_t *type, uint32_t *len)
+{
+    uint8_t h[8];
+    int rc = colo_read_all(j->fd, h, sizeof(h));
+
+    if (rc < 0) {
+        job_end(j, rc, "reading a libxl record: %s", colo_strerror(rc));
+        return rc;
+    }
+    *type = colo_get_le32(h);
+    *len = colo_get_le32(h + 4);
+    if (*len > LIBXL_REC_MAX) {
+        job_end(j, -COLO_ESTREAM_TOO_BIG,
+                "libxl record type %" PRIu32 " of %" PRIu32 " bytes is over "
+                "the %u byte cap",
+                *type, *len, LIBXL_REC_MAX);
+        return -COLO_ESTREAM_TOO_BIG;
+    }
+    return 0;
+}
+
+static int skip_body(struct ckpt_xen_job *j, uint32_t len)
+{
+    uint8_t tmp[4096];
+    size_t left = ((size_t)len + 7) & ~(size_t)7;
+    int rc;
+
+    while (left) {
+        size_t n = left < sizeof(tmp) ? left : sizeof(tmp);
+
+        rc = colo_read_all(j->fd, tmp, n);
+        if (rc < 0) {
+            job_end(j, rc, "reading a libxl record: %s", colo_strerror(rc));
+            return rc;
+        }
+        left -= n;
+    }
+    return 0;
+}
+
+/* After libxc's END: libxl records up to libxl's END. PV/PVH streams have
+ * none; an emulator record means an HVM device model, which colo does not
+ * start for a Xen restore. */
+static int read_tail(struct ckpt_xen_job *j)
+{
+    uint32_t type, len;
+    int rc;
+
+    for (int n = 0; n < 64; n++) {
+        rc = read_rec_hdr(j, &type, &len);
+        if (rc < 0)
+            return rc;
+        switch (type) {
+        case XPRT_LIBXL_END:
+            return 0;
+        case XPRT_LIBXL_EMULATOR_XENSTORE_DATA:
+        case XPRT_LIBXL_EMULATOR_CONTEXT:
+            job_end(j, -COLO_ESTREAM_UNSUPPORTED,
+                    "the stream carries device-model state (an HVM "
+                    "domain); colo restores PV and PVH domains");
+            return -COLO_ESTREAM_UNSUPPORTED;
+        case XPRT_LIBXL_CHECKPOINT_END:
+            job_end(j, -COLO_ESTREAM_UNSUPPORTED,
+                    "a checkpointed (Remus/COLO) stream is not a save "
+                    "file; use colo standby to receive it");
+            return -COLO_ESTREAM_UNSUPPORTED;
+        default:
+            if (type & 0x80000000u) { /* optional record: skip */
+                rc = skip_body(j, len);
+                if (rc < 0)
+                    return rc;
+                continue;
+            }
+            job_end(j, -COLO_ESTREAM_CORRUPT,
+                    "unexpected libxl record type %" PRIu32
+                    " after libxc's stream",
+                    type);
+            return -COLO_ESTREAM_CORRUPT;
+        }
+    }
+    job_end(j, -COLO_ESTREAM_CORRUPT, "no libxl END record");
+    return -COLO_ESTREAM_CORRUPT;
+}
+
+/* ---- start ------------------------------------------------------------- */
+
+static struct ckpt_xen_job *job_new(struct event_base *base,
+                                    struct ckpt_xen_dom *d,
+                                    const struct ckpt_xen_job_common *c,
+                                    enum job_kind kind)
+{
+    struct ckpt_xen_job *j = calloc(1, sizeof(*j));
+
+    if (!j)
+        return NULL;
+    j->kind = kind;
+    j->base = base;
+    j->d = d;
+    j->c = *c;
+    j->fd = -1;
+    j->ev_done = event_new(base, -1, 0, job_fire, j);
+    j->h = ckpt_xen_helper_new(base, &owner, j);
+    if (!j->ev_done || !j->h) {
+        ckpt_xen_job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+static int start_helper(struct ckpt_xen_job *j, enum ckpt_xen_op op)
+{
+    struct ckpt_xen_helper_params hp = {
+        .exe = j->c.helper_exe,
+        .exe_args = j->c.helper_args,
+        .op = op,
+        .stream = CKPT_XEN_STREAM_PLAIN,
+        .domid = j->domid,
+        .io_fd = j->fd,
+        .back_fd = -1,
+    };
+
+    if (op == CKPT_XEN_OP_SAVE) {
+        hp.save_flags = j->sp.live ? CKPT_XEN_SAVE_LIVE : 0;
+    } else {
+        hp.store_evtchn = j->rp.newdom.store_evtchn;
+        hp.store_domid = j->rp.newdom.store_domid;
+        hp.console_evtchn = j->rp.newdom.console_evtchn;
+        hp.console_domid = j->rp.newdom.console_domid;
+    }
+    return ckpt_xen_helper_start(j->h, &hp);
+}
+
+int ckpt_xen_save_start(struct ckpt_xen_job **ret, struct event_base *base,
+                        struct ckpt_xen_dom *d,
+                        const struct ckpt_xen_save_params *p,
+                        const struct ckpt_xen_job_common *c)
+{
+    struct ckpt_xen_dominfo di;
+    struct ckpt_xen_job *j;
+    int rc;
+
+    *ret = NULL;
+    rc = ckpt_xen_dom_info(d, p->domid, &di);
+    if (rc < 0)
+        return rc;
+    if (di.type == CKPT_XEN_DOM_HVM)
+        return -ENOTSUP; /* needs QEMU's device state: not written */
+    j = job_new(base, d, c, JOB_SAVE);
+    if (!j)
+        return -ENOMEM;
+    j->sp = *p;
+    j->fd = p->fd;
+    j->domid = p->domid;
+    rc = ckpt_xen_stream_begin(j->fd);
+    if (rc >= 0)
+        rc = start_helper(j, CKPT_XEN_OP_SAVE);
+    if (rc < 0) {
+        ckpt_xen_job_free(j);
+        return rc;
+    }
+    j->started = true;
+    *ret = j;
+    return 0;
+}
+
+int ckpt_xen_restore_start(struct ckpt_xen_job **ret, struct event_base *base,
+                           struct ckpt_xen_dom *d,
+                           const struct ckpt_xen_restore_params *p,
+                           const struct ckpt_xen_job_common *c)
+{
+    uint8_t hdr[XPRT_LIBXL_HDR_SIZE], rh[8];
+    struct ckpt_xen_job *j;
+    int rc;
+
+    *ret = NULL;
+    rc = colo_read_all(p->fd, hdr, sizeof(hdr));
+    if (rc < 0)
+        return rc == -COLO_EPEER_CLOSED ? -COLO_ESTREAM_TRUNCATED : rc;
+    rc = xprt_libxl_hdr_check(hdr, NULL);
+    if (rc < 0)
+        return rc;
+    rc = colo_read_all(p->fd, rh, sizeof(rh));
+    if (rc < 0)
+        return rc == -COLO_EPEER_CLOSED ? -COLO_ESTREAM_TRUNCATED : rc;
+    if (colo_get_le32(rh) != XPRT_LIBXL_LIBXC_CONTEXT || colo_get_le32(rh + 4))
+        return -COLO_ESTREAM_CORRUPT;
+    j = job_new(base, d, c, JOB_RESTORE);
+    if (!j)
+        return -ENOMEM;
+    j->rp = *p;
+    j->fd = p->fd;
+    if (p->config_json) {
+        j->json = strdup(p->config_json);
+        if (!j->json) {
+            ckpt_xen_job_free(j);
+            return -ENOMEM;
+        }
+    }
+    j->rp.config_json = NULL;
+    rc = ckpt_xen_dom_create(d, &j->rp.newdom, &j->domid);
+    if (rc < 0) {
+        ckpt_xen_job_free(j);
+        return rc;
+    }
+    j->created = true;
+    rc = start_helper(j, CKPT_XEN_OP_RESTORE);
+    if (rc < 0) {
+        ckpt_xen_dom_destroy(d, j->domid);
+        j->created = false;
+        ckpt_xen_job_free(j);
+        return rc;
+    }
+    j->started = true;
+    *ret = j;
+    return 0;
+}
+
+uint32_t ckpt_xen_job_domid(const struct ckpt_xen_job *j)
+{
+    return j->domid;
+}
+
+uint64_t ckpt_xen_job_downtime_ms(const struct ckpt_xen_job *j)
+{
+    return j->downtime_ms;
+}
+
+void ckpt_xen_job_cancel(struct ckpt_xen_job *j)
+{
+    if (!j || !j->started || j->finished)
+        return;
+    j->cancelled = true;
+    ckpt_xen_dom_suspend_cancel(j->d);
+    ckpt_xen_helper_cancel(j->h); /* on_done follows from the loop */
+}
+
+void ckpt_xen_job_free(struct ckpt_xen_job *j)
+{
+    if (!j)
+        return;
+    ckpt_xen_dom_suspend_cancel(j->d);
+    ckpt_xen_helper_free(j->h);
+    if (j->ev_done)
+        event_free(j->ev_done);
+    free(j->json);
+    free(j);
+}

@@ -1,0 +1,118 @@
+/*
+ * Xen domain operations that run without a hypervisor: the libxl JSON
+ * configuration -> domain-creation parameters, and a clean refusal to open
+ * when there is no Xen. The operations themselves run in the nested Xen
+ * tests (tests/nested).
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "checkpoint/xen_dom.h"
+#include "common/error.h"
+
+/* The shape `xl list -l` / xl's save header use (libxl_domain_config). */
+static const char pvh_cfg[] =
+    "{\"c_info\": {\"type\": \"pvh\", \"name\": \"tick\", "
+    "\"uuid\": \"6b3c1a4e-0d2f-4a8b-9c1d-2e3f4a5b6c7d\", \"run_hotplug_"
+    "scripts\": \"True\"},"
+    " \"b_info\": {\"max_vcpus\": 2, \"avail_vcpus\": [0, 1],"
+    " \"max_memkb\": 131072, \"target_memkb\": 131072,"
+    " \"shadow_memkb\": 2048, \"event_channels\": 1023,"
+    " \"max_grant_frames\": 64, \"max_maptrack_frames\": 1024,"
+    " \"max_grant_version\": 1, \"tsc_mode\": \"native\","
+    " \"type.pvh\": {}, \"arch_arm\": {}},"
+    " \"on_reboot\": \"restart\"}";
+
+Test(dom, libxl_json_pvh)
+{
+    struct ckpt_xen_newdom nd;
+    char why[256] = "";
+
+    cr_assert_eq(ckpt_xen_newdom_from_json(pvh_cfg, strlen(pvh_cfg), &nd, why,
+                                           sizeof(why)),
+                 0, "%s", why);
+    cr_assert_eq(nd.type, CKPT_XEN_DOM_PVH);
+    cr_assert_str_eq(nd.name, "tick");
+    cr_assert(nd.have_uuid);
+    cr_assert_eq(nd.uuid[0], 0x6b);
+    cr_assert_eq(nd.uuid[15], 0x7d);
+    cr_assert_eq(nd.max_vcpus, 2);
+    cr_assert_eq(nd.avail_vcpus_mask, 3);
+    cr_assert_eq(nd.max_memkb, 131072);
+    cr_assert_eq(nd.target_memkb, 131072);
+    cr_assert_eq(nd.shadow_memkb, 2048);
+    cr_assert_eq(nd.max_grant_frames, 64);
+    cr_assert_eq(nd.max_maptrack_frames, 1024);
+    cr_assert_eq(nd.max_grant_version, 1);
+    cr_assert_eq(nd.tsc_mode, 2);
+}
+
+Test(dom, libxl_json_defaults)
+{
+    static const char cfg[] =
+        "{\"c_info\": {\"type\": \"pv\", \"name\": \"p\"},"
+        " \"b_info\": {\"max_memkb\": 65536}}";
+    struct ckpt_xen_newdom nd;
+    char why[256] = "";
+
+    cr_assert_eq(
+        ckpt_xen_newdom_from_json(cfg, strlen(cfg), &nd, why, sizeof(why)), 0,
+        "%s", why);
+    cr_assert_eq(nd.type, CKPT_XEN_DOM_PV);
+    cr_assert_not(nd.have_uuid);
+    cr_assert_eq(nd.max_vcpus, 1);
+    cr_assert_eq(nd.target_memkb, 65536); /* target defaults to max */
+    cr_assert_eq(nd.event_channels, 1023);
+    cr_assert_eq(nd.max_grant_frames, -1);
+    cr_assert_eq(nd.max_grant_version, -1);
+    cr_assert_eq(nd.tsc_mode, 0);
+}
+
+static void bad(const char *cfg, const char *expect)
+{
+    struct ckpt_xen_newdom nd;
+    char why[256] = "";
+
+    cr_assert_eq(
+        ckpt_xen_newdom_from_json(cfg, strlen(cfg), &nd, why, sizeof(why)),
+        -EINVAL, "accepted: %s", cfg);
+    cr_assert(strstr(why, expect), "'%s' does not say '%s'", why, expect);
+}
+
+Test(dom, libxl_json_rejected)
+{
+    bad("{\"c_info\": ", "line 1");
+    bad("{\"name\": \"x\"}", "no c_info/b_info");
+    bad("{\"c_info\": {\"type\": \"xen\", \"name\": \"a\"}, \"b_info\": {}}",
+        "c_info.type");
+    bad("{\"c_info\": {\"type\": \"pvh\"}, \"b_info\": {}}", "c_info.name");
+    bad("{\"c_info\": {\"type\": \"pvh\", \"name\": \"a\", \"uuid\": \"zz\"},"
+        " \"b_info\": {\"max_memkb\": 1}}",
+        "c_info.uuid");
+    bad("{\"c_info\": {\"type\": \"pvh\", \"name\": \"a\"},"
+        " \"b_info\": {\"max_vcpus\": 100000, \"max_memkb\": 1}}",
+        "max_vcpus");
+    bad("{\"c_info\": {\"type\": \"pvh\", \"name\": \"a\"}, \"b_info\": {}}",
+        "max_memkb");
+    bad("{\"c_info\": {\"type\": \"pvh\", \"name\": \"a\"},"
+        " \"b_info\": {\"max_memkb\": 1, \"tsc_mode\": \"native_paravirt\"}}",
+        "tsc_mode");
+}
+
+Test(dom, open_without_xen)
+{
+    struct ckpt_xen_dom *d = (void *)1;
+    char why[512] = "";
+    int rc = ckpt_xen_dom_open(&d, why, sizeof(why));
+
+    if (rc == 0) {
+        ckpt_xen_dom_close(d);
+        printf("SKIP: a Xen hypervisor is present (nested tests cover it)\n");
+        return;
+    }
+    cr_assert_eq(rc, -COLO_EXEN);
+    cr_assert_null(d);
+    cr_assert(strstr(why, "no Xen hypervisor"), "%s", why);
+}

@@ -4,7 +4,7 @@
  *   colo __xen-helper save|restore ...   (hidden) the libxenguest helper
  *       process; argv as in checkpoint/xen_helper.h. Started by colo
  *       itself, never by hand.
- *   colo save DOMID|NAME FILE [--continue] [--no-live]
+ *   colo save DOMID|NAME FILE [--continue] [--live]
  *       write an xl-format save file (xl header with the domain's libxl
  *       configuration, then the libxl v2 stream with libxc's inside) that
  *       `xl restore` can restore. The file appears only when complete.
@@ -141,13 +141,13 @@ int orch_cmd_xen_save(int argc, char **argv)
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
         {"continue", no_argument, NULL, 'c'},
-        {"no-live", no_argument, NULL, 'L'},
+        {"live", no_argument, NULL, 'l'},
         {NULL, 0, NULL, 0},
     };
     struct xrun r = {.tty = isatty(2), .last_pct = (uint64_t)-1};
     struct ckpt_xen_job_common jc = {
         .done = job_done, .progress = job_progress, .opaque = &r};
-    struct ckpt_xen_save_params sp = {.live = true};
+    struct ckpt_xen_save_params sp = {0};
     struct ckpt_xen_dom *d = NULL;
     struct ckpt_xen_job *j = NULL;
     struct ckpt_xen_dominfo di;
@@ -159,25 +159,30 @@ int orch_cmd_xen_save(int argc, char **argv)
 
     colo_buf_init(&hdr, 0);
     tmp[0] = '\0';
-    optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "hc", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hcl", opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             printf("Usage: colo save DOMID|NAME FILE [--continue] "
-                   "[--no-live]\n"
+                   "[--live]\n"
                    "Save a Xen domain to FILE, an xl save file ('xl "
                    "restore' and 'colo restore'\nread it), with its libxl "
                    "configuration. The domain is destroyed afterwards\n"
                    "unless --continue (it runs on in place). On failure the "
                    "domain runs on\nand FILE is not created.\n"
-                   "      --no-live   suspend first, copy memory once\n");
+                   "      --continue  resume the domain in place afterwards "
+                   "(implies --live)\n"
+                   "      --live      copy memory while the domain runs, "
+                   "then suspend it for\n"
+                   "                  the rest (shorter pause; default: "
+                   "suspend first, as xl save)\n");
             return ORCH_EXIT_OK;
         case 'c':
             sp.keep_running = true;
+            sp.live = true;
             break;
-        case 'L':
-            sp.live = false;
+        case 'l':
+            sp.live = true;
             break;
         default:
             return orch_usage_error("save", "unknown option '%s'",
@@ -219,6 +224,8 @@ int orch_cmd_xen_save(int argc, char **argv)
         goto out;
     }
     fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd >= 0 && fchmod(fd, 0644) < 0)
+        colo_warn("%s: chmod: %s", tmp, strerror(errno));
     if (fd < 0) {
         fprintf(stderr, "colo: save: %s: %s\n", tmp, strerror(errno));
         tmp[0] = '\0';
@@ -358,7 +365,6 @@ int orch_cmd_xen_restore(int argc, char **argv)
     char why[512] = "", *json = NULL;
     int c, rc, st = ORCH_EXIT_FAIL, fd = -1;
 
-    optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hpn:", opts, NULL)) != -1) {
         switch (c) {

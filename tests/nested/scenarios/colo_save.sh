@@ -1,0 +1,72 @@
+# nested.colo_save: colo's Xen save/restore on a running PVH tick guest,
+# and interoperability with Xen's own toolstack in both directions:
+#   colo save  -> xl restore      (xl reads colo's file)
+#   xl save    -> colo restore    (colo reads xl's file)
+#   colo save  -> colo restore
+#   colo save --continue          (the guest runs on in place)
+#   colo restore of a truncated file fails, no domain left behind
+# The ticks must go on after each step, never going back. colo's save file
+# is left in $COLO_OUT for the host-side check (verify-stream-v2).
+. "$NESTED_LIB"
+[ -n "${COLO:-}" ] || nl_fail "no \$COLO (nested-run --colo)"
+type=${NESTED_TICK_TYPE:-pvh}
+nl_tick_cfg tick "$type" >/tmp/tick.cfg
+nl_time create xl create /tmp/tick.cfg || nl_fail "xl create"
+nl_wait_ticks tick 3 120 || nl_fail "the tick guest does not tick"
+
+# 1. colo save -> xl restore
+before=$(nl_ticks_max tick)
+nl_time colo_save $COLO save tick /tmp/colo.save || nl_fail "colo save"
+[ -z "$(nl_domid tick)" ] || nl_fail "tick still runs after colo save"
+ls -l /tmp/colo.save
+$COLO verify-stream /tmp/colo.save || nl_fail "colo verify-stream rejects colo's save file"
+cp /tmp/colo.save "$COLO_OUT/colo.save" || nl_fail "copy to the share"
+nl_time xl_restore_colo_file xl restore /tmp/colo.save ||
+    nl_fail "xl restore of the file colo save wrote"
+nl_assert_continues tick "$before" 60
+
+# 2. xl save -> colo restore
+before=$(nl_ticks_max tick)
+nl_time xl_save xl save tick /tmp/xl.save || nl_fail "xl save"
+nl_time colo_restore_xl_file $COLO restore /tmp/xl.save ||
+    nl_fail "colo restore of the file xl save wrote"
+xl list
+[ -n "$(nl_domid tick)" ] || nl_fail "no domain tick after colo restore"
+nl_assert_continues tick "$before" 60
+
+# 3. colo save -> colo restore (of a domain colo restored: its config
+#    came from colo's own userdata record)
+before=$(nl_ticks_max tick)
+nl_time colo_save2 $COLO save tick /tmp/colo2.save || nl_fail "colo save (2)"
+nl_time colo_restore $COLO restore /tmp/colo2.save || nl_fail "colo restore"
+nl_assert_continues tick "$before" 60
+
+# 4. colo save --continue: the guest runs on where it was
+before=$(nl_ticks_max tick)
+id=$(nl_domid tick)
+nl_time colo_save_continue $COLO save tick /tmp/colo3.save --continue ||
+    nl_fail "colo save --continue"
+[ "$(nl_domid tick)" = "$id" ] || nl_fail "save --continue changed the domain"
+nl_assert_continues tick "$before" 60
+
+# 5. a truncated file: a clear error, nothing left behind
+xl destroy tick || nl_fail "xl destroy"
+n_before=$(xl list | wc -l)
+size=$(stat -c %s /tmp/colo3.save)
+head -c $((size / 2)) /tmp/colo3.save >/tmp/cut.save
+$COLO restore /tmp/cut.save
+rc=$?
+[ $rc -ne 0 ] || nl_fail "colo restore accepted a corrupt file"
+echo "corrupt file: exit $rc"
+[ -z "$(nl_domid tick)" ] || nl_fail "a half-restored domain was left behind"
+xl list
+[ "$(xl list | wc -l)" -eq "$n_before" ] || nl_fail "domains left behind"
+
+{
+    echo "# colo vs xl, $type tick guest, 128 MiB (ms, status)"
+    printf '%-24s %8s %s\n' op ms status
+    while read -r op ms rc; do printf '%-24s %8s %s\n' "$op" "$ms" "$rc"; done \
+        <"$COLO_OUT/timings"
+} >"$COLO_OUT/results"
+cat "$COLO_OUT/results"
+echo "ok: colo save/restore with xl interop, ticks continuous"

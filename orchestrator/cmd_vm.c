@@ -4,6 +4,7 @@
  * (short-lived clients of a host's control socket, ctl.c).
  */
 #include "cmd_vm.h"
+#include "xen_migrate.h"
 
 #include "ctl.h"
 #include "host.h"
@@ -457,8 +458,13 @@ static int run_job(const char *cmd, int argc, char **argv)
     return rc;
 }
 
+static bool is_domid(const char *s);
+
 int orch_cmd_migrate(int argc, char **argv)
 {
+    if (argc >= 2 && argv[1][0] != '-' &&
+        (is_domid(argv[1]) || orch_xen_domain_exists(argv[1])))
+        return orch_cmd_xen_migrate(argc, argv);
     return run_job("migrate", argc, argv);
 }
 

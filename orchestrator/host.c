@@ -6,6 +6,7 @@
  * socket dispatcher and the two entry points.
  */
 #include "host.h"
+#include "xen_migrate.h"
 
 #include "config.h"
 #include "ctl.h"
@@ -24,6 +25,7 @@
 #include "transport/link.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
@@ -100,6 +102,7 @@ struct orch_host {
     struct evconnlistener *listener;
     struct ckpt_secondary *sec;
     struct ckpt_secondary *sec_retired; /* done(0): holds the link only */
+    struct orch_xen_recv *xrecv;        /* a Xen domain coming in */
     struct orch_child *fence;
     struct orch_connect *witness;
     int64_t took_over_from;
@@ -865,6 +868,41 @@ static void sec_done(void *arg, int rc, const struct ckpt_stats *st)
     evconnlistener_enable(h->listener);
 }
 
+static void xen_received(void *arg, int rc, const char *why, uint32_t domid)
+{
+    struct orch_host *h = arg;
+
+    if (rc < 0) {
+        colo_err("receiving the Xen domain failed: %s", why);
+        host_exit(h, orch_exit_code(rc));
+        return;
+    }
+    printf("colo: Xen domain %" PRIu32 " now runs here\n", domid);
+    fflush(stdout);
+    host_exit(h, ORCH_EXIT_OK);
+}
+
+/* The primary offers a Xen domain: xen_migrate.c takes it from here. The
+ * secondary engine has ended; it is freed with the host. */
+static void sec_xen_incoming(void *arg, struct ckpt_secondary *s,
+                             struct xprt_link *link, const char *name,
+                             const char *config)
+{
+    struct orch_host *h = arg;
+    int rc;
+
+    h->sec_retired = s;
+    h->sec = NULL;
+    if (h->listener)
+        evconnlistener_disable(h->listener);
+    rc = orch_xen_recv_start(h->base, link, name, config, xen_received, h,
+                             &h->xrecv);
+    if (rc < 0) {
+        colo_err("receiving a Xen domain: %s", colo_strerror(rc));
+        host_exit(h, orch_exit_code(rc));
+    }
+}
+
 static void sec_accept(struct evconnlistener *l, evutil_socket_t fd,
                        struct sockaddr *sa, int socklen, void *arg)
 {
@@ -885,6 +923,8 @@ static void sec_accept(struct evconnlistener *l, evutil_socket_t fd,
         return;
     }
     colo_fd_set_cloexec(fd, 1);
+    if (!h->o.standby)
+        cbs.xen_incoming = sec_xen_incoming; /* migrate only */
     so.link.auth_key = h->key;
     so.link.heartbeat_ms = h->o.heartbeat_ms;
     so.link.timeout_ms = h->o.timeout_ms;
@@ -1467,6 +1507,7 @@ static void host_dispose(struct orch_host *h)
     if (h->job_req)
         job_finish(h, -COLO_ECANCELLED, "colo is stopping", NULL);
     ckpt_primary_free(h->prim);
+    orch_xen_recv_free(h->xrecv);
     ckpt_secondary_free(h->sec);
     ckpt_secondary_free(h->sec_retired);
     orch_connect_cancel(h->conn);

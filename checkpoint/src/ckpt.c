@@ -154,6 +154,9 @@ void ckpt_link_cfg_setup(const struct ckpt_link_opts *o, const char *name,
     unsigned to = o->timeout_ms ? o->timeout_ms : 1000;
 
     ckpt_link_cfg(o, name, cfg);
+    /* A loaded host (a nested Xen dom0 under TCG: seen at 5+ s) is slow
+     * to answer the handshake too. */
+    cfg->handshake_timeout_ms = CKPT_SETUP_TIMEOUT_MS / 2;
     if (to < CKPT_SETUP_TIMEOUT_MS)
         cfg->heartbeat_misses =
             (CKPT_SETUP_TIMEOUT_MS + cfg->heartbeat_ms - 1) / cfg->heartbeat_ms;

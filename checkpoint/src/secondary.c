@@ -683,6 +683,21 @@ static int on_config(struct ckpt_secondary *s, const struct xprt_item *it)
     s->vm_config = strndup(json, len);
     if (!s->vm_config)
         return -ENOMEM;
+    if (s->hello.flags & CKPT_HELLO_FLAG_XEN) {
+        struct xprt_link *l = s->link;
+
+        if (!s->cbs.xen_incoming) {
+            colo_err("secondary: the primary offers a Xen domain; this host "
+                     "takes QEMU VMs only");
+            return -COLO_EPEER_REJECTED;
+        }
+        /* Hand over: from here on the Xen receiver owns the link. */
+        s->link = NULL;
+        set_state(s, CKPT_S_DONE);
+        s->done_called = true;
+        s->cbs.xen_incoming(s->arg, s, l, s->hello.vm_name, s->vm_config);
+        return 1; /* s may be gone */
+    }
     req.vm_name = s->hello.vm_name;
     req.vm_config = s->vm_config;
     req.ram_size = s->hello.ram_size;
@@ -710,9 +725,11 @@ static void link_record(struct xprt_link *l, const struct xprt_item *it,
     case CKPT_S_HELLO:
         if (it->type == XPRT_COLO_HELLO && !s->have_hello)
             rc = on_hello(s, it);
-        else if (it->type == XPRT_COLO_VM_CONFIG)
+        else if (it->type == XPRT_COLO_VM_CONFIG) {
             rc = on_config(s, it);
-        else
+            if (rc == 1)
+                return; /* handed over to xen_incoming: s may be gone */
+        } else
             rc = -COLO_ESTREAM_CORRUPT;
         break;
     case CKPT_S_RECEIVING:

@@ -384,6 +384,9 @@ int ckpt_xen_dom_config(struct ckpt_xen_dom *d, uint32_t domid, char **ret_json,
     return 0;
 }
 
+static bool vm_path_shared(struct ckpt_xen_dom *d, uint32_t domid,
+                           const char *vm);
+
 /* ---- pause, resume, destroy -------------------------------------------- */
 
 int ckpt_xen_dom_pause(struct ckpt_xen_dom *d, uint32_t domid)
@@ -478,7 +481,7 @@ int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid)
     }
     snprintf(path, sizeof(path), "/local/domain/%" PRIu32, domid);
     xs_rm(d->xsh, XBT_NULL, path);
-    if (vm && vm[0] == '/')
+    if (vm && vm[0] == '/' && !vm_path_shared(d, domid, vm))
         xs_rm(d->xsh, XBT_NULL, vm);
     snprintf(path, sizeof(path), "/libxl/%" PRIu32, domid);
     xs_rm(d->xsh, XBT_NULL, path);
@@ -494,6 +497,49 @@ int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid)
         globfree(&g);
     }
     return 0;
+}
+
+int ckpt_xen_dom_rename(struct ckpt_xen_dom *d, uint32_t domid,
+                        const char *name)
+{
+    uint32_t other;
+    char *vm;
+    bool ok;
+
+    if (ckpt_xen_dom_find(d, name, &other) == 0 && other != domid)
+        return fail(d, -EEXIST, "a domain named '%s' exists already", name);
+    vm = xs_get(d, "/local/domain/%" PRIu32 "/vm", domid);
+    ok = xs_put(d, XBT_NULL, name, "/local/domain/%" PRIu32 "/name", domid);
+    if (ok && vm && vm[0] == '/')
+        ok = xs_put(d, XBT_NULL, name, "%s/name", vm);
+    free(vm);
+    if (!ok)
+        return fail(d, -COLO_EXEN, "domain %" PRIu32 ": rename: %s", domid,
+                    strerror(errno));
+    return 0;
+}
+
+/* Another domain still uses this /vm/UUID path (a local migration: both
+ * halves share the UUID, as with xl). */
+static bool vm_path_shared(struct ckpt_xen_dom *d, uint32_t domid,
+                           const char *vm)
+{
+    char **ents;
+    unsigned int n = 0, i;
+    bool shared = false;
+
+    ents = xs_directory(d->xsh, XBT_NULL, "/local/domain", &n);
+    for (i = 0; ents && i < n && !shared; i++) {
+        char *other;
+
+        if (strtoul(ents[i], NULL, 10) == domid)
+            continue;
+        other = xs_get(d, "/local/domain/%s/vm", ents[i]);
+        shared = other && strcmp(other, vm) == 0;
+        free(other);
+    }
+    free(ents);
+    return shared;
 }
 
 /* ---- suspend ----------------------------------------------------------- */

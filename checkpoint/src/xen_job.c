@@ -245,7 +245,9 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
             job_end(j, rc, "writing the stream's END: %s", colo_strerror(rc));
             return;
         }
-        if (j->sp.keep_running) {
+        if (j->sp.leave_suspended) {
+            j->suspended = false; /* the caller's now */
+        } else if (j->sp.keep_running) {
             rc = ckpt_xen_dom_resume(j->d, j->domid, true);
             j->suspended = false;
             if (rc < 0) {

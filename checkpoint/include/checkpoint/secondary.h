@@ -108,6 +108,8 @@ struct ckpt_launch_req {
                              launcher picks a fresh file) */
 };
 
+struct xprt_link;
+
 struct ckpt_secondary_cbs {
     /* Launch a QEMU for req (see top); answer with
      * ckpt_secondary_launch_done(). Return < 0 to fail at once (then do
@@ -121,7 +123,20 @@ struct ckpt_secondary_cbs {
     void (*event)(void *arg, const struct ckpt_event *ev);
     /* rc 0: the guest runs here now. */
     void (*done)(void *arg, int rc, const struct ckpt_stats *stats);
+    /*
+     * Optional. The primary offers a Xen domain (HELLO flag XEN): after its
+     * HELLO and VM_CONFIG the engine hands the link over and ends (state
+     * DONE; done() is not called). The callee owns link (consumed: it sets
+     * its own callbacks at once) and may free s inside. name/config are
+     * valid only during the call. NULL: such a primary is refused.
+     */
+    void (*xen_incoming)(void *arg, struct ckpt_secondary *s,
+                         struct xprt_link *link, const char *name,
+                         const char *config);
 };
+
+/* HELLO flag of a primary that offers a Xen domain (checkpoint/xen_*). */
+#define CKPT_SECONDARY_HELLO_FLAG_XEN (1u << 2)
 
 struct ckpt_secondary_opts {
     const char *vm_name; /* expected VM name; NULL: accept any */

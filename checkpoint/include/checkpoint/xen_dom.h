@@ -98,6 +98,11 @@ int ckpt_xen_dom_resume(struct ckpt_xen_dom *d, uint32_t domid, bool fast);
  * (xenstore /local/domain/N, /vm/UUID, /libxl/N; the userdata file). */
 int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid);
 
+/* Rename a domain (xenstore name nodes, as libxl__domain_rename).
+ * -EEXIST if another domain has that name. */
+int ckpt_xen_dom_rename(struct ckpt_xen_dom *d, uint32_t domid,
+                        const char *name);
+
 typedef void ckpt_xen_suspend_done(struct ckpt_xen_dom *d, int rc,
                                    void *opaque);
 int ckpt_xen_dom_suspend_start(struct ckpt_xen_dom *d, struct event_base *base,

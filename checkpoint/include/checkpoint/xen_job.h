@@ -61,6 +61,8 @@ struct ckpt_xen_save_params {
     int fd;                 /* borrowed, blocking */
     bool live;              /* precopy while the guest runs */
     bool keep_running;      /* resume in place after the save (xl save -c) */
+    bool leave_suspended;   /* neither: the caller destroys or resumes it
+                             * (migration, after the target has it) */
     int suspend_timeout_ms; /* 0: 60 s (libxl's) */
 };
 

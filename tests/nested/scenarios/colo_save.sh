@@ -23,6 +23,7 @@ $COLO verify-stream /tmp/colo.save || nl_fail "colo verify-stream rejects colo's
 cp /tmp/colo.save "$COLO_OUT/colo.save" || nl_fail "copy to the share"
 nl_time xl_restore_colo_file xl restore /tmp/colo.save ||
     nl_fail "xl restore of the file colo save wrote"
+rm -f /tmp/colo.save # dom0's /tmp is RAM
 nl_assert_continues tick "$before" 60
 
 # 2. xl save -> colo restore
@@ -30,6 +31,7 @@ before=$(nl_ticks_max tick)
 nl_time xl_save xl save tick /tmp/xl.save || nl_fail "xl save"
 nl_time colo_restore_xl_file $COLO restore /tmp/xl.save ||
     nl_fail "colo restore of the file xl save wrote"
+rm -f /tmp/xl.save
 xl list
 [ -n "$(nl_domid tick)" ] || nl_fail "no domain tick after colo restore"
 nl_assert_continues tick "$before" 60
@@ -39,6 +41,7 @@ nl_assert_continues tick "$before" 60
 before=$(nl_ticks_max tick)
 nl_time colo_save2 $COLO save tick /tmp/colo2.save || nl_fail "colo save (2)"
 nl_time colo_restore $COLO restore /tmp/colo2.save || nl_fail "colo restore"
+rm -f /tmp/colo2.save
 nl_assert_continues tick "$before" 60
 
 # 4. colo save --continue: the guest runs on where it was
@@ -54,6 +57,7 @@ xl destroy tick || nl_fail "xl destroy"
 n_before=$(xl list | wc -l)
 size=$(stat -c %s /tmp/colo3.save)
 head -c $((size / 2)) /tmp/colo3.save >/tmp/cut.save
+rm -f /tmp/colo3.save
 $COLO restore /tmp/cut.save
 rc=$?
 [ $rc -ne 0 ] || nl_fail "colo restore accepted a corrupt file"

@@ -1,0 +1,786 @@
+/*
+ * Xen domain migration between two colo hosts.
+ *
+ *   source:  colo migrate DOMID|NAME HOST[:PORT]   (this process does it)
+ *   target:  colo receive [--listen H:P]           (host.c hands the link
+ *                                                   over on a Xen HELLO)
+ *
+ * The exchange (docs/xen.md has it with the record layouts):
+ *   S -> T  link handshake (HMAC unless --insecure), HELLO (flag XEN,
+ *           name, RAM), VM_CONFIG (libxl's JSON configuration)
+ *   T       checks the configuration and its Xen interface
+ *   T -> S  ACK(0)                 "ready": the target stops its link
+ *   S       stops its link; from here both sides use the raw socket
+ *   S -> T  libxl v2 stream with libxc's inside (live precopy, then the
+ *           domain is suspended and the rest sent); END
+ *   T       restores the domain PAUSED (as NAME--incoming if a domain of
+ *           that name runs on the target, i.e. a local migration)
+ *   T -> S  ACK(domid)             "restored, paused"
+ *   S       destroys the source domain
+ *   S -> T  ACK(1)                 "go"
+ *   T       renames, unpauses: the domain runs on the target
+ *   T -> S  ACK(domid)             "running"
+ * A failure before the target's "restored" makes the source resume its
+ * domain in place (nothing lost). After it, exactly one copy may run: if
+ * "go" never arrives the target keeps its copy paused and says so, since it
+ * cannot know whether the source destroyed its own (no split brain).
+ */
+#include "orch.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "checkpoint/secondary.h"
+#include "checkpoint/xen_dom.h"
+#include "checkpoint/xen_job.h"
+#include "cmd_vm.h"
+#include "common/buf.h"
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "host.h"
+#include "netutil.h"
+#include "transport/colo_rec.h"
+#include "transport/link.h"
+#include "transport/record.h"
+#include "xen_migrate.h"
+
+#define READY_TIMEOUT_MS   60000
+#define RESTORE_TIMEOUT_MS 600000 /* target restoring after the stream */
+#define GO_TIMEOUT_MS      60000
+#define SOCK_TIMEOUT_S     120 /* a silent peer during the raw phase */
+#define ACK_GO             1u
+
+/* ---- raw records on the detached, blocking socket ---------------------- */
+
+static int send_ack(int fd, uint64_t v)
+{
+    uint8_t b[8];
+
+    colo_put_le64(b, v);
+    return xprt_rec_write_fd(fd, XPRT_COLO_ACK, b, sizeof(b));
+}
+
+static int send_error(int fd, int code, const char *text)
+{
+    struct colo_buf b;
+    int rc;
+
+    colo_buf_init(&b, 0);
+    rc = xprt_error_write(&b, code, text);
+    if (rc >= 0)
+        rc = colo_write_all(fd, b.data, b.len);
+    colo_buf_dispose(&b);
+    return rc;
+}
+
+/*
+ * Read the next ACK (value in *v) within ms, skipping heartbeats. An ERROR
+ * record is -COLO_EPEER_REJECTED with its text in why.
+ */
+static int read_ack(int fd, int ms, uint64_t *v, char *why, size_t whysz)
+{
+    uint64_t end = colo_now_ns() + (uint64_t)ms * 1000000u;
+    uint8_t h[8], body[512];
+
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int64_t left = (int64_t)(end - colo_now_ns()) / 1000000;
+        uint32_t type, len, padded;
+        int rc;
+
+        if (left <= 0 || poll(&p, 1, (int)left) == 0) {
+            snprintf(why, whysz, "no answer from the peer in %d ms", ms);
+            return -ETIMEDOUT;
+        }
+        rc = colo_read_all(fd, h, sizeof(h));
+        if (rc < 0) {
+            snprintf(why, whysz, "the peer closed the connection (%s)",
+                     colo_strerror(rc));
+            return rc;
+        }
+        type = colo_get_le32(h);
+        len = colo_get_le32(h + 4);
+        padded = (len + 7) & ~7u;
+        if (padded > sizeof(body)) {
+            snprintf(why, whysz, "oversized record from the peer");
+            return -COLO_ESTREAM_TOO_BIG;
+        }
+        rc = colo_read_all(fd, body, padded);
+        if (rc < 0) {
+            snprintf(why, whysz, "the peer closed the connection (%s)",
+                     colo_strerror(rc));
+            return rc;
+        }
+        if (type == XPRT_COLO_HEARTBEAT)
+            continue;
+        if (type == XPRT_COLO_ACK && len == 8) {
+            *v = colo_get_le64(body);
+            return 0;
+        }
+        if (type == XPRT_COLO_ERROR) {
+            int32_t code = 0;
+            char text[400] = "";
+
+            xprt_error_decode(body, len, &code, text, sizeof(text));
+            snprintf(why, whysz, "the target says: %s", text);
+            return -COLO_EPEER_REJECTED;
+        }
+        snprintf(why, whysz, "unexpected record 0x%08" PRIx32 " from the peer",
+                 type);
+        return -COLO_ESTREAM_CORRUPT;
+    }
+}
+
+/* "ready" through the link, before both sides stop it. */
+static int send_ack_link(struct xprt_link *l)
+{
+    uint8_t b[8];
+
+    colo_put_le64(b, 0);
+    return xprt_link_send(l, XPRT_COLO_ACK, b, sizeof(b));
+}
+
+static void sock_timeouts(int fd)
+{
+    struct timeval tv = {.tv_sec = SOCK_TIMEOUT_S};
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* ==================== SOURCE ==================== */
+
+struct xsrc {
+    struct event_base *base;
+    struct xprt_link *link;
+    int fd; /* the link's, after detach */
+    int rc;
+    bool done;
+    char why[768];
+    const char *name;
+    const char *json;
+    uint64_t ram;
+    bool ready; /* the target's ACK(0) came through the link */
+    char refused[600];
+};
+
+static void src_stop(struct xsrc *m, int rc, const char *why)
+{
+    if (m->done)
+        return;
+    m->rc = rc;
+    if (why)
+        snprintf(m->why, sizeof(m->why), "%s", why);
+    m->done = true;
+    event_base_loopbreak(m->base);
+}
+
+static void src_detached(struct xprt_link *l, int rc, int fd,
+                         struct colo_buf *leftover, void *arg)
+{
+    struct xsrc *m = arg;
+
+    (void)l;
+    if (rc < 0) {
+        src_stop(m, rc, "the link failed while it was being handed over");
+        return;
+    }
+    /* Bytes read but not delivered: the target's ready (or refusal) may
+     * be among them, after heartbeats. */
+    for (size_t off = 0; off + 8 <= leftover->len;) {
+        uint32_t type = colo_get_le32(leftover->data + off);
+        uint32_t len = colo_get_le32(leftover->data + off + 4);
+        size_t padded = ((size_t)len + 7) & ~(size_t)7;
+
+        if (off + 8 + padded > leftover->len)
+            break;
+        if (type == XPRT_COLO_ACK)
+            m->ready = true;
+        else if (type == XPRT_COLO_ERROR) {
+            int32_t code;
+            char text[400] = "";
+
+            xprt_error_decode(leftover->data + off + 8, len, &code, text,
+                              sizeof(text));
+            snprintf(m->refused, sizeof(m->refused), "the target says: %s",
+                     text);
+        }
+        off += 8 + padded;
+    }
+    colo_buf_reset(leftover);
+    m->fd = fd;
+    src_stop(m, 0, NULL);
+}
+
+static void src_up(struct xprt_link *l, void *arg)
+{
+    struct xsrc *m = arg;
+    struct xprt_colo_hello h = {.version = XPRT_COLO_VERSION,
+                                .role = XPRT_ROLE_PRIMARY,
+                                .page_size = 4096,
+                                .flags = CKPT_SECONDARY_HELLO_FLAG_XEN,
+                                .ram_size = m->ram};
+    struct colo_buf b;
+    int rc;
+
+    snprintf(h.vm_name, sizeof(h.vm_name), "%s", m->name);
+    colo_buf_init(&b, 0);
+    rc = xprt_colo_hello_write(&b, &h);
+    if (rc >= 0)
+        rc = xprt_link_send_raw(l, b.data, b.len);
+    colo_buf_reset(&b);
+    if (rc >= 0)
+        rc = xprt_colo_config_write(&b, m->json, strlen(m->json));
+    if (rc >= 0)
+        rc = xprt_link_send_raw(l, b.data, b.len);
+    colo_buf_dispose(&b);
+    /* Nothing more goes through the link: hand the socket over once the
+     * two records are out (no heartbeats after that). */
+    if (rc >= 0)
+        rc = xprt_link_detach_start(l, src_detached, m);
+    if (rc < 0)
+        src_stop(m, rc, "sending HELLO and the configuration failed");
+}
+
+static void src_record(struct xprt_link *l, const struct xprt_item *it,
+                       void *arg)
+{
+    struct xsrc *m = arg;
+
+    (void)l;
+    /* The target's answer can overtake our detach. */
+    if (it->type == XPRT_COLO_ACK) {
+        m->ready = true;
+    } else if (it->type == XPRT_COLO_ERROR) {
+        int32_t code;
+        char text[400] = "";
+
+        xprt_error_decode(it->body, it->length, &code, text, sizeof(text));
+        snprintf(m->refused, sizeof(m->refused), "the target says: %s", text);
+    }
+}
+
+static void src_error(struct xprt_link *l, int rc, void *arg)
+{
+    struct xsrc *m = arg;
+    char why[600];
+
+    snprintf(why, sizeof(why), "link: %s", xprt_link_why(l));
+    src_stop(m, rc, why);
+}
+
+static const struct xprt_link_cbs src_cbs = {
+    .up = src_up,
+    .record = src_record,
+    .error = src_error,
+};
+
+struct xsave {
+    struct event_base *base;
+    int rc;
+    bool done;
+    char why[768];
+};
+
+static void save_done(struct ckpt_xen_job *j, int rc, const char *why,
+                      void *opaque)
+{
+    struct xsave *s = opaque;
+
+    (void)j;
+    s->rc = rc;
+    snprintf(s->why, sizeof(s->why), "%s", why);
+    s->done = true;
+    event_base_loopbreak(s->base);
+}
+
+static int read_key_opt(const char *key_file, bool insecure, uint8_t **key,
+                        size_t *len)
+{
+    *key = NULL;
+    *len = 0;
+    if (!key_file) {
+        if (insecure)
+            return 0;
+        fprintf(stderr, "colo: migrate: no --key-file given: links are "
+                        "authenticated by default (use --insecure to run "
+                        "without authentication)\n");
+        return -COLO_ECONFIG;
+    }
+    return xprt_key_read_file(key_file, key, len);
+}
+
+int orch_cmd_xen_migrate(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"key-file", required_argument, NULL, 'k'},
+        {"insecure", no_argument, NULL, 'I'},
+        {NULL, 0, NULL, 0},
+    };
+    struct xsrc m = {.fd = -1};
+    struct xsave sv = {0};
+    struct ckpt_xen_job_common jc = {.done = save_done, .opaque = &sv};
+    struct ckpt_xen_save_params sp = {.live = true, .leave_suspended = true};
+    struct ckpt_xen_dom *d = NULL;
+    struct ckpt_xen_job *j = NULL;
+    struct ckpt_xen_dominfo di;
+    struct xprt_link_cfg cfg;
+    const char *key_file = NULL;
+    bool insecure = false, suspended = false;
+    char *host = NULL, *json = NULL, why[512] = "";
+    uint8_t *key = NULL;
+    size_t key_len = 0, json_len;
+    uint16_t port;
+    uint64_t v, t0;
+    int c, rc, st = ORCH_EXIT_FAIL;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            printf("Usage: colo migrate DOMID|NAME HOST[:PORT] "
+                   "[--key-file FILE | --insecure]\n"
+                   "Move a running Xen domain to HOST (running 'colo "
+                   "receive'): live precopy,\nthen a short suspend. The "
+                   "source is destroyed only once the target has\nthe "
+                   "domain; on any failure before that it runs on here.\n"
+                   "      --key-file FILE   the shared key of the link\n"
+                   "      --insecure        no authentication\n");
+            return ORCH_EXIT_OK;
+        case 'k':
+            key_file = optarg;
+            break;
+        case 'I':
+            insecure = true;
+            break;
+        default:
+            return orch_usage_error("migrate", "unknown option '%s'",
+                                    argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 2)
+        return orch_usage_error("migrate", "expected DOMID|NAME and "
+                                           "HOST[:PORT]");
+    if (orch_parse_hostport(argv[optind + 1], ORCH_DEFAULT_PORT, &host, &port) <
+        0)
+        return orch_usage_error("migrate", "bad HOST[:PORT] '%s'",
+                                argv[optind + 1]);
+    rc = read_key_opt(key_file, insecure, &key, &key_len);
+    if (rc < 0) {
+        if (key_file)
+            fprintf(stderr, "colo: migrate: key file %s: %s\n", key_file,
+                    colo_strerror(rc));
+        st = ORCH_EXIT_CONFIG;
+        goto out;
+    }
+    if (ckpt_xen_dom_open(&d, why, sizeof(why)) < 0) {
+        fprintf(stderr, "colo: migrate: %s\n", why);
+        goto out;
+    }
+    if (ckpt_xen_dom_find(d, argv[optind], &sp.domid) < 0 ||
+        ckpt_xen_dom_info(d, sp.domid, &di) < 0) {
+        fprintf(stderr, "colo: migrate: %s\n", ckpt_xen_dom_error(d));
+        goto out;
+    }
+    if (di.type == CKPT_XEN_DOM_HVM) {
+        fprintf(stderr,
+                "colo: migrate: domain %" PRIu32 " is HVM: its "
+                "device model state is not carried yet\n",
+                sp.domid);
+        goto out;
+    }
+    if (ckpt_xen_dom_config(d, sp.domid, &json, &json_len) < 0) {
+        fprintf(stderr,
+                "colo: migrate: %s; the target needs it to create "
+                "the domain\n",
+                ckpt_xen_dom_error(d));
+        st = ORCH_EXIT_CONFIG;
+        goto out;
+    }
+    m.base = event_base_new();
+    if (!m.base)
+        goto out;
+    m.name = di.name;
+    m.json = json;
+    m.ram = di.max_memkb * 1024;
+    m.ram -= m.ram % 4096;
+    xprt_link_cfg_init(&cfg);
+    cfg.name = "to-target";
+    /* The link only carries the handshake, HELLO and the configuration;
+     * the target may be slow to answer while it checks its Xen. */
+    cfg.heartbeat_ms = 1000;
+    cfg.heartbeat_misses = 30;
+    cfg.handshake_timeout_ms = 30000;
+    cfg.connect_timeout_ms = 30000;
+    cfg.key = key;
+    cfg.key_len = key_len;
+    cfg.plain = !key;
+    t0 = colo_now_ns();
+    rc = xprt_link_connect(m.base, host, port, &cfg, &src_cbs, &m, &m.link);
+    if (rc < 0) {
+        fprintf(stderr, "colo: migrate: connecting to %s:%u: %s\n", host, port,
+                colo_strerror(rc));
+        st = ORCH_EXIT_PEER;
+        goto out;
+    }
+    while (!m.done)
+        if (event_base_dispatch(m.base) < 0)
+            break;
+    if (m.rc < 0 || m.fd < 0) {
+        fprintf(stderr, "colo: migrate: %s:%u: %s\n", host, port,
+                m.why[0] ? m.why : colo_strerror(m.rc));
+        st = ORCH_EXIT_PEER;
+        goto out;
+    }
+    sock_timeouts(m.fd);
+    if (m.refused[0]) {
+        fprintf(stderr, "colo: migrate: %s:%u: %s\n", host, port, m.refused);
+        st = ORCH_EXIT_PEER;
+        goto out;
+    }
+    rc = m.ready ? 0 : read_ack(m.fd, READY_TIMEOUT_MS, &v, why, sizeof(why));
+    if (rc < 0) {
+        fprintf(stderr, "colo: migrate: %s:%u: %s\n", host, port, why);
+        st = ORCH_EXIT_PEER;
+        goto out;
+    }
+    colo_info("migrating domain %" PRIu32 " (%s) to %s:%u", sp.domid, di.name,
+              host, port);
+    sv.base = m.base;
+    sp.fd = m.fd;
+    rc = ckpt_xen_save_start(&j, m.base, d, &sp, &jc);
+    if (rc < 0) {
+        fprintf(stderr, "colo: migrate: domain %" PRIu32 ": %s\n", sp.domid,
+                colo_strerror(rc));
+        goto out;
+    }
+    while (!sv.done)
+        if (event_base_dispatch(m.base) < 0)
+            break;
+    if (sv.rc < 0) {
+        /* The job resumed the domain already. */
+        fprintf(stderr,
+                "colo: migrate: domain %" PRIu32 ": %s; it runs on "
+                "here\n",
+                sp.domid, sv.why);
+        goto out;
+    }
+    suspended = true;
+    rc = read_ack(m.fd, RESTORE_TIMEOUT_MS, &v, why, sizeof(why));
+    if (rc < 0) {
+        fprintf(stderr,
+                "colo: migrate: %s; domain %" PRIu32 " runs on "
+                "here\n",
+                why, sp.domid);
+        st = ORCH_EXIT_PEER;
+        goto out;
+    }
+    /* The target holds a complete, paused copy: ours goes. */
+    rc = ckpt_xen_dom_destroy(d, sp.domid);
+    if (rc < 0) {
+        fprintf(stderr,
+                "colo: migrate: destroying the source: %s; the "
+                "target's copy stays paused\n",
+                ckpt_xen_dom_error(d));
+        goto out;
+    }
+    suspended = false;
+    rc = send_ack(m.fd, ACK_GO);
+    if (rc >= 0)
+        rc = read_ack(m.fd, GO_TIMEOUT_MS, &v, why, sizeof(why));
+    if (rc < 0) {
+        fprintf(stderr,
+                "colo: migrate: the source is destroyed but the "
+                "target did not confirm it runs the domain (%s); "
+                "check the target\n",
+                rc == -ETIMEDOUT || why[0] ? why : colo_strerror(rc));
+        st = ORCH_EXIT_PEER;
+        goto out;
+    }
+    printf("domain %" PRIu32 " (%s) migrated to %s:%u as domain %" PRIu64
+           " in %.1f s, %" PRIu64 " ms of downtime\n",
+           sp.domid, di.name, host, port, v, (double)(colo_now_ns() - t0) / 1e9,
+           ckpt_xen_job_downtime_ms(j));
+    st = ORCH_EXIT_OK;
+out:
+    if (suspended && ckpt_xen_dom_resume(d, sp.domid, true) < 0)
+        fprintf(stderr, "colo: migrate: resuming domain %" PRIu32 ": %s\n",
+                sp.domid, ckpt_xen_dom_error(d));
+    ckpt_xen_job_free(j);
+    xprt_link_free(m.link);
+    if (m.base)
+        event_base_free(m.base);
+    ckpt_xen_dom_close(d);
+    if (key) {
+        explicit_bzero(key, key_len);
+        free(key);
+    }
+    free(json);
+    free(host);
+    return st;
+}
+
+/* ==================== TARGET ==================== */
+
+struct orch_xen_recv {
+    struct event_base *base;
+    struct xprt_link *link;
+    struct ckpt_xen_dom *d;
+    struct ckpt_xen_job *job;
+    struct event *ev_done;
+    orch_xen_recv_done *done;
+    void *arg;
+    int fd; /* the link's, after detach */
+    char name[128], final_name[128];
+    char *json;
+    struct ckpt_xen_newdom nd;
+    uint32_t domid;
+    int rc;
+    char why[768];
+};
+
+static void recv_fire(evutil_socket_t fd, short what, void *arg)
+{
+    struct orch_xen_recv *r = arg;
+
+    (void)fd;
+    (void)what;
+    r->done(r->arg, r->rc, r->rc < 0 ? r->why : "", r->domid);
+}
+
+static void recv_end(struct orch_xen_recv *r, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void recv_end(struct orch_xen_recv *r, int rc, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (event_pending(r->ev_done, EV_TIMEOUT, NULL))
+        return;
+    r->rc = rc;
+    if (fmt) {
+        va_start(ap, fmt);
+        vsnprintf(r->why, sizeof(r->why), fmt, ap);
+        va_end(ap);
+    }
+    if (rc < 0 && r->fd >= 0)
+        send_error(r->fd, rc, r->why);
+    event_active(r->ev_done, EV_TIMEOUT, 0);
+}
+
+static void recv_restored(struct ckpt_xen_job *j, int rc, const char *why,
+                          void *opaque)
+{
+    struct orch_xen_recv *r = opaque;
+    char w[512] = "";
+    uint64_t v;
+
+    if (rc < 0) {
+        recv_end(r, rc, "restoring: %s", why);
+        return;
+    }
+    r->domid = ckpt_xen_job_domid(j);
+    colo_info("domain %" PRIu32 " (%s) restored, paused; waiting for the "
+              "source to let go",
+              r->domid, r->nd.name);
+    rc = send_ack(r->fd, r->domid);
+    if (rc >= 0)
+        rc = read_ack(r->fd, GO_TIMEOUT_MS, &v, w, sizeof(w));
+    if (rc < 0 || v != ACK_GO) {
+        /* Unknown whether the source destroyed its copy: ours stays
+         * paused rather than risk two running copies. */
+        r->fd = -1; /* no ERROR to a peer that is gone */
+        recv_end(r, rc < 0 ? rc : -COLO_ESTREAM_CORRUPT,
+                 "no word from the source after the restore (%s): domain "
+                 "%" PRIu32 " (%s) stays PAUSED; unpause it (xl unpause) "
+                 "only if the source domain is gone",
+                 w[0] ? w : "bad answer", r->domid, r->nd.name);
+        r->fd = -1;
+        return;
+    }
+    if (strcmp(r->nd.name, r->final_name) != 0 &&
+        ckpt_xen_dom_rename(r->d, r->domid, r->final_name) < 0)
+        colo_warn("domain %" PRIu32 ": %s", r->domid, ckpt_xen_dom_error(r->d));
+    else
+        snprintf(r->nd.name, sizeof(r->nd.name), "%s", r->final_name);
+    rc = ckpt_xen_dom_unpause(r->d, r->domid);
+    if (rc < 0) {
+        recv_end(r, rc, "%s", ckpt_xen_dom_error(r->d));
+        return;
+    }
+    send_ack(r->fd, r->domid);
+    recv_end(r, 0, NULL);
+}
+
+static void recv_detached(struct xprt_link *l, int rc, int fd,
+                          struct colo_buf *leftover, void *arg)
+{
+    struct orch_xen_recv *r = arg;
+    struct ckpt_xen_job_common jc = {.done = recv_restored, .opaque = r};
+    struct ckpt_xen_restore_params rp = {.paused = true};
+
+    (void)l;
+    if (rc < 0) {
+        recv_end(r, rc, "the link failed while it was being handed over");
+        return;
+    }
+    r->fd = fd;
+    if (leftover->len) {
+        /* The source sends nothing between VM_CONFIG and our ready. */
+        recv_end(r, -COLO_ESTREAM_CORRUPT,
+                 "the source sent %zu bytes before it was told to",
+                 leftover->len);
+        return;
+    }
+    sock_timeouts(fd);
+    rp.fd = fd;
+    rp.newdom = r->nd;
+    rp.config_json = r->json;
+    rc = ckpt_xen_restore_start(&r->job, r->base, r->d, &rp, &jc);
+    if (rc < 0)
+        recv_end(r, rc, "starting the restore: %s",
+                 rc == -COLO_EXEN || rc == -EEXIST ? ckpt_xen_dom_error(r->d)
+                                                   : colo_strerror(rc));
+}
+
+static void recv_record(struct xprt_link *l, const struct xprt_item *it,
+                        void *arg)
+{
+    struct orch_xen_recv *r = arg;
+
+    (void)l;
+    recv_end(r, -COLO_ESTREAM_CORRUPT,
+             "unexpected record 0x%08" PRIx32 " before the stream", it->type);
+}
+
+static void recv_link_error(struct xprt_link *l, int rc, void *arg)
+{
+    struct orch_xen_recv *r = arg;
+
+    recv_end(r, rc, "link: %s", xprt_link_why(l));
+}
+
+static const struct xprt_link_cbs recv_cbs = {
+    .record = recv_record,
+    .error = recv_link_error,
+};
+
+static void refuse_drained(struct xprt_link *l, int rc, int fd,
+                           struct colo_buf *leftover, void *arg)
+{
+    struct orch_xen_recv *r = arg;
+
+    (void)l;
+    (void)rc;
+    (void)fd;
+    colo_buf_reset(leftover);
+    event_active(r->ev_done, EV_TIMEOUT, 0);
+}
+
+int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
+                        const char *name, const char *config,
+                        orch_xen_recv_done *done, void *arg,
+                        struct orch_xen_recv **ret)
+{
+    struct orch_xen_recv *r = calloc(1, sizeof(*r));
+    char why[512] = "";
+    uint32_t other;
+    int rc;
+
+    *ret = NULL;
+    if (!r) {
+        xprt_link_free(link);
+        return -ENOMEM;
+    }
+    r->base = base;
+    r->link = link;
+    r->done = done;
+    r->arg = arg;
+    r->fd = -1;
+    xprt_link_set_cbs(link, &recv_cbs, r);
+    r->ev_done = event_new(base, -1, 0, recv_fire, r);
+    r->json = strdup(config);
+    if (!r->ev_done || !r->json) {
+        orch_xen_recv_free(r);
+        return -ENOMEM;
+    }
+    *ret = r;
+    rc = ckpt_xen_newdom_from_json(config, strlen(config), &r->nd, why,
+                                   sizeof(why));
+    if (rc < 0) {
+        snprintf(r->why, sizeof(r->why), "domain '%s': %s", name, why);
+        goto refuse;
+    }
+    rc = ckpt_xen_dom_open(&r->d, why, sizeof(why));
+    if (rc < 0) {
+        snprintf(r->why, sizeof(r->why), "%s", why);
+        goto refuse;
+    }
+    snprintf(r->final_name, sizeof(r->final_name), "%s", r->nd.name);
+    if (ckpt_xen_dom_find(r->d, r->nd.name, &other) == 0) {
+        /* A local migration (or a name clash): restore under a temporary
+         * name, as xl does. */
+        if (strlen(r->nd.name) + 11 >= sizeof(r->nd.name)) {
+            snprintf(r->why, sizeof(r->why), "domain '%s' exists here",
+                     r->nd.name);
+            rc = -EEXIST;
+            goto refuse;
+        }
+        strcat(r->nd.name, "--incoming");
+    }
+    colo_info("incoming Xen domain '%s'", r->final_name);
+    rc = send_ack_link(link);
+    if (rc >= 0)
+        rc = xprt_link_detach_start(link, recv_detached, r);
+    if (rc < 0) {
+        snprintf(r->why, sizeof(r->why), "answering the source: %s",
+                 colo_strerror(rc));
+        goto refuse;
+    }
+    return 0;
+refuse : {
+    struct colo_buf b;
+
+    colo_buf_init(&b, 0);
+    if (xprt_error_write(&b, rc, r->why) >= 0)
+        xprt_link_send_raw(link, b.data, b.len);
+    colo_buf_dispose(&b);
+}
+    colo_err("refusing the incoming domain: %s", r->why);
+    /* Reported from the loop, like every other outcome, once the ERROR
+     * has gone out (detaching drains the link's output). */
+    r->rc = rc;
+    if (xprt_link_detach_start(link, refuse_drained, r) < 0)
+        event_active(r->ev_done, EV_TIMEOUT, 0);
+    return 0;
+}
+
+uint32_t orch_xen_recv_domid(const struct orch_xen_recv *r)
+{
+    return r->domid;
+}
+
+void orch_xen_recv_free(struct orch_xen_recv *r)
+{
+    if (!r)
+        return;
+    ckpt_xen_job_free(r->job);
+    xprt_link_free(r->link);
+    if (r->ev_done)
+        event_free(r->ev_done);
+    ckpt_xen_dom_close(r->d);
+    free(r->json);
+    free(r);
+}

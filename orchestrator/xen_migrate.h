@@ -1,0 +1,26 @@
+/* Xen domain migration (xen_migrate.c): the source command and the
+ * target's half, which host.c starts when a primary offers a Xen domain. */
+#ifndef COLO_ORCH_XEN_MIGRATE_H
+#define COLO_ORCH_XEN_MIGRATE_H
+
+#include <stdint.h>
+
+struct event_base;
+struct xprt_link;
+struct orch_xen_recv;
+
+int orch_cmd_xen_migrate(int argc, char **argv);
+
+/* rc 0: domain domid runs here. Called once, from the loop. */
+typedef void orch_xen_recv_done(void *arg, int rc, const char *why,
+                                uint32_t domid);
+/* link consumed (also on failure). Synchronous errors only for out of
+ * memory; everything else comes through done. */
+int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
+                        const char *name, const char *config,
+                        orch_xen_recv_done *done, void *arg,
+                        struct orch_xen_recv **ret);
+uint32_t orch_xen_recv_domid(const struct orch_xen_recv *r);
+void orch_xen_recv_free(struct orch_xen_recv *r); /* NULL ok; no done */
+
+#endif

@@ -470,6 +470,9 @@ int orch_cmd_migrate(int argc, char **argv)
 
 int orch_cmd_protect(int argc, char **argv)
 {
+    if (argc >= 2 && argv[1][0] != '-' &&
+        (is_domid(argv[1]) || orch_xen_domain_exists(argv[1])))
+        return orch_cmd_xen_protect(argc, argv);
     return run_job("protect", argc, argv);
 }
 

@@ -872,12 +872,30 @@ static void xen_received(void *arg, int rc, const char *why, uint32_t domid)
 {
     struct orch_host *h = arg;
 
+    if (rc < 0 && h->o.standby) {
+        /* As for a QEMU VM: the standby waits for a primary again. */
+        if (rc == -COLO_ECANCELLED)
+            colo_info("Xen domain: %s", why);
+        else
+            colo_err("Xen standby: %s", why);
+        orch_xen_recv_free(h->xrecv); /* allowed inside done */
+        h->xrecv = NULL;
+        colo_info("waiting for a primary again");
+        h->state = HOST_LISTENING;
+        if (h->listener)
+            evconnlistener_enable(h->listener);
+        return;
+    }
     if (rc < 0) {
         colo_err("receiving the Xen domain failed: %s", why);
         host_exit(h, orch_exit_code(rc));
         return;
     }
-    printf("colo: Xen domain %" PRIu32 " now runs here\n", domid);
+    if (why && why[0])
+        printf("colo: %s\n", why);
+    else
+        printf("colo: Xen domain %" PRIu32 " now runs here%s\n", domid,
+               h->o.standby ? " after failover" : "");
     fflush(stdout);
     host_exit(h, ORCH_EXIT_OK);
 }
@@ -885,18 +903,21 @@ static void xen_received(void *arg, int rc, const char *why, uint32_t domid)
 /* The primary offers a Xen domain: xen_migrate.c takes it from here. The
  * secondary engine has ended; it is freed with the host. */
 static void sec_xen_incoming(void *arg, struct ckpt_secondary *s,
-                             struct xprt_link *link, const char *name,
-                             const char *config)
+                             struct xprt_link *link, uint32_t flags,
+                             const char *name, const char *config)
 {
     struct orch_host *h = arg;
+    struct orch_xen_recv_opts xo = {.standby = h->o.standby,
+                                    .fence_cmd = h->o.fence_cmd};
     int rc;
 
+    ckpt_secondary_free(h->sec_retired); /* an earlier pairing's */
     h->sec_retired = s;
     h->sec = NULL;
     if (h->listener)
         evconnlistener_disable(h->listener);
-    rc = orch_xen_recv_start(h->base, link, name, config, xen_received, h,
-                             &h->xrecv);
+    rc = orch_xen_recv_start(h->base, link, &xo, flags, name, config,
+                             xen_received, h, &h->xrecv);
     if (rc < 0) {
         colo_err("receiving a Xen domain: %s", colo_strerror(rc));
         host_exit(h, orch_exit_code(rc));
@@ -923,8 +944,7 @@ static void sec_accept(struct evconnlistener *l, evutil_socket_t fd,
         return;
     }
     colo_fd_set_cloexec(fd, 1);
-    if (!h->o.standby)
-        cbs.xen_incoming = sec_xen_incoming; /* migrate only */
+    cbs.xen_incoming = sec_xen_incoming;
     so.link.auth_key = h->key;
     so.link.heartbeat_ms = h->o.heartbeat_ms;
     so.link.timeout_ms = h->o.timeout_ms;

@@ -32,6 +32,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@
 
 #include "checkpoint/secondary.h"
 #include "checkpoint/xen_dom.h"
+#include "checkpoint/xen_helper.h"
 #include "checkpoint/xen_job.h"
 #include "cmd_vm.h"
 #include "common/buf.h"
@@ -62,85 +64,6 @@
 #define ACK_GO             1u
 
 /* ---- raw records on the detached, blocking socket ---------------------- */
-
-static int send_ack(int fd, uint64_t v)
-{
-    uint8_t b[8];
-
-    colo_put_le64(b, v);
-    return xprt_rec_write_fd(fd, XPRT_COLO_ACK, b, sizeof(b));
-}
-
-static int send_error(int fd, int code, const char *text)
-{
-    struct colo_buf b;
-    int rc;
-
-    colo_buf_init(&b, 0);
-    rc = xprt_error_write(&b, code, text);
-    if (rc >= 0)
-        rc = colo_write_all(fd, b.data, b.len);
-    colo_buf_dispose(&b);
-    return rc;
-}
-
-/*
- * Read the next ACK (value in *v) within ms, skipping heartbeats. An ERROR
- * record is -COLO_EPEER_REJECTED with its text in why.
- */
-static int read_ack(int fd, int ms, uint64_t *v, char *why, size_t whysz)
-{
-    uint64_t end = colo_now_ns() + (uint64_t)ms * 1000000u;
-    uint8_t h[8], body[512];
-
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int64_t left = (int64_t)(end - colo_now_ns()) / 1000000;
-        uint32_t type, len, padded;
-        int rc;
-
-        if (left <= 0 || poll(&p, 1, (int)left) == 0) {
-            snprintf(why, whysz, "no answer from the peer in %d ms", ms);
-            return -ETIMEDOUT;
-        }
-        rc = colo_read_all(fd, h, sizeof(h));
-        if (rc < 0) {
-            snprintf(why, whysz, "the peer closed the connection (%s)",
-                     colo_strerror(rc));
-            return rc;
-        }
-        type = colo_get_le32(h);
-        len = colo_get_le32(h + 4);
-        padded = (len + 7) & ~7u;
-        if (padded > sizeof(body)) {
-            snprintf(why, whysz, "oversized record from the peer");
-            return -COLO_ESTREAM_TOO_BIG;
-        }
-        rc = colo_read_all(fd, body, padded);
-        if (rc < 0) {
-            snprintf(why, whysz, "the peer closed the connection (%s)",
-                     colo_strerror(rc));
-            return rc;
-        }
-        if (type == XPRT_COLO_HEARTBEAT)
-            continue;
-        if (type == XPRT_COLO_ACK && len == 8) {
-            *v = colo_get_le64(body);
-            return 0;
-        }
-        if (type == XPRT_COLO_ERROR) {
-            int32_t code = 0;
-            char text[400] = "";
-
-            xprt_error_decode(body, len, &code, text, sizeof(text));
-            snprintf(why, whysz, "the target says: %s", text);
-            return -COLO_EPEER_REJECTED;
-        }
-        snprintf(why, whysz, "unexpected record 0x%08" PRIx32 " from the peer",
-                 type);
-        return -COLO_ESTREAM_CORRUPT;
-    }
-}
 
 /* "ready" through the link, before both sides stop it. */
 static int send_ack_link(struct xprt_link *l)
@@ -171,7 +94,8 @@ struct xsrc {
     const char *name;
     const char *json;
     uint64_t ram;
-    bool ready; /* the target's ACK(0) came through the link */
+    uint32_t flags; /* HELLO flags */
+    bool ready;     /* the target's ACK(0) came through the link */
     char refused[600];
 };
 
@@ -229,7 +153,7 @@ static void src_up(struct xprt_link *l, void *arg)
     struct xprt_colo_hello h = {.version = XPRT_COLO_VERSION,
                                 .role = XPRT_ROLE_PRIMARY,
                                 .page_size = 4096,
-                                .flags = CKPT_SECONDARY_HELLO_FLAG_XEN,
+                                .flags = m->flags,
                                 .ram_size = m->ram};
     struct colo_buf b;
     int rc;
@@ -321,42 +245,94 @@ static int read_key_opt(const char *key_file, bool insecure, uint8_t **key,
     return xprt_key_read_file(key_file, key, len);
 }
 
-int orch_cmd_xen_migrate(int argc, char **argv)
+/* colo protect: SIGINT/SIGTERM end protection cleanly (the next
+ * checkpoint is the last one). */
+static void src_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct ckpt_xen_job *j = *(struct ckpt_xen_job **)arg;
+
+    (void)sig;
+    (void)what;
+    colo_info("ending protection after the next checkpoint");
+    ckpt_xen_job_stop(j);
+}
+
+static void src_checkpoint(struct ckpt_xen_job *j, uint64_t n,
+                           uint64_t pause_us, void *opaque)
+{
+    (void)j;
+    (void)opaque;
+    if (n == 1)
+        printf("checkpoint 1 acked: the domain is protected\n");
+    else if (n % 10 == 0)
+        printf("checkpoint %" PRIu64 " acked (pause %.1f ms)\n", n,
+               (double)pause_us / 1000.0);
+    fflush(stdout);
+}
+
+static int xen_source(int argc, char **argv, bool protect)
 {
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
         {"key-file", required_argument, NULL, 'k'},
         {"insecure", no_argument, NULL, 'I'},
+        {"mode", required_argument, NULL, 'm'},
+        {"interval", required_argument, NULL, 'i'},
+        {"count", required_argument, NULL, 'n'},
         {NULL, 0, NULL, 0},
     };
+    const char *cmd = protect ? "protect" : "migrate";
     struct xsrc m = {.fd = -1};
     struct xsave sv = {0};
-    struct ckpt_xen_job_common jc = {.done = save_done, .opaque = &sv};
+    struct ckpt_xen_job_common jc = {
+        .done = save_done, .checkpoint = src_checkpoint, .opaque = &sv};
     struct ckpt_xen_save_params sp = {.live = true, .leave_suspended = true};
     struct ckpt_xen_dom *d = NULL;
     struct ckpt_xen_job *j = NULL;
     struct ckpt_xen_dominfo di;
     struct xprt_link_cfg cfg;
+    struct event *sig_int = NULL, *sig_term = NULL;
     const char *key_file = NULL;
     bool insecure = false, suspended = false;
-    char *host = NULL, *json = NULL, why[512] = "";
+    char *host = NULL, *json = NULL, why[512] = "", *end;
     uint8_t *key = NULL;
     size_t key_len = 0, json_len;
+    unsigned long num;
     uint16_t port;
     uint64_t v, t0;
     int c, rc, st = ORCH_EXIT_FAIL;
 
+    if (protect) {
+        sp.stream = CKPT_XEN_STREAM_REMUS;
+        sp.leave_suspended = false;
+    }
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'h':
-            printf("Usage: colo migrate DOMID|NAME HOST[:PORT] "
-                   "[--key-file FILE | --insecure]\n"
-                   "Move a running Xen domain to HOST (running 'colo "
-                   "receive'): live precopy,\nthen a short suspend. The "
-                   "source is destroyed only once the target has\nthe "
-                   "domain; on any failure before that it runs on here.\n"
-                   "      --key-file FILE   the shared key of the link\n"
+            if (protect)
+                printf("Usage: colo protect DOMID|NAME HOST[:PORT] [--mode "
+                       "remus] [--interval MS]\n"
+                       "                    [--count N] [--key-file FILE | "
+                       "--insecure]\n"
+                       "Protect a running Xen domain with Remus checkpoints "
+                       "to HOST (running\n'colo standby'). Runs in the "
+                       "foreground; Ctrl-C (SIGINT/SIGTERM) ends\n"
+                       "protection after the next checkpoint and the domain "
+                       "runs on here.\nIf the standby is lost, the domain "
+                       "runs on unprotected.\n"
+                       "      --interval MS     between checkpoints "
+                       "(default 200)\n"
+                       "      --count N         stop after N checkpoints\n");
+            else
+                printf("Usage: colo migrate DOMID|NAME HOST[:PORT] "
+                       "[--key-file FILE | --insecure]\n"
+                       "Move a running Xen domain to HOST (running 'colo "
+                       "receive'): live precopy,\nthen a short suspend. The "
+                       "source is destroyed only once the target has\nthe "
+                       "domain; on any failure before that it runs on "
+                       "here.\n");
+            printf("      --key-file FILE   the shared key of the link\n"
                    "      --insecure        no authentication\n");
             return ORCH_EXIT_OK;
         case 'k':
@@ -365,47 +341,66 @@ int orch_cmd_xen_migrate(int argc, char **argv)
         case 'I':
             insecure = true;
             break;
+        case 'm':
+            if (!protect || strcmp(optarg, "remus") != 0)
+                return orch_usage_error(cmd, protect
+                                                 ? "Xen domains: --mode remus "
+                                                   "only (COLO mode needs "
+                                                   "Debian's libxl without "
+                                                   "COLO: not yet)"
+                                                 : "--mode is for protect");
+            break;
+        case 'i':
+        case 'n':
+            errno = 0;
+            num = strtoul(optarg, &end, 10);
+            if (!protect || errno || end == optarg || *end || !num ||
+                num > 100000000)
+                return orch_usage_error(cmd, "bad number '%s'", optarg);
+            if (c == 'i')
+                sp.interval_ms = (unsigned)num;
+            else
+                sp.max_checkpoints = num;
+            break;
         default:
-            return orch_usage_error("migrate", "unknown option '%s'",
+            return orch_usage_error(cmd, "unknown option '%s'",
                                     argv[optind - 1]);
         }
     }
     if (optind != argc - 2)
-        return orch_usage_error("migrate", "expected DOMID|NAME and "
-                                           "HOST[:PORT]");
+        return orch_usage_error(cmd, "expected DOMID|NAME and HOST[:PORT]");
     if (orch_parse_hostport(argv[optind + 1], ORCH_DEFAULT_PORT, &host, &port) <
         0)
-        return orch_usage_error("migrate", "bad HOST[:PORT] '%s'",
-                                argv[optind + 1]);
+        return orch_usage_error(cmd, "bad HOST[:PORT] '%s'", argv[optind + 1]);
     rc = read_key_opt(key_file, insecure, &key, &key_len);
     if (rc < 0) {
         if (key_file)
-            fprintf(stderr, "colo: migrate: key file %s: %s\n", key_file,
+            fprintf(stderr, "colo: %s: key file %s: %s\n", cmd, key_file,
                     colo_strerror(rc));
         st = ORCH_EXIT_CONFIG;
         goto out;
     }
     if (ckpt_xen_dom_open(&d, why, sizeof(why)) < 0) {
-        fprintf(stderr, "colo: migrate: %s\n", why);
+        fprintf(stderr, "colo: %s: %s\n", cmd, why);
         goto out;
     }
     if (ckpt_xen_dom_find(d, argv[optind], &sp.domid) < 0 ||
         ckpt_xen_dom_info(d, sp.domid, &di) < 0) {
-        fprintf(stderr, "colo: migrate: %s\n", ckpt_xen_dom_error(d));
+        fprintf(stderr, "colo: %s: %s\n", cmd, ckpt_xen_dom_error(d));
         goto out;
     }
     if (di.type == CKPT_XEN_DOM_HVM) {
         fprintf(stderr,
-                "colo: migrate: domain %" PRIu32 " is HVM: its "
-                "device model state is not carried yet\n",
-                sp.domid);
+                "colo: %s: domain %" PRIu32 " is HVM: its device "
+                "model state is not carried yet\n",
+                cmd, sp.domid);
         goto out;
     }
     if (ckpt_xen_dom_config(d, sp.domid, &json, &json_len) < 0) {
         fprintf(stderr,
-                "colo: migrate: %s; the target needs it to create "
-                "the domain\n",
-                ckpt_xen_dom_error(d));
+                "colo: %s: %s; the target needs it to create the "
+                "domain\n",
+                cmd, ckpt_xen_dom_error(d));
         st = ORCH_EXIT_CONFIG;
         goto out;
     }
@@ -416,6 +411,8 @@ int orch_cmd_xen_migrate(int argc, char **argv)
     m.json = json;
     m.ram = di.max_memkb * 1024;
     m.ram -= m.ram % 4096;
+    m.flags = CKPT_SECONDARY_HELLO_FLAG_XEN |
+              (protect ? CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS : 0);
     xprt_link_cfg_init(&cfg);
     cfg.name = "to-target";
     /* The link only carries the handshake, HELLO and the configuration;
@@ -430,7 +427,7 @@ int orch_cmd_xen_migrate(int argc, char **argv)
     t0 = colo_now_ns();
     rc = xprt_link_connect(m.base, host, port, &cfg, &src_cbs, &m, &m.link);
     if (rc < 0) {
-        fprintf(stderr, "colo: migrate: connecting to %s:%u: %s\n", host, port,
+        fprintf(stderr, "colo: %s: connecting to %s:%u: %s\n", cmd, host, port,
                 colo_strerror(rc));
         st = ORCH_EXIT_PEER;
         goto out;
@@ -439,32 +436,43 @@ int orch_cmd_xen_migrate(int argc, char **argv)
         if (event_base_dispatch(m.base) < 0)
             break;
     if (m.rc < 0 || m.fd < 0) {
-        fprintf(stderr, "colo: migrate: %s:%u: %s\n", host, port,
+        fprintf(stderr, "colo: %s: %s:%u: %s\n", cmd, host, port,
                 m.why[0] ? m.why : colo_strerror(m.rc));
         st = ORCH_EXIT_PEER;
         goto out;
     }
     sock_timeouts(m.fd);
     if (m.refused[0]) {
-        fprintf(stderr, "colo: migrate: %s:%u: %s\n", host, port, m.refused);
+        fprintf(stderr, "colo: %s: %s:%u: %s\n", cmd, host, port, m.refused);
         st = ORCH_EXIT_PEER;
         goto out;
     }
-    rc = m.ready ? 0 : read_ack(m.fd, READY_TIMEOUT_MS, &v, why, sizeof(why));
+    rc = m.ready
+             ? 0
+             : ckpt_xen_read_ack(m.fd, READY_TIMEOUT_MS, &v, why, sizeof(why));
     if (rc < 0) {
-        fprintf(stderr, "colo: migrate: %s:%u: %s\n", host, port, why);
+        fprintf(stderr, "colo: %s: %s:%u: %s\n", cmd, host, port, why);
         st = ORCH_EXIT_PEER;
         goto out;
     }
-    colo_info("migrating domain %" PRIu32 " (%s) to %s:%u", sp.domid, di.name,
-              host, port);
+    colo_info("%s domain %" PRIu32 " (%s) to %s:%u",
+              protect ? "protecting" : "migrating", sp.domid, di.name, host,
+              port);
     sv.base = m.base;
     sp.fd = m.fd;
     rc = ckpt_xen_save_start(&j, m.base, d, &sp, &jc);
     if (rc < 0) {
-        fprintf(stderr, "colo: migrate: domain %" PRIu32 ": %s\n", sp.domid,
+        fprintf(stderr, "colo: %s: domain %" PRIu32 ": %s\n", cmd, sp.domid,
                 colo_strerror(rc));
         goto out;
+    }
+    if (protect) {
+        sig_int = evsignal_new(m.base, SIGINT, src_signal, &j);
+        sig_term = evsignal_new(m.base, SIGTERM, src_signal, &j);
+        if (sig_int)
+            evsignal_add(sig_int, NULL);
+        if (sig_term)
+            evsignal_add(sig_term, NULL);
     }
     while (!sv.done)
         if (event_base_dispatch(m.base) < 0)
@@ -472,13 +480,29 @@ int orch_cmd_xen_migrate(int argc, char **argv)
     if (sv.rc < 0) {
         /* The job resumed the domain already. */
         fprintf(stderr,
-                "colo: migrate: domain %" PRIu32 ": %s; it runs on "
+                "colo: %s: domain %" PRIu32 ": %s; it runs on "
                 "here\n",
-                sp.domid, sv.why);
+                cmd, sp.domid, sv.why);
+        goto out;
+    }
+    if (protect) {
+        uint64_t n = ckpt_xen_job_checkpoints(j);
+
+        if (ckpt_xen_job_target_lost(j)) {
+            printf("domain %" PRIu32 " (%s): the standby is lost after %" PRIu64
+                   " checkpoints; it runs on here, unprotected\n",
+                   sp.domid, di.name, n);
+            st = n ? ORCH_EXIT_PEER : ORCH_EXIT_PEER;
+        } else {
+            printf("domain %" PRIu32 " (%s): protection ended after %" PRIu64
+                   " checkpoints; it runs on here\n",
+                   sp.domid, di.name, n);
+            st = ORCH_EXIT_OK;
+        }
         goto out;
     }
     suspended = true;
-    rc = read_ack(m.fd, RESTORE_TIMEOUT_MS, &v, why, sizeof(why));
+    rc = ckpt_xen_read_ack(m.fd, RESTORE_TIMEOUT_MS, &v, why, sizeof(why));
     if (rc < 0) {
         fprintf(stderr,
                 "colo: migrate: %s; domain %" PRIu32 " runs on "
@@ -497,15 +521,15 @@ int orch_cmd_xen_migrate(int argc, char **argv)
         goto out;
     }
     suspended = false;
-    rc = send_ack(m.fd, ACK_GO);
+    rc = ckpt_xen_send_ack(m.fd, ACK_GO);
     if (rc >= 0)
-        rc = read_ack(m.fd, GO_TIMEOUT_MS, &v, why, sizeof(why));
+        rc = ckpt_xen_read_ack(m.fd, GO_TIMEOUT_MS, &v, why, sizeof(why));
     if (rc < 0) {
         fprintf(stderr,
                 "colo: migrate: the source is destroyed but the "
                 "target did not confirm it runs the domain (%s); "
                 "check the target\n",
-                rc == -ETIMEDOUT || why[0] ? why : colo_strerror(rc));
+                why[0] ? why : colo_strerror(rc));
         st = ORCH_EXIT_PEER;
         goto out;
     }
@@ -516,8 +540,12 @@ int orch_cmd_xen_migrate(int argc, char **argv)
     st = ORCH_EXIT_OK;
 out:
     if (suspended && ckpt_xen_dom_resume(d, sp.domid, true) < 0)
-        fprintf(stderr, "colo: migrate: resuming domain %" PRIu32 ": %s\n",
+        fprintf(stderr, "colo: %s: resuming domain %" PRIu32 ": %s\n", cmd,
                 sp.domid, ckpt_xen_dom_error(d));
+    if (sig_int)
+        event_free(sig_int);
+    if (sig_term)
+        event_free(sig_term);
     ckpt_xen_job_free(j);
     xprt_link_free(m.link);
     if (m.base)
@@ -532,6 +560,16 @@ out:
     return st;
 }
 
+int orch_cmd_xen_migrate(int argc, char **argv)
+{
+    return xen_source(argc, argv, false);
+}
+
+int orch_cmd_xen_protect(int argc, char **argv)
+{
+    return xen_source(argc, argv, true);
+}
+
 /* ==================== TARGET ==================== */
 
 struct orch_xen_recv {
@@ -542,7 +580,10 @@ struct orch_xen_recv {
     struct event *ev_done;
     orch_xen_recv_done *done;
     void *arg;
-    int fd; /* the link's, after detach */
+    int fd;          /* the link's, after detach */
+    bool remus;      /* a standby: checkpoints, failover */
+    char *fence_cmd; /* the tie-breaker; NULL: none */
+    struct orch_child *fence;
     char name[128], final_name[128];
     char *json;
     struct ckpt_xen_newdom nd;
@@ -557,7 +598,7 @@ static void recv_fire(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    r->done(r->arg, r->rc, r->rc < 0 ? r->why : "", r->domid);
+    r->done(r->arg, r->rc, r->why, r->domid); /* last: may free r */
 }
 
 static void recv_end(struct orch_xen_recv *r, int rc, const char *fmt, ...)
@@ -576,8 +617,72 @@ static void recv_end(struct orch_xen_recv *r, int rc, const char *fmt, ...)
         va_end(ap);
     }
     if (rc < 0 && r->fd >= 0)
-        send_error(r->fd, rc, r->why);
+        ckpt_xen_send_error(r->fd, rc, r->why);
     event_active(r->ev_done, EV_TIMEOUT, 0);
+}
+
+/* Remus failover: the tie-breaker's answer. */
+static void recv_fenced(void *arg, int st)
+{
+    struct orch_xen_recv *r = arg;
+    int rc;
+
+    r->fence = NULL;
+    if (st != 0) {
+        /* The primary may be alive: our copy is stale, and must not run. */
+        colo_err("the tie-breaker refused the takeover (%s); destroying "
+                 "the standby copy, domain %" PRIu32,
+                 st < 0 ? colo_strerror(st) : "non-zero exit", r->domid);
+        ckpt_xen_dom_destroy(r->d, r->domid);
+        recv_end(r, -COLO_EPEER_REJECTED,
+                 "failover refused by the tie-breaker; the primary runs on");
+        return;
+    }
+    if (strcmp(r->nd.name, r->final_name) != 0 &&
+        ckpt_xen_dom_rename(r->d, r->domid, r->final_name) == 0)
+        snprintf(r->nd.name, sizeof(r->nd.name), "%s", r->final_name);
+    rc = ckpt_xen_dom_unpause(r->d, r->domid);
+    if (rc < 0) {
+        recv_end(r, rc, "%s", ckpt_xen_dom_error(r->d));
+        return;
+    }
+    recv_end(r, 0,
+             "Xen domain %" PRIu32 " (%s) now runs here after failover, from "
+             "checkpoint %" PRIu64,
+             r->domid, r->nd.name, ckpt_xen_job_checkpoints(r->job));
+}
+
+static void recv_checkpoint(struct ckpt_xen_job *j, uint64_t n,
+                            uint64_t pause_us, void *opaque)
+{
+    (void)j;
+    (void)pause_us;
+    (void)opaque;
+    if (n == 1 || n % 10 == 0)
+        colo_info("checkpoint %" PRIu64 " committed", n);
+}
+
+static void recv_failover(struct orch_xen_recv *r)
+{
+    uint64_t n = ckpt_xen_job_checkpoints(r->job);
+    int rc;
+
+    r->fd = -1; /* the source is gone: no answers */
+    if (!r->fence_cmd) {
+        recv_end(r, 0,
+                 "failover: domain %" PRIu32 " (%s) holds checkpoint %" PRIu64
+                 " and stays PAUSED: no tie-breaker (--fence-cmd); run 'xl "
+                 "unpause %" PRIu32 "' once the primary is known dead",
+                 r->domid, r->nd.name, n, r->domid);
+        return;
+    }
+    colo_info("the primary is gone after checkpoint %" PRIu64 "; asking the "
+              "tie-breaker",
+              n);
+    rc = orch_child_start(r->base, r->fence_cmd, 10000, recv_fenced, r,
+                          &r->fence);
+    if (rc < 0)
+        recv_fenced(r, rc);
 }
 
 static void recv_restored(struct ckpt_xen_job *j, int rc, const char *why,
@@ -588,16 +693,24 @@ static void recv_restored(struct ckpt_xen_job *j, int rc, const char *why,
     uint64_t v;
 
     if (rc < 0) {
-        recv_end(r, rc, "restoring: %s", why);
+        if (rc == -COLO_ECANCELLED)
+            r->fd = -1;
+        recv_end(r, rc, "%s%s",
+                 rc == -COLO_ECANCELLED ? "" : "restoring: ", why);
+        return;
+    }
+    if (r->remus) {
+        r->domid = ckpt_xen_job_domid(j);
+        recv_failover(r);
         return;
     }
     r->domid = ckpt_xen_job_domid(j);
     colo_info("domain %" PRIu32 " (%s) restored, paused; waiting for the "
               "source to let go",
               r->domid, r->nd.name);
-    rc = send_ack(r->fd, r->domid);
+    rc = ckpt_xen_send_ack(r->fd, r->domid);
     if (rc >= 0)
-        rc = read_ack(r->fd, GO_TIMEOUT_MS, &v, w, sizeof(w));
+        rc = ckpt_xen_read_ack(r->fd, GO_TIMEOUT_MS, &v, w, sizeof(w));
     if (rc < 0 || v != ACK_GO) {
         /* Unknown whether the source destroyed its copy: ours stays
          * paused rather than risk two running copies. */
@@ -620,7 +733,7 @@ static void recv_restored(struct ckpt_xen_job *j, int rc, const char *why,
         recv_end(r, rc, "%s", ckpt_xen_dom_error(r->d));
         return;
     }
-    send_ack(r->fd, r->domid);
+    ckpt_xen_send_ack(r->fd, r->domid);
     recv_end(r, 0, NULL);
 }
 
@@ -628,7 +741,8 @@ static void recv_detached(struct xprt_link *l, int rc, int fd,
                           struct colo_buf *leftover, void *arg)
 {
     struct orch_xen_recv *r = arg;
-    struct ckpt_xen_job_common jc = {.done = recv_restored, .opaque = r};
+    struct ckpt_xen_job_common jc = {
+        .done = recv_restored, .checkpoint = recv_checkpoint, .opaque = r};
     struct ckpt_xen_restore_params rp = {.paused = true};
 
     (void)l;
@@ -648,6 +762,8 @@ static void recv_detached(struct xprt_link *l, int rc, int fd,
     rp.fd = fd;
     rp.newdom = r->nd;
     rp.config_json = r->json;
+    if (r->remus)
+        rp.stream = CKPT_XEN_STREAM_REMUS;
     rc = ckpt_xen_restore_start(&r->job, r->base, r->d, &rp, &jc);
     if (rc < 0)
         recv_end(r, rc, "starting the restore: %s",
@@ -690,8 +806,9 @@ static void refuse_drained(struct xprt_link *l, int rc, int fd,
 }
 
 int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
-                        const char *name, const char *config,
-                        orch_xen_recv_done *done, void *arg,
+                        const struct orch_xen_recv_opts *o,
+                        uint32_t hello_flags, const char *name,
+                        const char *config, orch_xen_recv_done *done, void *arg,
                         struct orch_xen_recv **ret)
 {
     struct orch_xen_recv *r = calloc(1, sizeof(*r));
@@ -709,14 +826,26 @@ int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
     r->done = done;
     r->arg = arg;
     r->fd = -1;
+    r->remus = hello_flags & CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS;
     xprt_link_set_cbs(link, &recv_cbs, r);
     r->ev_done = event_new(base, -1, 0, recv_fire, r);
     r->json = strdup(config);
-    if (!r->ev_done || !r->json) {
+    if (o->fence_cmd)
+        r->fence_cmd = strdup(o->fence_cmd);
+    if (!r->ev_done || !r->json || (o->fence_cmd && !r->fence_cmd)) {
         orch_xen_recv_free(r);
         return -ENOMEM;
     }
     *ret = r;
+    if (r->remus != o->standby) {
+        snprintf(r->why, sizeof(r->why), "%s",
+                 r->remus ? "the source asks for protection: this host runs "
+                            "'colo receive', not 'colo standby'"
+                          : "the source asks for a migration: this host runs "
+                            "'colo standby', not 'colo receive'");
+        rc = -COLO_EPEER_REJECTED;
+        goto refuse;
+    }
     rc = ckpt_xen_newdom_from_json(config, strlen(config), &r->nd, why,
                                    sizeof(why));
     if (rc < 0) {
@@ -776,8 +905,10 @@ void orch_xen_recv_free(struct orch_xen_recv *r)
 {
     if (!r)
         return;
+    orch_child_cancel(r->fence);
     ckpt_xen_job_free(r->job);
     xprt_link_free(r->link);
+    free(r->fence_cmd);
     if (r->ev_done)
         event_free(r->ev_done);
     ckpt_xen_dom_close(r->d);

@@ -9,16 +9,27 @@ struct event_base;
 struct xprt_link;
 struct orch_xen_recv;
 
-int orch_cmd_xen_migrate(int argc, char **argv);
+#include <stdbool.h>
 
-/* rc 0: domain domid runs here. Called once, from the loop. */
+int orch_cmd_xen_migrate(int argc, char **argv);
+int orch_cmd_xen_protect(int argc, char **argv);
+
+struct orch_xen_recv_opts {
+    bool standby;          /* colo standby (Remus) rather than receive */
+    const char *fence_cmd; /* tie-breaker for a failover; NULL: none (the
+                            * domain stays paused) */
+};
+
+/* rc 0: domain domid runs here (after a failover: the standby took over;
+ * paused if no tie-breaker agreed). Called once, from the loop. */
 typedef void orch_xen_recv_done(void *arg, int rc, const char *why,
                                 uint32_t domid);
 /* link consumed (also on failure). Synchronous errors only for out of
  * memory; everything else comes through done. */
 int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
-                        const char *name, const char *config,
-                        orch_xen_recv_done *done, void *arg,
+                        const struct orch_xen_recv_opts *o,
+                        uint32_t hello_flags, const char *name,
+                        const char *config, orch_xen_recv_done *done, void *arg,
                         struct orch_xen_recv **ret);
 uint32_t orch_xen_recv_domid(const struct orch_xen_recv *r);
 void orch_xen_recv_free(struct orch_xen_recv *r); /* NULL ok; no done */

@@ -695,7 +695,8 @@ static int on_config(struct ckpt_secondary *s, const struct xprt_item *it)
         s->link = NULL;
         set_state(s, CKPT_S_DONE);
         s->done_called = true;
-        s->cbs.xen_incoming(s->arg, s, l, s->hello.vm_name, s->vm_config);
+        s->cbs.xen_incoming(s->arg, s, l, s->hello.flags, s->hello.vm_name,
+                            s->vm_config);
         return 1; /* s may be gone */
     }
     req.vm_name = s->hello.vm_name;

@@ -8,10 +8,12 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <xenctrl.h>
 #include <xenguest.h>
 
@@ -21,6 +23,7 @@
 #include "common/fd.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "transport/colo_rec.h"
 #include "transport/record.h"
 #include "transport/xen_stream.h"
 
@@ -28,6 +31,9 @@
 #define PRECOPY_MAX_ROUNDS  5 /* libxc's simple_precopy_policy */
 #define PRECOPY_DIRTY_FLOOR 50
 #define LIBXL_REC_MAX       (16u << 20) /* cap on a libxl record body */
+#define REMUS_INTERVAL_MS   200
+#define REMUS_ACK_MS        10000
+#define REMUS_FAILOVER_MS   5000
 
 enum job_kind { JOB_SAVE, JOB_RESTORE };
 
@@ -50,6 +56,12 @@ struct ckpt_xen_job {
     bool created;
     uint64_t store_gfn, console_gfn;
     bool have_results;
+    /* checkpointed streams */
+    int stream;
+    uint64_t ckpts;
+    bool stop_req, target_lost, failed_over, ended_by_source;
+    struct event *ev_interval;
+    uint64_t last_pause_us;
     /* result */
     int rc;
     char why[768];
@@ -102,6 +114,226 @@ static void job_end(struct ckpt_xen_job *j, int rc, const char *fmt, ...)
         j->created = false;
     }
     event_active(j->ev_done, EV_TIMEOUT, 0);
+}
+
+/* ---- ACKs on the raw socket ------------------------------------------- */
+
+int ckpt_xen_send_ack(int fd, uint64_t v)
+{
+    uint8_t b[8];
+
+    colo_put_le64(b, v);
+    return xprt_rec_write_fd(fd, XPRT_COLO_ACK, b, sizeof(b));
+}
+
+int ckpt_xen_send_error(int fd, int code, const char *text)
+{
+    struct colo_buf b;
+    int rc;
+
+    colo_buf_init(&b, 0);
+    rc = xprt_error_write(&b, code, text);
+    if (rc >= 0)
+        rc = colo_write_all(fd, b.data, b.len);
+    colo_buf_dispose(&b);
+    return rc;
+}
+
+int ckpt_xen_read_ack(int fd, int ms, uint64_t *v, char *why, size_t whysz)
+{
+    uint64_t end = colo_now_ns() + (uint64_t)ms * 1000000u;
+    uint8_t h[8], body[512];
+
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int64_t left = (int64_t)(end - colo_now_ns()) / 1000000;
+        uint32_t type, len, padded;
+        int rc;
+
+        if (left <= 0 || poll(&p, 1, (int)left) == 0) {
+            snprintf(why, whysz, "no answer from the peer in %d ms", ms);
+            return -ETIMEDOUT;
+        }
+        rc = colo_read_all(fd, h, sizeof(h));
+        if (rc < 0) {
+            snprintf(why, whysz, "the peer closed the connection (%s)",
+                     colo_strerror(rc));
+            return rc;
+        }
+        type = colo_get_le32(h);
+        len = colo_get_le32(h + 4);
+        padded = (len + 7) & ~7u;
+        if (padded > sizeof(body)) {
+            snprintf(why, whysz, "oversized record from the peer");
+            return -COLO_ESTREAM_TOO_BIG;
+        }
+        rc = colo_read_all(fd, body, padded);
+        if (rc < 0) {
+            snprintf(why, whysz, "the peer closed the connection (%s)",
+                     colo_strerror(rc));
+            return rc;
+        }
+        if (type == XPRT_COLO_HEARTBEAT)
+            continue;
+        if (type == XPRT_COLO_ACK && len == 8) {
+            *v = colo_get_le64(body);
+            return 0;
+        }
+        if (type == XPRT_COLO_ERROR) {
+            int32_t code = 0;
+            char text[400] = "";
+
+            xprt_error_decode(body, len, &code, text, sizeof(text));
+            snprintf(why, whysz, "the peer says: %s", text);
+            return -COLO_EPEER_REJECTED;
+        }
+        snprintf(why, whysz, "unexpected record 0x%08" PRIx32 " from the peer",
+                 type);
+        return -COLO_ESTREAM_CORRUPT;
+    }
+}
+
+static void set_rcv_timeout(int fd, unsigned ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+/* ---- Remus, the source: one checkpoint's end --------------------------- */
+
+static void interval_fire(evutil_socket_t fd, short what, void *arg)
+{
+    struct ckpt_xen_job *j = arg;
+
+    (void)fd;
+    (void)what;
+    ckpt_xen_helper_reply(j->h, 1); /* the next checkpoint */
+}
+
+static void remus_checkpoint(struct ckpt_xen_job *j)
+{
+    uint64_t n = ++j->ckpts, v = 0;
+    bool last =
+        j->stop_req || (j->sp.max_checkpoints && n >= j->sp.max_checkpoints);
+    unsigned ack = j->sp.ack_timeout_ms ? j->sp.ack_timeout_ms : REMUS_ACK_MS;
+    unsigned ivl = j->sp.interval_ms ? j->sp.interval_ms : REMUS_INTERVAL_MS;
+    char why[512] = "";
+    struct timeval tv;
+    int rc = 0;
+
+    /* libxc's CHECKPOINT is out; libxl's layer ends the checkpoint. A
+     * planned end says so first, so the target discards rather than takes
+     * over. */
+    if (last)
+        rc = ckpt_xen_send_error(j->fd, -COLO_ECANCELLED,
+                                 "protection ends after this checkpoint");
+    if (rc >= 0)
+        rc = ckpt_xen_stream_checkpoint_end(j->fd, NULL, 0);
+    if (rc >= 0)
+        rc = ckpt_xen_read_ack(j->fd, (int)(n == 1 ? 10 * ack : ack), &v, why,
+                               sizeof(why));
+    if (rc >= 0 && v != n) {
+        snprintf(why, sizeof(why), "ACK %" PRIu64 " for checkpoint %" PRIu64, v,
+                 n);
+        rc = -COLO_ESTREAM_CORRUPT;
+    }
+    if (rc < 0) {
+        colo_warn("domain %" PRIu32 ": target lost at checkpoint %" PRIu64
+                  " (%s); the domain runs on unprotected",
+                  j->domid, n, why[0] ? why : colo_strerror(rc));
+        j->target_lost = true;
+        j->ckpts = n - 1;
+        ckpt_xen_helper_reply(j->h, 0);
+        return;
+    }
+    if (j->c.checkpoint)
+        j->c.checkpoint(j, n, j->last_pause_us, j->c.opaque);
+    if (last) {
+        ckpt_xen_helper_reply(j->h, 0);
+        return;
+    }
+    tv = colo_ms_to_tv(ivl);
+    evtimer_add(j->ev_interval, &tv);
+}
+
+/* ---- Remus, the target: libxl's records of one checkpoint -------------- */
+
+static int read_rec_raw(int fd, uint32_t *type, uint32_t *len, uint8_t *body,
+                        size_t cap)
+{
+    uint8_t h[8];
+    size_t padded;
+    int rc = colo_read_all(fd, h, sizeof(h));
+
+    if (rc < 0)
+        return rc;
+    *type = colo_get_le32(h);
+    *len = colo_get_le32(h + 4);
+    padded = ((size_t)*len + 7) & ~(size_t)7;
+    if (padded > cap)
+        return -COLO_ESTREAM_TOO_BIG;
+    return colo_read_all(fd, body, padded);
+}
+
+/* Returns the answer for libxc (XGR_CHECKPOINT_*). */
+static int restore_checkpoint(struct ckpt_xen_job *j)
+{
+    uint8_t body[4096];
+    uint32_t type, len;
+    int32_t code;
+    char text[256];
+    unsigned fo = j->rp.failover_timeout_ms ? j->rp.failover_timeout_ms
+                                            : REMUS_FAILOVER_MS;
+    int rc;
+
+    for (int i = 0; i < 16; i++) {
+        rc = read_rec_raw(j->fd, &type, &len, body, sizeof(body));
+        if (rc < 0) {
+            colo_warn("domain %" PRIu32 ": the source is gone after "
+                      "checkpoint %" PRIu64 " (%s)",
+                      j->domid, j->ckpts, colo_strerror(rc));
+            return j->ckpts ? XGR_CHECKPOINT_FAILOVER : XGR_CHECKPOINT_ERROR;
+        }
+        switch (type) {
+        case XPRT_LIBXL_CHECKPOINT_END:
+            j->ckpts++;
+            if (ckpt_xen_send_ack(j->fd, j->ckpts) < 0)
+                return XGR_CHECKPOINT_FAILOVER;
+            if (j->ended_by_source)
+                return XGR_CHECKPOINT_ERROR; /* discard, do not take over */
+            if (j->ckpts == 1)
+                set_rcv_timeout(j->fd, fo);
+            if (j->c.checkpoint)
+                j->c.checkpoint(j, j->ckpts, 0, j->c.opaque);
+            return XGR_CHECKPOINT_SUCCESS;
+        case XPRT_COLO_ERROR:
+            if (xprt_error_decode(body, len, &code, text, sizeof(text)) >= 0 &&
+                code == -COLO_ECANCELLED) {
+                colo_info("domain %" PRIu32 ": the source ends protection",
+                          j->domid);
+                j->ended_by_source = true;
+                continue;
+            }
+            colo_err("domain %" PRIu32 ": the source reports: %s", j->domid,
+                     text);
+            return XGR_CHECKPOINT_ERROR;
+        case XPRT_LIBXL_EMULATOR_XENSTORE_DATA:
+        case XPRT_LIBXL_EMULATOR_CONTEXT:
+            colo_err("domain %" PRIu32 ": device-model state in a Remus "
+                     "stream (HVM) is not supported",
+                     j->domid);
+            return XGR_CHECKPOINT_ERROR;
+        default:
+            if (type & 0x80000000u)
+                continue; /* optional: skipped */
+            colo_err("domain %" PRIu32 ": unexpected libxl record %" PRIu32
+                     " in a checkpoint",
+                     j->domid, type);
+            return XGR_CHECKPOINT_ERROR;
+        }
+    }
+    return XGR_CHECKPOINT_ERROR;
 }
 
 /* ---- helper owner ------------------------------------------------------ */
@@ -169,11 +401,34 @@ static void on_call(struct ckpt_xen_helper *h, const struct ckpt_xen_call *c,
         ckpt_xen_helper_reply(h, 0);
         return;
     case CKPT_XEN_CB_CHECKPOINT:
-    case CKPT_XEN_CB_WAIT_CHECKPOINT:
+        if (j->stream == CKPT_XEN_STREAM_REMUS && j->kind == JOB_SAVE) {
+            remus_checkpoint(j); /* answers later */
+            return;
+        }
+        if (j->stream == CKPT_XEN_STREAM_REMUS) {
+            ckpt_xen_helper_reply(h, restore_checkpoint(j));
+            return;
+        }
         /* A plain stream has no checkpoints: stop. */
         ckpt_xen_helper_reply(h, 0);
         return;
+    case CKPT_XEN_CB_WAIT_CHECKPOINT:
+        ckpt_xen_helper_reply(h, 0);
+        return;
     case CKPT_XEN_CB_POSTCOPY:
+        if (j->kind == JOB_SAVE && j->stream != CKPT_XEN_STREAM_PLAIN &&
+            j->suspended) {
+            /* Remus: the checkpoint's memory is out; the guest runs on
+             * while the target commits it. */
+            if (ckpt_xen_dom_resume(j->d, j->domid, true) < 0) {
+                snprintf(j->why, sizeof(j->why), "resume after checkpoint: %s",
+                         ckpt_xen_dom_error(j->d));
+                ckpt_xen_helper_reply(h, 0);
+                return;
+            }
+            j->suspended = false;
+            j->last_pause_us = (colo_now_ns() - j->t_stop_ns) / 1000u;
+        }
         ckpt_xen_helper_reply(h, 1);
         return;
     }
@@ -226,11 +481,23 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
     if (rc < 0) {
         if (j->cancelled)
             job_end(j, -COLO_ECANCELLED, "cancelled");
+        else if (j->ended_by_source)
+            job_end(j, -COLO_ECANCELLED, "the source ended protection");
         else if (j->why[0])
             job_end(j, rc, "%s", j->why);
         else
             job_end(j, rc, "libxenguest %s failed: %s",
                     j->kind == JOB_SAVE ? "save" : "restore", res->error);
+        return;
+    }
+    if (j->kind == JOB_SAVE && j->stream != CKPT_XEN_STREAM_PLAIN) {
+        /* Checkpointing stopped (planned, or the target is lost): the
+         * guest was resumed after its last checkpoint. */
+        if (j->suspended) {
+            ckpt_xen_dom_resume(j->d, j->domid, true);
+            j->suspended = false;
+        }
+        job_end(j, 0, NULL);
         return;
     }
     if (j->kind == JOB_SAVE) {
@@ -273,9 +540,16 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
         j->store_gfn = res->store_gfn;
         j->console_gfn = res->console_gfn;
     }
-    rc = read_tail(j);
-    if (rc < 0)
-        return; /* job_end called */
+    if (j->stream == CKPT_XEN_STREAM_PLAIN) {
+        rc = read_tail(j);
+        if (rc < 0)
+            return; /* job_end called */
+    } else {
+        /* A checkpointed stream only ends when the source is gone:
+         * libxc completed the last checkpoint. */
+        j->failed_over = true;
+        j->rp.paused = true; /* the owner decides (tie-breaker) */
+    }
     rc = ckpt_xen_dom_finish(j->d, j->domid, &j->rp.newdom, j->store_gfn,
                              j->console_gfn, j->json);
     if (rc < 0) {
@@ -404,8 +678,9 @@ static struct ckpt_xen_job *job_new(struct event_base *base,
     j->c = *c;
     j->fd = -1;
     j->ev_done = event_new(base, -1, 0, job_fire, j);
+    j->ev_interval = evtimer_new(base, interval_fire, j);
     j->h = ckpt_xen_helper_new(base, &owner, j);
-    if (!j->ev_done || !j->h) {
+    if (!j->ev_done || !j->ev_interval || !j->h) {
         ckpt_xen_job_free(j);
         return NULL;
     }
@@ -418,7 +693,7 @@ static int start_helper(struct ckpt_xen_job *j, enum ckpt_xen_op op)
         .exe = j->c.helper_exe,
         .exe_args = j->c.helper_args,
         .op = op,
-        .stream = CKPT_XEN_STREAM_PLAIN,
+        .stream = (enum ckpt_xen_stream)j->stream,
         .domid = j->domid,
         .io_fd = j->fd,
         .back_fd = -1,
@@ -456,6 +731,9 @@ int ckpt_xen_save_start(struct ckpt_xen_job **ret, struct event_base *base,
     j->sp = *p;
     j->fd = p->fd;
     j->domid = p->domid;
+    j->stream = p->stream;
+    if (j->stream != CKPT_XEN_STREAM_PLAIN)
+        j->sp.live = true;
     rc = ckpt_xen_stream_begin(j->fd);
     if (rc >= 0)
         rc = start_helper(j, CKPT_XEN_OP_SAVE);
@@ -494,6 +772,7 @@ int ckpt_xen_restore_start(struct ckpt_xen_job **ret, struct event_base *base,
         return -ENOMEM;
     j->rp = *p;
     j->fd = p->fd;
+    j->stream = p->stream;
     if (p->config_json) {
         j->json = strdup(p->config_json);
         if (!j->json) {
@@ -530,11 +809,34 @@ uint64_t ckpt_xen_job_downtime_ms(const struct ckpt_xen_job *j)
     return j->downtime_ms;
 }
 
+void ckpt_xen_job_stop(struct ckpt_xen_job *j)
+{
+    if (j)
+        j->stop_req = true;
+}
+
+uint64_t ckpt_xen_job_checkpoints(const struct ckpt_xen_job *j)
+{
+    return j->ckpts;
+}
+
+bool ckpt_xen_job_target_lost(const struct ckpt_xen_job *j)
+{
+    return j->target_lost;
+}
+
+bool ckpt_xen_job_failed_over(const struct ckpt_xen_job *j)
+{
+    return j->failed_over;
+}
+
 void ckpt_xen_job_cancel(struct ckpt_xen_job *j)
 {
     if (!j || !j->started || j->finished)
         return;
     j->cancelled = true;
+    if (j->ev_interval)
+        evtimer_del(j->ev_interval);
     ckpt_xen_dom_suspend_cancel(j->d);
     ckpt_xen_helper_cancel(j->h); /* on_done follows from the loop */
 }
@@ -547,6 +849,8 @@ void ckpt_xen_job_free(struct ckpt_xen_job *j)
     ckpt_xen_helper_free(j->h);
     if (j->ev_done)
         event_free(j->ev_done);
+    if (j->ev_interval)
+        event_free(j->ev_interval);
     free(j->json);
     free(j);
 }

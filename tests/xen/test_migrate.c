@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <event2/event.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ static const char cfg_json[] =
     " \"b_info\": {\"max_vcpus\": 1, \"max_memkb\": 131072}}";
 
 struct peer {
+    uint32_t flags;
     struct event_base *base;
     struct xprt_link *link;
     bool up, got_error, got_ack, failed;
@@ -39,7 +41,7 @@ static void p_up(struct xprt_link *l, void *arg)
     struct xprt_colo_hello h = {.version = XPRT_COLO_VERSION,
                                 .role = XPRT_ROLE_PRIMARY,
                                 .page_size = 4096,
-                                .flags = CKPT_SECONDARY_HELLO_FLAG_XEN,
+                                .flags = p->flags,
                                 .ram_size = 128u << 20};
     struct colo_buf b;
 
@@ -86,29 +88,24 @@ static void p_error(struct xprt_link *l, int rc, void *arg)
 static const struct xprt_link_cbs p_cbs = {
     .up = p_up, .record = p_record, .error = p_error};
 
-Test(migrate, receiver_refuses_without_xen)
+/* Offer a Xen domain (HELLO flags) to `colo MODE`; the ERROR text must
+ * contain expect and colo must exit non-zero (receive) or go on waiting
+ * (standby). */
+static void offer(const char *mode, uint32_t flags, const char *expect)
 {
-    struct ckpt_xen_dom *d;
-    char why[256];
-    char *argv[] = {COLO_EXE,      "receive",    "--listen",
+    char *argv[] = {COLO_EXE,      (char *)mode, "--listen",
                     "127.0.0.1:0", "--insecure", NULL};
     struct fproc rp;
-    struct peer p = {0};
+    struct peer p = {.flags = flags};
     struct xprt_link_cfg cfg;
     struct timeval tv = {.tv_sec = 20};
     long off;
     int port, st;
 
-    if (ckpt_xen_dom_open(&d, why, sizeof(why)) == 0) {
-        ckpt_xen_dom_close(d);
-        printf("SKIP: a Xen hypervisor is present (nested tests cover the "
-               "migration)\n");
-        return;
-    }
     fproc_init();
     cr_assert_eq(fproc_spawn(&rp, argv, NULL), 0);
     off = fproc_wait_out(&rp, "waiting for a primary on 127.0.0.1:", 0, 20000);
-    cr_assert(off > 0, "colo receive did not start: %s", rp.buf);
+    cr_assert(off > 0, "colo %s did not start: %s", mode, rp.buf);
     fproc_pump(&rp, 50);
     port = atoi(rp.buf + off);
     cr_assert(port > 0, "%s", rp.buf);
@@ -122,14 +119,63 @@ Test(migrate, receiver_refuses_without_xen)
     event_base_loopexit(p.base, &tv);
     event_base_dispatch(p.base);
     cr_assert(p.up, "no link: %s", p.text);
-    cr_assert(p.got_error, "no ERROR from the receiver (%s)", p.text);
+    cr_assert(p.got_error, "no ERROR from colo %s (%s)", mode, p.text);
     cr_assert_not(p.got_ack);
-    cr_assert(strstr(p.text, "no Xen hypervisor"), "%s", p.text);
+    cr_assert(strstr(p.text, expect), "'%s' does not say '%s'", p.text, expect);
     xprt_link_free(p.link);
     event_base_free(p.base);
 
-    st = fproc_wait_exit(&rp, 20000);
-    cr_assert(st > 0, "colo receive: exit %d\n%s", st, rp.buf);
-    cr_assert(strstr(rp.buf, "no Xen hypervisor"), "%s", rp.buf);
+    if (strcmp(mode, "standby") == 0) {
+        /* A standby refuses and waits for a primary again. */
+        cr_assert(fproc_wait_out(&rp, "waiting for a primary again", 0, 20000) >
+                      0,
+                  "%s", rp.buf);
+        cr_assert(fproc_alive(&rp));
+        kill(rp.pid, SIGTERM);
+        st = fproc_wait_exit(&rp, 20000);
+        cr_assert(st >= 0, "%s", rp.buf);
+    } else {
+        st = fproc_wait_exit(&rp, 20000);
+        cr_assert(st > 0, "colo receive: exit %d\n%s", st, rp.buf);
+    }
+    cr_assert(strstr(rp.buf, expect), "%s", rp.buf);
     fproc_free(&rp);
+}
+
+static bool have_xen(void)
+{
+    struct ckpt_xen_dom *d;
+    char why[256];
+
+    if (ckpt_xen_dom_open(&d, why, sizeof(why)) == 0) {
+        ckpt_xen_dom_close(d);
+        printf("SKIP: a Xen hypervisor is present (nested tests cover the "
+               "migration)\n");
+        return true;
+    }
+    return false;
+}
+
+Test(migrate, receiver_refuses_without_xen)
+{
+    if (!have_xen())
+        offer("receive", CKPT_SECONDARY_HELLO_FLAG_XEN, "no Xen hypervisor");
+}
+
+Test(migrate, standby_refuses_without_xen)
+{
+    if (!have_xen())
+        offer("standby",
+              CKPT_SECONDARY_HELLO_FLAG_XEN |
+                  CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS,
+              "no Xen hypervisor");
+}
+
+/* The wrong kind of host: each says which command the source needs. */
+Test(migrate, wrong_host_kind)
+{
+    offer("receive",
+          CKPT_SECONDARY_HELLO_FLAG_XEN | CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS,
+          "not 'colo standby'");
+    offer("standby", CKPT_SECONDARY_HELLO_FLAG_XEN, "not 'colo receive'");
 }

@@ -131,12 +131,14 @@ struct ckpt_secondary_cbs {
      * valid only during the call. NULL: such a primary is refused.
      */
     void (*xen_incoming)(void *arg, struct ckpt_secondary *s,
-                         struct xprt_link *link, const char *name,
-                         const char *config);
+                         struct xprt_link *link, uint32_t hello_flags,
+                         const char *name, const char *config);
 };
 
 /* HELLO flag of a primary that offers a Xen domain (checkpoint/xen_*). */
 #define CKPT_SECONDARY_HELLO_FLAG_XEN (1u << 2)
+/* ... and wants Remus protection (a checkpointed libxl stream). */
+#define CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS (1u << 3)
 
 struct ckpt_secondary_opts {
     const char *vm_name; /* expected VM name; NULL: accept any */

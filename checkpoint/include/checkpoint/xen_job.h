@@ -35,6 +35,7 @@
 #define COLO_CHECKPOINT_XEN_JOB_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "checkpoint/xen_dom.h"
@@ -48,13 +49,42 @@ typedef void ckpt_xen_job_progress(struct ckpt_xen_job *j, uint64_t done,
                                    uint64_t total, const char *what,
                                    void *opaque);
 
+/* Checkpointed streams: checkpoint n was acknowledged by the target
+ * (save) or committed and acknowledged (restore); pause_us is the guest's
+ * pause for it (save side). */
+typedef void ckpt_xen_job_checkpoint(struct ckpt_xen_job *j, uint64_t n,
+                                     uint64_t pause_us, void *opaque);
+
 struct ckpt_xen_job_common {
-    const char *helper_exe;          /* NULL: this program */
-    const char *const *helper_args;  /* NULL: "__xen-helper" */
-    ckpt_xen_job_done *done;         /* required */
-    ckpt_xen_job_progress *progress; /* optional */
+    const char *helper_exe;              /* NULL: this program */
+    const char *const *helper_args;      /* NULL: "__xen-helper" */
+    ckpt_xen_job_done *done;             /* required */
+    ckpt_xen_job_progress *progress;     /* optional */
+    ckpt_xen_job_checkpoint *checkpoint; /* optional */
     void *opaque;
 };
+
+/*
+ * Remus (stream REMUS), the primary: after the live first round the guest
+ * is suspended, its dirty pages sent, it is resumed in place (postcopy),
+ * then libxl's CHECKPOINT_END goes out and the target's ACK(n) is awaited
+ * (ack_timeout_ms; the first one waits longer: the target commits the
+ * whole image). Then, after interval_ms, the next checkpoint. No ACK: the
+ * target is lost; checkpointing stops and the guest runs on unprotected
+ * (done(0), ckpt_xen_job_target_lost() true). max_checkpoints reached or
+ * ckpt_xen_job_stop(): the last checkpoint carries an ERROR(-ECANCELLED)
+ * record before its CHECKPOINT_END, so the target discards instead of
+ * taking over; done(0).
+ *
+ * The target (restore, stream REMUS): at each libxc checkpoint the libxl
+ * records up to CHECKPOINT_END are read, ACK(n) sent back on the same
+ * socket. From then on a silent source (failover_timeout_ms) or a broken
+ * stream means failover: libxc completes the domain from the last complete
+ * checkpoint and done(0) comes with the domain created and PAUSED (the
+ * owner decides whether to run it: a tie-breaker). The source's ERROR
+ * (-ECANCELLED) ends it: the half-made domain is destroyed and done gets
+ * -COLO_ECANCELLED.
+ */
 
 struct ckpt_xen_save_params {
     uint32_t domid;
@@ -64,6 +94,11 @@ struct ckpt_xen_save_params {
     bool leave_suspended;   /* neither: the caller destroys or resumes it
                              * (migration, after the target has it) */
     int suspend_timeout_ms; /* 0: 60 s (libxl's) */
+    /* Checkpointed streams (Remus) */
+    int stream;               /* enum ckpt_xen_stream; 0 = PLAIN */
+    unsigned interval_ms;     /* between checkpoints; 0: 200 */
+    unsigned ack_timeout_ms;  /* 0: 10000 (the first: 10 x) */
+    uint64_t max_checkpoints; /* 0: until stopped */
 };
 
 struct ckpt_xen_restore_params {
@@ -71,6 +106,8 @@ struct ckpt_xen_restore_params {
     struct ckpt_xen_newdom newdom; /* copied */
     const char *config_json;       /* copied; NULL: none recorded */
     bool paused;                   /* leave it paused */
+    int stream;                    /* enum ckpt_xen_stream; 0 = PLAIN */
+    unsigned failover_timeout_ms;  /* REMUS: silent source; 0: 5000 */
 };
 
 int ckpt_xen_save_start(struct ckpt_xen_job **ret, struct event_base *base,
@@ -86,6 +123,21 @@ uint32_t ckpt_xen_job_domid(const struct ckpt_xen_job *j);
 /* Milliseconds the guest was suspended (save) or paused (restore). */
 uint64_t ckpt_xen_job_downtime_ms(const struct ckpt_xen_job *j);
 void ckpt_xen_job_cancel(struct ckpt_xen_job *j);
+/* Remus primary: make the next checkpoint the last (clean end). */
+void ckpt_xen_job_stop(struct ckpt_xen_job *j);
+/* Remus: checkpoints acknowledged / committed so far. */
+uint64_t ckpt_xen_job_checkpoints(const struct ckpt_xen_job *j);
+/* Remus primary: checkpointing stopped because the target went silent. */
+bool ckpt_xen_job_target_lost(const struct ckpt_xen_job *j);
+/* Remus target: the job ended in a failover (done(0), domain paused). */
+bool ckpt_xen_job_failed_over(const struct ckpt_xen_job *j);
 void ckpt_xen_job_free(struct ckpt_xen_job *j); /* NULL ok; no done */
+
+/* Raw colo records on a detached (blocking) link socket: ACK(v) and
+ * ERROR; read_ack skips heartbeats, waits up to ms, and turns an ERROR
+ * into -COLO_EPEER_REJECTED with its text in why. */
+int ckpt_xen_send_ack(int fd, uint64_t v);
+int ckpt_xen_send_error(int fd, int code, const char *text);
+int ckpt_xen_read_ack(int fd, int ms, uint64_t *v, char *why, size_t whysz);
 
 #endif

@@ -60,6 +60,7 @@ struct ckpt_xen_job {
     int stream;
     uint64_t ckpts;
     bool stop_req, target_lost, failed_over, ended_by_source;
+    bool quiet_libxc; /* we ended the stream: libxc's complaints are noise */
     struct event *ev_interval;
     uint64_t last_pause_us;
     /* result */
@@ -244,12 +245,14 @@ static void remus_checkpoint(struct ckpt_xen_job *j)
                   j->domid, n, why[0] ? why : colo_strerror(rc));
         j->target_lost = true;
         j->ckpts = n - 1;
+        j->quiet_libxc = true;
         ckpt_xen_helper_reply(j->h, 0);
         return;
     }
     if (j->c.checkpoint)
         j->c.checkpoint(j, n, j->last_pause_us, j->c.opaque);
     if (last) {
+        j->quiet_libxc = true;
         ckpt_xen_helper_reply(j->h, 0);
         return;
     }
@@ -300,8 +303,10 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
             j->ckpts++;
             if (ckpt_xen_send_ack(j->fd, j->ckpts) < 0)
                 return XGR_CHECKPOINT_FAILOVER;
-            if (j->ended_by_source)
+            if (j->ended_by_source) {
+                j->quiet_libxc = true;
                 return XGR_CHECKPOINT_ERROR; /* discard, do not take over */
+            }
             if (j->ckpts == 1)
                 set_rcv_timeout(j->fd, fo);
             if (j->c.checkpoint)
@@ -443,7 +448,7 @@ static void on_log(struct ckpt_xen_helper *h, int level, const char *line,
     struct ckpt_xen_job *j = opaque;
 
     (void)h;
-    if (level >= 8) /* XTL_ERROR */
+    if (level >= 8 && !j->quiet_libxc) /* XTL_ERROR */
         colo_warn("domain %" PRIu32 ": libxc: %s", j->domid, line);
     else
         colo_debug("domain %" PRIu32 ": libxc: %s", j->domid, line);

@@ -49,7 +49,8 @@ wait_pid() {
 # kill_tree PID: SIGKILL PID and its children (colo and its libxc helper).
 kill_tree() {
     for p in /proc/[0-9]*; do
-        [ "$(awk '{ print $4 }' $p/stat 2>/dev/null)" = "$1" ] && kill -9 "${p#/proc/}"
+        [ "$(awk '{ print $4 }' $p/stat 2>/dev/null)" = "$1" ] &&
+            kill -9 "${p#/proc/}" 2>/dev/null
     done
     kill -9 "$1"
 }

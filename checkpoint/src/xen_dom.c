@@ -73,9 +73,9 @@ const char *ckpt_xen_dom_error(const struct ckpt_xen_dom *d)
 }
 
 /* libxc's logger: keep the last error line for the next message. */
-static void lg_vmessage(xentoollog_logger *lg, xentoollog_level level,
-                        int errnoval, const char *context, const char *fmt,
-                        va_list al)
+__attribute__((format(printf, 5, 0))) static void
+lg_vmessage(xentoollog_logger *lg, xentoollog_level level, int errnoval,
+            const char *context, const char *fmt, va_list al)
 {
     struct ckpt_xen_dom *d =
         (struct ckpt_xen_dom *)((char *)lg - offsetof(struct ckpt_xen_dom, lg));

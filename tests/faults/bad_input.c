@@ -234,7 +234,9 @@ static void case_peer_garbage(void)
         }
         if (fd < 0)
             continue;
-        closed += feed_and_wait_close(fd, junk, len, 8000);
+        /* Round 2 waits out the handshake deadline of the setup phase
+         * (CKPT_SETUP_TIMEOUT_MS / 2 = 15 s, lenient for loaded hosts). */
+        closed += feed_and_wait_close(fd, junk, len, round == 2 ? 25000 : 8000);
         close(fd);
     }
     rc = protect(&e, port, out, sizeof(out));

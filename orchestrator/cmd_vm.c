@@ -576,6 +576,9 @@ int orch_cmd_stop(int argc, char **argv)
 
 int orch_cmd_failover(int argc, char **argv)
 {
+    if (argc == 2 && argv[1][0] != '-' &&
+        (is_domid(argv[1]) || orch_xen_domain_exists(argv[1])))
+        return orch_cmd_xen_failover(argc, argv);
     return plain_cmd("failover",
                      "Usage: colo failover VM\nOn the secondary: resume VM "
                      "here from the last committed checkpoint.\nOnly when "

@@ -908,7 +908,8 @@ static void sec_xen_incoming(void *arg, struct ckpt_secondary *s,
 {
     struct orch_host *h = arg;
     struct orch_xen_recv_opts xo = {.standby = h->o.standby,
-                                    .fence_cmd = h->o.fence_cmd};
+                                    .fence_cmd = h->o.fence_cmd,
+                                    .witness = h->o.witness};
     int rc;
 
     ckpt_secondary_free(h->sec_retired); /* an earlier pairing's */

@@ -583,6 +583,8 @@ struct orch_xen_recv {
     int fd;          /* the link's, after detach */
     bool remus;      /* a standby: checkpoints, failover */
     char *fence_cmd; /* the tie-breaker; NULL: none */
+    char *witness;   /* or this HOST:PORT must answer */
+    struct orch_connect *wconn;
     struct orch_child *fence;
     char name[128], final_name[128];
     char *json;
@@ -628,6 +630,7 @@ static void recv_fenced(void *arg, int st)
     int rc;
 
     r->fence = NULL;
+    r->wconn = NULL;
     if (st != 0) {
         /* The primary may be alive: our copy is stale, and must not run. */
         colo_err("the tie-breaker refused the takeover (%s); destroying "
@@ -652,6 +655,15 @@ static void recv_fenced(void *arg, int st)
              r->domid, r->nd.name, ckpt_xen_job_checkpoints(r->job));
 }
 
+static void recv_witness(void *arg, int fd_or_rc)
+{
+    int fd = fd_or_rc;
+
+    if (fd >= 0)
+        colo_close(&fd);
+    recv_fenced(arg, fd_or_rc >= 0 ? 0 : fd_or_rc);
+}
+
 static void recv_checkpoint(struct ckpt_xen_job *j, uint64_t n,
                             uint64_t pause_us, void *opaque)
 {
@@ -668,19 +680,30 @@ static void recv_failover(struct orch_xen_recv *r)
     int rc;
 
     r->fd = -1; /* the source is gone: no answers */
-    if (!r->fence_cmd) {
+    if (!r->fence_cmd && !r->witness) {
         recv_end(r, 0,
                  "failover: domain %" PRIu32 " (%s) holds checkpoint %" PRIu64
-                 " and stays PAUSED: no tie-breaker (--fence-cmd); run 'xl "
-                 "unpause %" PRIu32 "' once the primary is known dead",
-                 r->domid, r->nd.name, n, r->domid);
+                 " and stays PAUSED: no tie-breaker (--fence-cmd, --witness); "
+                 "run 'colo failover %s' once the primary is known dead",
+                 r->domid, r->nd.name, n, r->nd.name);
         return;
     }
     colo_info("the primary is gone after checkpoint %" PRIu64 "; asking the "
               "tie-breaker",
               n);
-    rc = orch_child_start(r->base, r->fence_cmd, 10000, recv_fenced, r,
-                          &r->fence);
+    if (r->fence_cmd) {
+        rc = orch_child_start(r->base, r->fence_cmd, 10000, recv_fenced, r,
+                              &r->fence);
+    } else {
+        char *host = NULL;
+        uint16_t port;
+
+        rc = orch_parse_hostport(r->witness, 0, &host, &port);
+        if (rc == 0)
+            rc = orch_connect_start(r->base, host, port, 2000, recv_witness, r,
+                                    &r->wconn);
+        free(host);
+    }
     if (rc < 0)
         recv_fenced(r, rc);
 }
@@ -832,7 +855,10 @@ int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
     r->json = strdup(config);
     if (o->fence_cmd)
         r->fence_cmd = strdup(o->fence_cmd);
-    if (!r->ev_done || !r->json || (o->fence_cmd && !r->fence_cmd)) {
+    if (o->witness)
+        r->witness = strdup(o->witness);
+    if (!r->ev_done || !r->json || (o->fence_cmd && !r->fence_cmd) ||
+        (o->witness && !r->witness)) {
         orch_xen_recv_free(r);
         return -ENOMEM;
     }
@@ -906,12 +932,77 @@ void orch_xen_recv_free(struct orch_xen_recv *r)
     if (!r)
         return;
     orch_child_cancel(r->fence);
+    orch_connect_cancel(r->wconn);
     ckpt_xen_job_free(r->job);
     xprt_link_free(r->link);
     free(r->fence_cmd);
+    free(r->witness);
     if (r->ev_done)
         event_free(r->ev_done);
     ckpt_xen_dom_close(r->d);
     free(r->json);
     free(r);
+}
+
+/* ==================== FAILOVER BY HAND ==================== */
+
+int orch_cmd_xen_failover(int argc, char **argv)
+{
+    struct ckpt_xen_dom *d = NULL;
+    struct ckpt_xen_dominfo di;
+    char why[512], name[128];
+    uint32_t domid, other;
+    size_t n;
+    int st = ORCH_EXIT_FAIL;
+
+    if (argc != 2 || argv[1][0] == '-') {
+        if (argc == 2 && strcmp(argv[1], "--help") == 0) {
+            printf("Usage: colo failover DOMID|NAME\nOn a Xen standby "
+                   "host: run the paused copy a standby left when no\n"
+                   "tie-breaker agreed. Only when the primary is known to "
+                   "be dead.\n");
+            return ORCH_EXIT_OK;
+        }
+        return orch_usage_error("failover", "expected DOMID|NAME");
+    }
+    if (ckpt_xen_dom_open(&d, why, sizeof(why)) < 0) {
+        fprintf(stderr, "colo: failover: %s\n", why);
+        return ORCH_EXIT_FAIL;
+    }
+    if (ckpt_xen_dom_find(d, argv[1], &domid) < 0 ||
+        ckpt_xen_dom_info(d, domid, &di) < 0) {
+        fprintf(stderr, "colo: failover: %s\n", ckpt_xen_dom_error(d));
+        goto out;
+    }
+    if (!di.paused || di.shutdown) {
+        fprintf(stderr,
+                "colo: failover: domain %" PRIu32 " (%s) is not a "
+                "paused standby copy\n",
+                domid, di.name);
+        goto out;
+    }
+    /* NAME--incoming (a local pairing) takes NAME once it is free. */
+    snprintf(name, sizeof(name), "%s", di.name);
+    n = strlen(name);
+    if (n > 10 && strcmp(name + n - 10, "--incoming") == 0) {
+        name[n - 10] = '\0';
+        if (ckpt_xen_dom_find(d, name, &other) == 0) {
+            fprintf(stderr,
+                    "colo: failover: domain %" PRIu32 " (%s) still "
+                    "exists: is the primary really dead?\n",
+                    other, name);
+            goto out;
+        }
+        if (ckpt_xen_dom_rename(d, domid, name) < 0)
+            colo_warn("%s", ckpt_xen_dom_error(d));
+    }
+    if (ckpt_xen_dom_unpause(d, domid) < 0) {
+        fprintf(stderr, "colo: failover: %s\n", ckpt_xen_dom_error(d));
+        goto out;
+    }
+    printf("colo: Xen domain %" PRIu32 " (%s) now runs here\n", domid, name);
+    st = ORCH_EXIT_OK;
+out:
+    ckpt_xen_dom_close(d);
+    return st;
 }

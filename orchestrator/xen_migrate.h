@@ -13,11 +13,15 @@ struct orch_xen_recv;
 
 int orch_cmd_xen_migrate(int argc, char **argv);
 int orch_cmd_xen_protect(int argc, char **argv);
+/* colo failover NAME: run the paused copy a standby left (no tie-breaker
+ * agreed): unpause it, under its own name once that is free. */
+int orch_cmd_xen_failover(int argc, char **argv);
 
 struct orch_xen_recv_opts {
     bool standby;          /* colo standby (Remus) rather than receive */
-    const char *fence_cmd; /* tie-breaker for a failover; NULL: none (the
-                            * domain stays paused) */
+    const char *fence_cmd; /* tie-breaker for a failover: must exit 0 */
+    const char *witness;   /* ... or HOST:PORT must be reachable; neither:
+                            * the domain stays paused (colo failover) */
 };
 
 /* rc 0: domain domid runs here (after a failover: the standby took over;

@@ -107,4 +107,19 @@ Test(real, cli_save_restore_without_xen)
     cr_assert_eq(run_colo("save 1", err, sizeof(err)), 2, "%s", err);
     cr_assert_eq(run_colo("restore", err, sizeof(err)), 2);
     cr_assert_eq(run_colo("restore /nonexistent/file", err, sizeof(err)), 1);
+    /* The other Xen forms: a domid selects Xen, which is not here. */
+    cr_assert_eq(run_colo("migrate 3 127.0.0.1:1 --insecure", err, sizeof(err)),
+                 1, "%s", err);
+    cr_assert(strstr(err, "colo: migrate: no Xen hypervisor"), "%s", err);
+    cr_assert_eq(run_colo("protect 3 127.0.0.1:1 --insecure", err, sizeof(err)),
+                 1, "%s", err);
+    cr_assert(strstr(err, "colo: protect: no Xen hypervisor"), "%s", err);
+    cr_assert_eq(run_colo("failover 3", err, sizeof(err)), 1, "%s", err);
+    cr_assert(strstr(err, "colo: failover: no Xen hypervisor"), "%s", err);
+    cr_assert_eq(run_colo("protect 3 127.0.0.1:1 --insecure --mode colo", err,
+                          sizeof(err)),
+                 2, "%s", err);
+    cr_assert_eq(run_colo("migrate 3 127.0.0.1:1", err, sizeof(err)), 3, "%s",
+                 err); /* no key and not --insecure */
+    cr_assert(strstr(err, "--insecure"), "%s", err);
 }

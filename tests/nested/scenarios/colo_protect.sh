@@ -8,6 +8,9 @@
 #      (--fence-cmd) destroys the primary's domain (STONITH), and the standby
 #      resumes the guest from the last committed checkpoint under the
 #      guest's own name. Its ticks go on.
+#   3. the baseline: xl remus of the same guest at the same interval, timed
+#      to its 20th checkpoint (libxl's 20th suspend request) like colo's
+#      (its 20th acknowledged checkpoint); recorded, not asserted.
 . "$NESTED_LIB"
 [ -n "${COLO:-}" ] || nl_fail "no \$COLO (nested-run --colo)"
 type=${NESTED_TICK_TYPE:-pvh}
@@ -76,6 +79,9 @@ nl_assert_continues tick "$before" 60
 t0=$(nl_now_ms)
 $COLO protect tick 127.0.0.1:8792 --key-file /tmp/key --interval 200 >/tmp/protect.log 2>&1 &
 pr=$!
+wait_log /tmp/protect.log "checkpoint 20 acked" 600 $pr ||
+    { cat /tmp/protect.log /tmp/standby.log; nl_fail "20 checkpoints"; }
+echo "colo_remus_20 $(($(nl_now_ms) - t0)) 0" >>"$COLO_OUT/timings"
 wait_log /tmp/protect.log "checkpoint 50 acked" 600 $pr ||
     { cat /tmp/protect.log /tmp/standby.log; nl_fail "50 checkpoints"; }
 t1=$(nl_now_ms)
@@ -95,6 +101,23 @@ xl list
 [ -n "$(nl_domid tick)" ] || nl_fail "no domain tick after the failover"
 [ "$(xl list | grep -c '^tick')" = 1 ] || nl_fail "not exactly one tick domain after the failover"
 nl_assert_continues tick "$before" 60
+
+# 3. xl remus, the baseline (on the domain colo's standby now runs)
+t0=$(nl_now_ms)
+xl -vvv remus -F -n -s "" -i 200 tick "xl migrate-receive -r" >/tmp/remus.log 2>&1 &
+xr=$!
+end=$(($(nl_now_ms) + 300000))
+n=0
+while [ "$n" -lt 20 ] && [ "$(nl_now_ms)" -lt $end ] && kill -0 $xr 2>/dev/null; do
+    usleep 200000
+    n=$(grep -c "issuing .* suspend request" /tmp/remus.log)
+    n=${n:-0}
+done
+echo "xl_remus_20 $(($(nl_now_ms) - t0)) $([ "$n" -ge 20 ] && echo 0 || echo 1)" \
+    >>"$COLO_OUT/timings"
+echo "xl remus: $n checkpoints"
+kill_tree $xr
+xl destroy tick--incoming 2>/dev/null
 xl destroy tick
 
 {

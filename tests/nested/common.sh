@@ -23,6 +23,25 @@ nested_copy_with_libs() {
     done
 }
 
+# nested_copy_extracted ROOT XROOT PATH: copy XROOT/PATH (a binary from an
+# extracted .deb) to ROOT/PATH with the libraries it needs, taken from
+# XROOT first and from this system otherwise.
+nested_copy_extracted() {
+    local root=$1 x=$2 f=$3 lib dest
+    mkdir -p "$root$(dirname "$f")"
+    cp -L "$x$f" "$root$f"
+    LD_LIBRARY_PATH=$x/lib/x86_64-linux-gnu:$x/usr/lib/x86_64-linux-gnu \
+        ldd "$x$f" 2>/dev/null | awk '
+            $2 == "=>" && $3 ~ /^\// { print $3 }
+            $1 ~ /^\// { print $1 }' |
+    while read -r lib; do
+        dest=${lib#"$x"}
+        [ -e "$root$dest" ] && continue
+        mkdir -p "$root$(dirname "$dest")"
+        cp -L "$lib" "$root$dest"
+    done
+}
+
 # nested_libs_of FILE: the shared libraries FILE needs (absolute paths,
 # loader excluded), one per line.
 nested_libs_of() {

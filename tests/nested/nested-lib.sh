@@ -153,6 +153,23 @@ nl_wait_file() {
     done
 }
 
+# nl_wait_peer PATH SECONDS: like nl_wait_file for a file the other host
+# writes, but gives up early when the other host's run.sh has ended
+# (its /share/host<N>/status exists) without writing PATH.
+nl_wait_peer() {
+    local end=$(($(nl_now_ms) + $2 * 1000))
+    local st=/share/host$((3 - COLO_HOST_ID))/status
+    until [ -e "$1" ]; do
+        if [ -e "$st" ]; then
+            [ -e "$1" ] && return 0
+            echo "nl_wait_peer: the other host ended (status $(cat "$st")) without $1"
+            return 1
+        fi
+        [ "$(nl_now_ms)" -ge $end ] && { echo "nl_wait_peer: no $1 after $2 s"; return 1; }
+        usleep 200000
+    done
+}
+
 # nl_domid NAME: the domain id of NAME (empty if there is none).
 nl_domid() {
     xl domid "$1" 2>/dev/null

@@ -55,7 +55,7 @@ kill_tree() {
         [ "$(awk '{ print $4 }' $p/stat 2>/dev/null)" = "$1" ] &&
             kill -9 "${p#/proc/}" 2>/dev/null
     done
-    kill -9 "$1"
+    kill -9 "$1" 2>/dev/null
 }
 
 $COLO standby --listen 127.0.0.1:8792 --key-file /tmp/key \

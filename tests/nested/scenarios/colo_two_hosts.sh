@@ -49,7 +49,7 @@ kill_tree() {
         [ "$(awk '{ print $4 }' $p/stat 2>/dev/null)" = "$1" ] &&
             kill -9 "${p#/proc/}" 2>/dev/null
     done
-    kill -9 "$1"
+    kill -9 "$1" 2>/dev/null
 }
 
 if [ "$COLO_HOST_ID" = 2 ]; then

@@ -23,17 +23,8 @@ remus20() {
         echo "colo_remus_20 $(($(nl_now_ms) - t0)) $p" >>"$COLO_OUT/timings"
         return $p
     fi
-    xl -vvv remus -F -n -s "" -i 200 tick "xl migrate-receive -r" >/tmp/r.log 2>&1 &
-    p=$!
-    end=$(($(nl_now_ms) + 300000))
-    n=0
-    while [ "$n" -lt 20 ] && [ "$(nl_now_ms)" -lt $end ] && kill -0 $p 2>/dev/null; do
-        usleep 200000
-        n=$(grep -c "issuing .* suspend request" /tmp/r.log)
-        n=${n:-0}
-    done
-    echo "xl_remus_20 $(($(nl_now_ms) - t0)) $([ "$n" -ge 20 ] && echo 0 || echo 1)" \
-        >>"$COLO_OUT/timings"
+    t0=$(nl_xl_remus tick 20 200)
+    echo "xl_remus_20 $t0 $?" >>"$COLO_OUT/timings"
 }
 
 i=0

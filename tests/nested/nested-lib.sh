@@ -174,3 +174,66 @@ nl_wait_peer() {
 nl_domid() {
     xl domid "$1" 2>/dev/null
 }
+
+# nl_wait_log FILE TEXT SECONDS [PID]: wait until FILE contains TEXT;
+# status 1 (and a message) at the deadline or when PID has ended first.
+nl_wait_log() {
+    local end=$(($(nl_now_ms) + $3 * 1000))
+    until grep -q "$2" "$1" 2>/dev/null; do
+        [ "$(nl_now_ms)" -lt $end ] || { echo "nl_wait_log: no '$2' in $1 after $3 s"; return 1; }
+        if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
+            echo "nl_wait_log: process $4 ended before '$2' appeared in $1"
+            return 1
+        fi
+        usleep 200000
+    done
+}
+
+# nl_wait_pid PID SECONDS: wait for a child of this shell; its exit status
+# in $nl_pid_rc (124 at the deadline, after a SIGKILL). Not in $(...): only
+# this shell can wait for its children.
+nl_wait_pid() {
+    local end=$(($(nl_now_ms) + $2 * 1000))
+    while kill -0 "$1" 2>/dev/null; do
+        if [ "$(nl_now_ms)" -ge $end ]; then
+            kill -9 "$1" 2>/dev/null
+            wait "$1"
+            nl_pid_rc=124
+            return
+        fi
+        usleep 200000
+    done
+    wait "$1"
+    nl_pid_rc=$?
+}
+
+# nl_kill_tree PID: SIGKILL PID's children, then PID (colo and its libxc
+# helper; a host dying as far as its processes go).
+nl_kill_tree() {
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(awk '{ print $4 }' "$p/stat" 2>/dev/null)" = "$1" ] &&
+            kill -9 "${p#/proc/}" 2>/dev/null
+    done
+    kill -9 "$1" 2>/dev/null
+}
+
+# nl_xl_remus DOMAIN N INTERVAL_MS: run xl remus of DOMAIN within this dom0
+# until its Nth checkpoint (libxl's Nth suspend request, seen with -vvv),
+# then kill it (the guest goes with it: xl remus has no clean stop). Prints
+# the milliseconds it took; status 1 if it never got there (300 s).
+nl_xl_remus() {
+    local t0 end n=0 p
+    t0=$(nl_now_ms)
+    xl -vvv remus -F -n -s "" -i "$3" "$1" "xl migrate-receive -r" >/tmp/nl-remus.log 2>&1 &
+    p=$!
+    end=$(($(nl_now_ms) + 300000))
+    while [ "$n" -lt "$2" ] && [ "$(nl_now_ms)" -lt $end ] && kill -0 $p 2>/dev/null; do
+        usleep 200000
+        n=$(grep -c "issuing .* suspend request" /tmp/nl-remus.log)
+        n=${n:-0}
+    done
+    echo $(($(nl_now_ms) - t0))
+    nl_kill_tree $p
+    [ "$n" -ge "$2" ]
+}

@@ -26,32 +26,15 @@ start_receiver() {
     done
 }
 
-# wait_receiver SECONDS: the receiver's exit status in $recv_rc (124 at
-# the deadline). Not in $(...): only this shell can wait for it.
-wait_receiver() {
-    end=$(($(nl_now_ms) + $1 * 1000))
-    while kill -0 $recv_pid 2>/dev/null; do
-        if [ "$(nl_now_ms)" -ge $end ]; then
-            kill -9 $recv_pid
-            wait $recv_pid
-            recv_rc=124
-            return
-        fi
-        usleep 200000
-    done
-    wait $recv_pid
-    recv_rc=$?
-}
-
 # 1. a migration that works
 start_receiver 8790 /tmp/key
 before=$(nl_ticks_max tick)
 id=$(nl_domid tick)
 nl_time colo_migrate_local $COLO migrate tick 127.0.0.1:8790 --key-file /tmp/key ||
     { cat /tmp/recv.log; nl_fail "colo migrate"; }
-wait_receiver 120
+nl_wait_pid $recv_pid 120
 cat /tmp/recv.log
-[ "$recv_rc" = 0 ] || nl_fail "colo receive exited with $recv_rc"
+[ "$nl_pid_rc" = 0 ] || nl_fail "colo receive exited with $nl_pid_rc"
 xl list
 new=$(nl_domid tick)
 [ -n "$new" ] || nl_fail "no domain tick after colo migrate"
@@ -77,7 +60,7 @@ rc=$?
 echo "migrate with a wrong key: exit $rc"
 [ $rc -ne 0 ] || nl_fail "colo migrate with a wrong key succeeded"
 kill $recv_pid 2>/dev/null
-wait_receiver 30
+nl_wait_pid $recv_pid 30
 [ "$(nl_domid tick)" = "$id" ] || nl_fail "the domain changed after a refused migrate"
 [ "$(xl list | grep -c '^tick')" = 1 ] || nl_fail "not exactly one tick domain"
 nl_assert_continues tick "$before" 60

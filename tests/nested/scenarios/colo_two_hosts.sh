@@ -5,8 +5,9 @@
 #   2. colo protect from host 2 back to host 1 (colo standby on host 1),
 #      30 checkpoints; then the primary dies on host 2 (colo and its helper
 #      SIGKILLed, the domain destroyed: the host is gone as far as the guest
-#      is concerned). Host 1's tie-breaker confirms it (a file host 2 writes
-#      once its domain is destroyed: the test's STONITH), and the standby
+#      is concerned). Host 1's tie-breaker confirms it (it waits for a file
+#      host 2 writes once its domain is destroyed: the test's STONITH), and
+#      the standby
 #      runs the guest from the last committed checkpoint; its ticks go on.
 # The hosts meet through files in /share.
 . "$NESTED_LIB"
@@ -15,54 +16,17 @@ me=/share/host$COLO_HOST_ID
 peer=/share/host$((3 - COLO_HOST_ID))
 printf 'colo-nested-two-hosts-key-012345' >/tmp/key
 
-# wait_log FILE TEXT SECONDS [PID]
-wait_log() {
-    end=$(($(nl_now_ms) + $3 * 1000))
-    until grep -q "$2" "$1" 2>/dev/null; do
-        [ "$(nl_now_ms)" -lt $end ] || { echo "no '$2' in $1 after $3 s"; return 1; }
-        if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
-            echo "process $4 ended before '$2' appeared in $1"
-            return 1
-        fi
-        usleep 200000
-    done
-}
-
-# wait_pid PID SECONDS: its exit status in $pid_rc (124 at the deadline).
-wait_pid() {
-    end=$(($(nl_now_ms) + $2 * 1000))
-    while kill -0 $1 2>/dev/null; do
-        if [ "$(nl_now_ms)" -ge $end ]; then
-            kill -9 $1
-            wait $1
-            pid_rc=124
-            return
-        fi
-        usleep 200000
-    done
-    wait $1
-    pid_rc=$?
-}
-
-kill_tree() {
-    for p in /proc/[0-9]*; do
-        [ "$(awk '{ print $4 }' $p/stat 2>/dev/null)" = "$1" ] &&
-            kill -9 "${p#/proc/}" 2>/dev/null
-    done
-    kill -9 "$1" 2>/dev/null
-}
-
 if [ "$COLO_HOST_ID" = 2 ]; then
     nl_wait_file "$peer/net-up" 240 || nl_fail "host 1 never came up"
     ping -c 2 -W 5 "$COLO_PEER_IP" || nl_fail "no ping to host 1"
     # 1. receive the guest
     $COLO receive --listen "$COLO_IP:8790" --key-file /tmp/key >"$me/receive.log" 2>&1 &
     rv=$!
-    wait_log "$me/receive.log" "waiting for a primary" 60 $rv || nl_fail "colo receive"
+    nl_wait_log "$me/receive.log" "waiting for a primary" 60 $rv || nl_fail "colo receive"
     touch "$me/listening"
-    wait_pid $rv 300
+    nl_wait_pid $rv 300
     cat "$me/receive.log"
-    [ "$pid_rc" = 0 ] || nl_fail "colo receive exited with $pid_rc"
+    [ "$nl_pid_rc" = 0 ] || nl_fail "colo receive exited with $nl_pid_rc"
     [ -n "$(nl_domid tick)" ] || nl_fail "no domain tick on host 2"
     nl_wait_file "$peer/migrated" 60 || nl_fail "host 1 did not finish"
     last1=$(cat "$peer/last-tick")
@@ -77,11 +41,11 @@ if [ "$COLO_HOST_ID" = 2 ]; then
         >"$me/protect.log" 2>&1 &
     pr=$!
     t0=$(nl_now_ms)
-    wait_log "$me/protect.log" "checkpoint 30 acked" 600 $pr ||
+    nl_wait_log "$me/protect.log" "checkpoint 30 acked" 600 $pr ||
         { cat "$me/protect.log"; nl_fail "30 checkpoints"; }
     echo "protect_30 $(($(nl_now_ms) - t0)) 0" >>"$COLO_OUT/timings"
     nl_ticks_max tick >"$me/last-tick"
-    kill_tree $pr
+    nl_kill_tree $pr
     xl destroy tick
     cat "$me/protect.log"
     touch "$me/primary-dead"
@@ -102,17 +66,20 @@ touch "$me/migrated"
 [ -z "$(nl_domid tick)" ] || nl_fail "tick still on host 1 after migrate"
 nl_check_ticks tick || nl_fail "ticks on host 1 not continuous"
 rm -f /var/log/xen/console/guest-tick*.log
+# The tie-breaker confirms the primary's death as a STONITH would: it waits
+# (bounded, within colo's 10 s) for host 2 to report its domain destroyed.
 $COLO standby --listen "$COLO_IP:8792" --key-file /tmp/key \
-    --fence-cmd "test -e $peer/primary-dead" >"$me/standby.log" 2>&1 &
+    --fence-cmd "i=0; while [ ! -e $peer/primary-dead ] && [ \$i -lt 40 ]; do usleep 200000; i=\$((i + 1)); done; [ -e $peer/primary-dead ]" \
+    >"$me/standby.log" 2>&1 &
 sb=$!
-wait_log "$me/standby.log" "waiting for a primary" 60 $sb || nl_fail "colo standby"
+nl_wait_log "$me/standby.log" "waiting for a primary" 60 $sb || nl_fail "colo standby"
 touch "$me/standby"
 nl_wait_file "$peer/primary-dead" 900 || { cat "$me/standby.log"; nl_fail "host 2 never died"; }
 t0=$(nl_now_ms)
-wait_pid $sb 120
-echo "failover $(($(nl_now_ms) - t0)) $pid_rc" >>"$COLO_OUT/timings"
+nl_wait_pid $sb 120
+echo "failover $(($(nl_now_ms) - t0)) $nl_pid_rc" >>"$COLO_OUT/timings"
 cat "$me/standby.log"
-[ "$pid_rc" = 0 ] || nl_fail "the standby exited with $pid_rc"
+[ "$nl_pid_rc" = 0 ] || nl_fail "the standby exited with $nl_pid_rc"
 grep -q "now runs here after failover" "$me/standby.log" || nl_fail "no failover"
 [ -n "$(nl_domid tick)" ] || nl_fail "no domain tick on host 1 after the failover"
 last2=$(cat "$peer/last-tick")

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/nested/common.sh: shell functions shared by build-images and
 # nested-run (host side). Sourced, never run.
 

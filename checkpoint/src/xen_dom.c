@@ -839,6 +839,23 @@ int ckpt_xen_newdom_from_json(const char *json, size_t len,
     if (json_is_integer(j) && json_integer_value(j) >= 1 &&
         json_integer_value(j) <= 2)
         ret->max_grant_version = (int)json_integer_value(j);
+    j = json_object_get(b, "vcpu_hard_affinity");
+    if (json_is_array(j)) {
+        size_t i, k;
+        json_t *cpus, *e;
+
+        json_array_foreach(j, i, cpus)
+        {
+            if (i >= CKPT_XEN_AFFINITY_VCPUS || !json_is_array(cpus))
+                break;
+            json_array_foreach(cpus, k, e)
+            {
+                if (json_is_integer(e) && json_integer_value(e) >= 0 &&
+                    json_integer_value(e) < 64)
+                    ret->hard_affinity[i] |= 1ull << json_integer_value(e);
+            }
+        }
+    }
     s = json_string_value(json_object_get(b, "tsc_mode"));
     if (!s || strcmp(s, "default") == 0) {
         ret->tsc_mode = 0;
@@ -996,6 +1013,28 @@ int ckpt_xen_dom_create(struct ckpt_xen_dom *d, struct ckpt_xen_newdom *nd,
         rc = fail(d, -COLO_EXEN, "domain %" PRIu32 ": max vcpus: %s", domid,
                   strerror(errno));
         goto fail_destroy;
+    }
+    for (unsigned int v = 0; v < nd->max_vcpus && v < CKPT_XEN_AFFINITY_VCPUS;
+         v++) {
+        xc_cpumap_t hard, soft;
+
+        if (!nd->hard_affinity[v])
+            continue;
+        hard = xc_cpumap_alloc(d->xch);
+        soft = xc_cpumap_alloc(d->xch);
+        rc = hard && soft ? 0 : -ENOMEM;
+        for (unsigned int c = 0; rc == 0 && c < 64; c++)
+            if ((nd->hard_affinity[v] >> c) & 1 &&
+                (int)c < xc_get_max_cpus(d->xch))
+                hard[c / 8] |= (uint8_t)(1u << (c % 8));
+        if (rc == 0 && xc_vcpu_setaffinity(d->xch, domid, (int)v, hard, soft,
+                                           XEN_VCPUAFFINITY_HARD) < 0)
+            rc = fail(d, -COLO_EXEN, "domain %" PRIu32 ": vcpu %u affinity: %s",
+                      domid, v, strerror(errno));
+        free(hard);
+        free(soft);
+        if (rc < 0)
+            goto fail_destroy;
     }
     if (xc_domain_setmaxmem(d->xch, domid,
                             nd->target_memkb + MAXMEM_CONSTANT_KB) < 0) {

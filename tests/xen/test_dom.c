@@ -22,6 +22,7 @@ static const char pvh_cfg[] =
     " \"shadow_memkb\": 2048, \"event_channels\": 1023,"
     " \"max_grant_frames\": 64, \"max_maptrack_frames\": 1024,"
     " \"max_grant_version\": 1, \"tsc_mode\": \"native\","
+    " \"vcpu_hard_affinity\": [[1], [0, 1, 99]],"
     " \"type.pvh\": {}, \"arch_arm\": {}},"
     " \"on_reboot\": \"restart\"}";
 
@@ -47,6 +48,9 @@ Test(dom, libxl_json_pvh)
     cr_assert_eq(nd.max_maptrack_frames, 1024);
     cr_assert_eq(nd.max_grant_version, 1);
     cr_assert_eq(nd.tsc_mode, 2);
+    cr_assert_eq(nd.hard_affinity[0], 2);
+    cr_assert_eq(nd.hard_affinity[1], 3); /* CPU 99: beyond the mask */
+    cr_assert_eq(nd.hard_affinity[2], 0);
 }
 
 Test(dom, libxl_json_defaults)

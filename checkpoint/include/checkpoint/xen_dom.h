@@ -114,6 +114,8 @@ void ckpt_xen_dom_suspend_cancel(struct ckpt_xen_dom *d);
 
 /* What creating an empty domain for a restore needs; parsed from libxl's
  * JSON domain configuration (c_info / b_info). */
+#define CKPT_XEN_AFFINITY_VCPUS 16
+
 struct ckpt_xen_newdom {
     enum ckpt_xen_domtype type;
     char name[128];
@@ -127,6 +129,9 @@ struct ckpt_xen_newdom {
     int max_grant_frames, max_maptrack_frames; /* -1: Xen's default */
     int max_grant_version;                     /* -1: what the host has */
     int tsc_mode; /* 0 default, 1 always_emulate, 2 native */
+    /* b_info.vcpu_hard_affinity: CPUs (bit n = CPU n, first 64) vcpu i
+     * may run on; 0 = any. */
+    uint64_t hard_affinity[CKPT_XEN_AFFINITY_VCPUS];
     /* Filled by create: */
     uint32_t store_evtchn, console_evtchn;
     uint32_t store_domid, console_domid;

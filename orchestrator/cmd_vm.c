@@ -460,18 +460,23 @@ static int run_job(const char *cmd, int argc, char **argv)
 
 static bool is_domid(const char *s);
 
+/* The command's first word selects a Xen domain (a domid, or the name of a
+ * domain on this Xen host) rather than a QEMU VM under colo. */
+static bool names_xen_domain(const char *arg)
+{
+    return arg[0] != '-' && (is_domid(arg) || orch_xen_domain_exists(arg));
+}
+
 int orch_cmd_migrate(int argc, char **argv)
 {
-    if (argc >= 2 && argv[1][0] != '-' &&
-        (is_domid(argv[1]) || orch_xen_domain_exists(argv[1])))
+    if (argc >= 2 && names_xen_domain(argv[1]))
         return orch_cmd_xen_migrate(argc, argv);
     return run_job("migrate", argc, argv);
 }
 
 int orch_cmd_protect(int argc, char **argv)
 {
-    if (argc >= 2 && argv[1][0] != '-' &&
-        (is_domid(argv[1]) || orch_xen_domain_exists(argv[1])))
+    if (argc >= 2 && names_xen_domain(argv[1]))
         return orch_cmd_xen_protect(argc, argv);
     return run_job("protect", argc, argv);
 }
@@ -576,8 +581,7 @@ int orch_cmd_stop(int argc, char **argv)
 
 int orch_cmd_failover(int argc, char **argv)
 {
-    if (argc == 2 && argv[1][0] != '-' &&
-        (is_domid(argv[1]) || orch_xen_domain_exists(argv[1])))
+    if (argc == 2 && names_xen_domain(argv[1]))
         return orch_cmd_xen_failover(argc, argv);
     return plain_cmd("failover",
                      "Usage: colo failover VM\nOn the secondary: resume VM "
@@ -730,8 +734,7 @@ int orch_cmd_save(int argc, char **argv)
     json_t *fin = NULL;
     int c, rc;
 
-    if (argc >= 2 && argv[1][0] != '-' &&
-        (is_domid(argv[1]) || orch_xen_domain_exists(argv[1])))
+    if (argc >= 2 && names_xen_domain(argv[1]))
         return orch_cmd_xen_save(argc, argv);
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hc", opts, NULL)) != -1) {

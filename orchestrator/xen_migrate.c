@@ -110,6 +110,22 @@ static void src_stop(struct xsrc *m, int rc, const char *why)
     event_base_loopbreak(m->base);
 }
 
+/* The target's answer before the raw phase: ACK(0) "ready" or an ERROR
+ * saying why it refuses. */
+static void src_answer(struct xsrc *m, uint32_t type, const uint8_t *body,
+                       uint32_t len)
+{
+    int32_t code;
+    char text[400] = "";
+
+    if (type == XPRT_COLO_ACK) {
+        m->ready = true;
+    } else if (type == XPRT_COLO_ERROR) {
+        xprt_error_decode(body, len, &code, text, sizeof(text));
+        snprintf(m->refused, sizeof(m->refused), "the target says: %s", text);
+    }
+}
+
 static void src_detached(struct xprt_link *l, int rc, int fd,
                          struct colo_buf *leftover, void *arg)
 {
@@ -129,17 +145,7 @@ static void src_detached(struct xprt_link *l, int rc, int fd,
 
         if (off + 8 + padded > leftover->len)
             break;
-        if (type == XPRT_COLO_ACK)
-            m->ready = true;
-        else if (type == XPRT_COLO_ERROR) {
-            int32_t code;
-            char text[400] = "";
-
-            xprt_error_decode(leftover->data + off + 8, len, &code, text,
-                              sizeof(text));
-            snprintf(m->refused, sizeof(m->refused), "the target says: %s",
-                     text);
-        }
+        src_answer(m, type, leftover->data + off + 8, len);
         off += 8 + padded;
     }
     colo_buf_reset(leftover);
@@ -184,15 +190,7 @@ static void src_record(struct xprt_link *l, const struct xprt_item *it,
 
     (void)l;
     /* The target's answer can overtake our detach. */
-    if (it->type == XPRT_COLO_ACK) {
-        m->ready = true;
-    } else if (it->type == XPRT_COLO_ERROR) {
-        int32_t code;
-        char text[400] = "";
-
-        xprt_error_decode(it->body, it->length, &code, text, sizeof(text));
-        snprintf(m->refused, sizeof(m->refused), "the target says: %s", text);
-    }
+    src_answer(m, it->type, it->body, it->length);
 }
 
 static void src_error(struct xprt_link *l, int rc, void *arg)
@@ -492,7 +490,7 @@ static int xen_source(int argc, char **argv, bool protect)
             printf("domain %" PRIu32 " (%s): the standby is lost after %" PRIu64
                    " checkpoints; it runs on here, unprotected\n",
                    sp.domid, di.name, n);
-            st = n ? ORCH_EXIT_PEER : ORCH_EXIT_PEER;
+            st = ORCH_EXIT_PEER;
         } else {
             printf("domain %" PRIu32 " (%s): protection ended after %" PRIu64
                    " checkpoints; it runs on here\n",
@@ -586,7 +584,7 @@ struct orch_xen_recv {
     char *witness;   /* or this HOST:PORT must answer */
     struct orch_connect *wconn;
     struct orch_child *fence;
-    char name[128], final_name[128];
+    char final_name[128];
     char *json;
     struct ckpt_xen_newdom nd;
     uint32_t domid;
@@ -623,6 +621,18 @@ static void recv_end(struct orch_xen_recv *r, int rc, const char *fmt, ...)
     event_active(r->ev_done, EV_TIMEOUT, 0);
 }
 
+/* The copy is ours to run: take the guest's own name back (a local
+ * pairing restored it as NAME--incoming) and unpause it. */
+static int recv_run(struct orch_xen_recv *r)
+{
+    if (strcmp(r->nd.name, r->final_name) != 0 &&
+        ckpt_xen_dom_rename(r->d, r->domid, r->final_name) < 0)
+        colo_warn("domain %" PRIu32 ": %s", r->domid, ckpt_xen_dom_error(r->d));
+    else
+        snprintf(r->nd.name, sizeof(r->nd.name), "%s", r->final_name);
+    return ckpt_xen_dom_unpause(r->d, r->domid);
+}
+
 /* Remus failover: the tie-breaker's answer. */
 static void recv_fenced(void *arg, int st)
 {
@@ -641,10 +651,7 @@ static void recv_fenced(void *arg, int st)
                  "failover refused by the tie-breaker; the primary runs on");
         return;
     }
-    if (strcmp(r->nd.name, r->final_name) != 0 &&
-        ckpt_xen_dom_rename(r->d, r->domid, r->final_name) == 0)
-        snprintf(r->nd.name, sizeof(r->nd.name), "%s", r->final_name);
-    rc = ckpt_xen_dom_unpause(r->d, r->domid);
+    rc = recv_run(r);
     if (rc < 0) {
         recv_end(r, rc, "%s", ckpt_xen_dom_error(r->d));
         return;
@@ -743,15 +750,9 @@ static void recv_restored(struct ckpt_xen_job *j, int rc, const char *why,
                  "%" PRIu32 " (%s) stays PAUSED; unpause it (xl unpause) "
                  "only if the source domain is gone",
                  w[0] ? w : "bad answer", r->domid, r->nd.name);
-        r->fd = -1;
         return;
     }
-    if (strcmp(r->nd.name, r->final_name) != 0 &&
-        ckpt_xen_dom_rename(r->d, r->domid, r->final_name) < 0)
-        colo_warn("domain %" PRIu32 ": %s", r->domid, ckpt_xen_dom_error(r->d));
-    else
-        snprintf(r->nd.name, sizeof(r->nd.name), "%s", r->final_name);
-    rc = ckpt_xen_dom_unpause(r->d, r->domid);
+    rc = recv_run(r);
     if (rc < 0) {
         recv_end(r, rc, "%s", ckpt_xen_dom_error(r->d));
         return;
@@ -920,11 +921,6 @@ refuse : {
     if (xprt_link_detach_start(link, refuse_drained, r) < 0)
         event_active(r->ev_done, EV_TIMEOUT, 0);
     return 0;
-}
-
-uint32_t orch_xen_recv_domid(const struct orch_xen_recv *r)
-{
-    return r->domid;
 }
 
 void orch_xen_recv_free(struct orch_xen_recv *r)

@@ -35,7 +35,6 @@ int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
                         uint32_t hello_flags, const char *name,
                         const char *config, orch_xen_recv_done *done, void *arg,
                         struct orch_xen_recv **ret);
-uint32_t orch_xen_recv_domid(const struct orch_xen_recv *r);
 void orch_xen_recv_free(struct orch_xen_recv *r); /* NULL ok; no done */
 
 #endif

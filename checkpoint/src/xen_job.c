@@ -489,7 +489,7 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
         else if (j->ended_by_source)
             job_end(j, -COLO_ECANCELLED, "the source ended protection");
         else if (j->why[0])
-            job_end(j, rc, "%s", j->why);
+            job_end(j, rc, NULL); /* keeps the reason already in why */
         else
             job_end(j, rc, "libxenguest %s failed: %s",
                     j->kind == JOB_SAVE ? "save" : "restore", res->error);

@@ -310,15 +310,19 @@ static int xen_source(int argc, char **argv, bool protect)
         case 'h':
             if (protect)
                 printf("Usage: colo protect DOMID|NAME HOST[:PORT] [--mode "
-                       "remus] [--interval MS]\n"
+                       "remus|colo] [--interval MS]\n"
                        "                    [--count N] [--key-file FILE | "
                        "--insecure]\n"
-                       "Protect a running Xen domain with Remus checkpoints "
+                       "Protect a running Xen domain with checkpoints "
                        "to HOST (running\n'colo standby'). Runs in the "
                        "foreground; Ctrl-C (SIGINT/SIGTERM) ends\n"
                        "protection after the next checkpoint and the domain "
                        "runs on here.\nIf the standby is lost, the domain "
                        "runs on unprotected.\n"
+                       "      --mode remus      the standby's copy stays "
+                       "paused (default)\n"
+                       "      --mode colo       the standby's copy runs "
+                       "between checkpoints\n"
                        "      --interval MS     between checkpoints "
                        "(default 200)\n"
                        "      --count N         stop after N checkpoints\n");
@@ -340,13 +344,14 @@ static int xen_source(int argc, char **argv, bool protect)
             insecure = true;
             break;
         case 'm':
-            if (!protect || strcmp(optarg, "remus") != 0)
-                return orch_usage_error(cmd, protect
-                                                 ? "Xen domains: --mode remus "
-                                                   "only (COLO mode needs "
-                                                   "Debian's libxl without "
-                                                   "COLO: not yet)"
-                                                 : "--mode is for protect");
+            if (!protect)
+                return orch_usage_error(cmd, "--mode is for protect");
+            if (strcmp(optarg, "remus") == 0)
+                sp.stream = CKPT_XEN_STREAM_REMUS;
+            else if (strcmp(optarg, "colo") == 0)
+                sp.stream = CKPT_XEN_STREAM_COLO;
+            else
+                return orch_usage_error(cmd, "--mode takes remus or colo");
             break;
         case 'i':
         case 'n':
@@ -409,8 +414,11 @@ static int xen_source(int argc, char **argv, bool protect)
     m.json = json;
     m.ram = di.max_memkb * 1024;
     m.ram -= m.ram % 4096;
-    m.flags = CKPT_SECONDARY_HELLO_FLAG_XEN |
-              (protect ? CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS : 0);
+    m.flags =
+        CKPT_SECONDARY_HELLO_FLAG_XEN |
+        (protect ? CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS : 0) |
+        (sp.stream == CKPT_XEN_STREAM_COLO ? CKPT_SECONDARY_HELLO_FLAG_XEN_COLO
+                                           : 0);
     xprt_link_cfg_init(&cfg);
     cfg.name = "to-target";
     /* The link only carries the handshake, HELLO and the configuration;
@@ -453,9 +461,9 @@ static int xen_source(int argc, char **argv, bool protect)
         st = ORCH_EXIT_PEER;
         goto out;
     }
-    colo_info("%s domain %" PRIu32 " (%s) to %s:%u",
+    colo_info("%s domain %" PRIu32 " (%s) to %s:%u%s",
               protect ? "protecting" : "migrating", sp.domid, di.name, host,
-              port);
+              port, sp.stream == CKPT_XEN_STREAM_COLO ? " (COLO)" : "");
     sv.base = m.base;
     sp.fd = m.fd;
     rc = ckpt_xen_save_start(&j, m.base, d, &sp, &jc);
@@ -580,6 +588,7 @@ struct orch_xen_recv {
     void *arg;
     int fd;          /* the link's, after detach */
     bool remus;      /* a standby: checkpoints, failover */
+    bool colo;       /* ... and the copy runs between them */
     char *fence_cmd; /* the tie-breaker; NULL: none */
     char *witness;   /* or this HOST:PORT must answer */
     struct orch_connect *wconn;
@@ -787,7 +796,7 @@ static void recv_detached(struct xprt_link *l, int rc, int fd,
     rp.newdom = r->nd;
     rp.config_json = r->json;
     if (r->remus)
-        rp.stream = CKPT_XEN_STREAM_REMUS;
+        rp.stream = r->colo ? CKPT_XEN_STREAM_COLO : CKPT_XEN_STREAM_REMUS;
     rc = ckpt_xen_restore_start(&r->job, r->base, r->d, &rp, &jc);
     if (rc < 0)
         recv_end(r, rc, "starting the restore: %s",
@@ -851,6 +860,7 @@ int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
     r->arg = arg;
     r->fd = -1;
     r->remus = hello_flags & CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS;
+    r->colo = r->remus && (hello_flags & CKPT_SECONDARY_HELLO_FLAG_XEN_COLO);
     xprt_link_set_cbs(link, &recv_cbs, r);
     r->ev_done = event_new(base, -1, 0, recv_fire, r);
     r->json = strdup(config);
@@ -896,7 +906,8 @@ int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
         }
         strcat(r->nd.name, "--incoming");
     }
-    colo_info("incoming Xen domain '%s'", r->final_name);
+    colo_info("incoming Xen domain '%s'%s", r->final_name,
+              r->colo ? " (COLO: the copy runs between checkpoints)" : "");
     rc = send_ack_link(link);
     if (rc >= 0)
         rc = xprt_link_detach_start(link, recv_detached, r);

@@ -417,6 +417,97 @@ int ckpt_xen_dom_resume(struct ckpt_xen_dom *d, uint32_t domid, bool fast)
     return 0;
 }
 
+int ckpt_xen_dom_logdirty(struct ckpt_xen_dom *d, uint32_t domid, bool on)
+{
+    if (!on) {
+        if (xc_shadow_control(d->xch, domid, XEN_DOMCTL_SHADOW_OP_OFF, NULL,
+                              0) < 0)
+            return fail(d, -COLO_EXEN,
+                        "domain %" PRIu32 ": log-dirty off failed: %s", domid,
+                        strerror(errno));
+        return 0;
+    }
+    if (xc_shadow_control(d->xch, domid, XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY,
+                          NULL, 0) == 0)
+        return 0;
+    /* Already on? There is no query: off, then on. */
+    (void)xc_shadow_control(d->xch, domid, XEN_DOMCTL_SHADOW_OP_OFF, NULL, 0);
+    if (xc_shadow_control(d->xch, domid, XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY,
+                          NULL, 0) < 0)
+        return fail(d, -COLO_EXEN,
+                    "domain %" PRIu32 ": log-dirty on failed: %s", domid,
+                    strerror(errno));
+    return 0;
+}
+
+int ckpt_xen_dom_reset_resume(struct ckpt_xen_dom *d, uint32_t domid,
+                              struct ckpt_xen_newdom *nd, uint64_t store_gfn)
+{
+    char path[96], num[32];
+    int port;
+
+    if (xc_domain_pause(d->xch, domid) < 0)
+        return fail(d, -COLO_EXEN, "domain %" PRIu32 ": pause failed: %s",
+                    domid, strerror(errno));
+    if (xc_domain_soft_reset(d->xch, domid) < 0) {
+        int e = errno;
+
+        (void)xc_domain_unpause(d->xch, domid);
+        return fail(d, -COLO_EXEN, "domain %" PRIu32 ": soft reset failed: %s",
+                    domid, strerror(e));
+    }
+    port = xc_evtchn_alloc_unbound(d->xch, domid, nd->store_domid);
+    if (port < 0)
+        return fail(d, -COLO_EXEN,
+                    "domain %" PRIu32 ": store event channel: %s", domid,
+                    strerror(errno));
+    if ((uint32_t)port != nd->store_evtchn) {
+        nd->store_evtchn = (uint32_t)port;
+        if (xc_hvm_param_set(d->xch, domid, HVM_PARAM_STORE_EVTCHN,
+                             (uint64_t)port) < 0)
+            return fail(d, -COLO_EXEN, "domain %" PRIu32 ": store port: %s",
+                        domid, strerror(errno));
+        snprintf(path, sizeof(path), "/local/domain/%" PRIu32 "/store/port",
+                 domid);
+        snprintf(num, sizeof(num), "%d", port);
+        xs_write(d->xsh, XBT_NULL, path, num, strlen(num));
+    }
+    port = xc_evtchn_alloc_unbound(d->xch, domid, nd->console_domid);
+    if (port < 0)
+        return fail(d, -COLO_EXEN,
+                    "domain %" PRIu32 ": console event channel: %s", domid,
+                    strerror(errno));
+    if ((uint32_t)port != nd->console_evtchn) {
+        nd->console_evtchn = (uint32_t)port;
+        if (xc_hvm_param_set(d->xch, domid, HVM_PARAM_CONSOLE_EVTCHN,
+                             (uint64_t)port) < 0)
+            return fail(d, -COLO_EXEN, "domain %" PRIu32 ": console port: %s",
+                        domid, strerror(errno));
+    }
+    /* xenstored binds its end again on a second introduce. */
+    if (!xs_introduce_domain(d->xsh, domid, store_gfn, nd->store_evtchn))
+        return fail(d, -COLO_EXEN,
+                    "domain %" PRIu32 ": introducing it again: %s", domid,
+                    strerror(errno));
+    /* xenconsoled rebinds when its watch fires and its port is no longer
+     * connected. */
+    snprintf(path, sizeof(path), "/local/domain/%" PRIu32 "/console/port",
+             domid);
+    snprintf(num, sizeof(num), "%" PRIu32, nd->console_evtchn);
+    if (!xs_write(d->xsh, XBT_NULL, path, num, strlen(num)))
+        return fail(d, -COLO_EXEN, "xenstore: %s: %s", path, strerror(errno));
+    /* xenstored only reports the next suspend (@releaseDomain) once it
+     * knows this one ended. */
+    if (!xs_resume_domain(d->xsh, domid))
+        return fail(d, -COLO_EXEN,
+                    "domain %" PRIu32 ": xenstore resume failed: %s", domid,
+                    strerror(errno));
+    if (xc_domain_unpause(d->xch, domid) < 0)
+        return fail(d, -COLO_EXEN, "domain %" PRIu32 ": unpause failed: %s",
+                    domid, strerror(errno));
+    return 0;
+}
+
 /* A backend device class other than the console (which colo writes
  * itself) for domid, or NULL. Returns a malloc'd name. */
 static char *backend_device(struct ckpt_xen_dom *d, uint32_t domid)

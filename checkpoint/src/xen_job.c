@@ -63,6 +63,11 @@ struct ckpt_xen_job {
     bool quiet_libxc; /* we ended the stream: libxc's complaints are noise */
     struct event *ev_interval;
     uint64_t last_pause_us;
+    /* COLO */
+    bool svm_running;  /* save: the secondary has resumed once */
+    bool dom_finished; /* restore: xenstore, console, introduce done */
+    enum { SVM_NONE, SVM_RESUMED, SVM_SUSPENDED } svm;
+    struct event *ev_wait; /* restore: the source's CHECKPOINT_NEW */
     /* result */
     int rc;
     char why[768];
@@ -97,6 +102,8 @@ static void job_end(struct ckpt_xen_job *j, int rc, const char *fmt, ...)
     }
     j->rc = rc;
     ckpt_xen_dom_suspend_cancel(j->d);
+    if (j->ev_wait)
+        event_del(j->ev_wait);
     if (rc < 0 && j->kind == JOB_SAVE && j->suspended) {
         /* Nothing lost on failure: the guest runs on where it was. */
         if (ckpt_xen_dom_resume(j->d, j->domid, true) < 0)
@@ -140,15 +147,19 @@ int ckpt_xen_send_error(int fd, int code, const char *text)
     return rc;
 }
 
-int ckpt_xen_read_ack(int fd, int ms, uint64_t *v, char *why, size_t whysz)
+/* One record from the peer within ms, heartbeats skipped; an ERROR
+ * becomes -COLO_EPEER_REJECTED (its code in *code when asked). */
+static int read_peer_rec(int fd, int ms, uint32_t *type, uint8_t *body,
+                         size_t cap, uint32_t *len, int32_t *code, char *why,
+                         size_t whysz)
 {
     uint64_t end = colo_now_ns() + (uint64_t)ms * 1000000u;
-    uint8_t h[8], body[512];
+    uint8_t h[8];
 
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int64_t left = (int64_t)(end - colo_now_ns()) / 1000000;
-        uint32_t type, len, padded;
+        uint32_t padded;
         int rc;
 
         if (left <= 0 || poll(&p, 1, (int)left) == 0) {
@@ -161,10 +172,10 @@ int ckpt_xen_read_ack(int fd, int ms, uint64_t *v, char *why, size_t whysz)
                      colo_strerror(rc));
             return rc;
         }
-        type = colo_get_le32(h);
-        len = colo_get_le32(h + 4);
-        padded = (len + 7) & ~7u;
-        if (padded > sizeof(body)) {
+        *type = colo_get_le32(h);
+        *len = colo_get_le32(h + 4);
+        padded = (*len + 7) & ~7u; /* wraps for a huge len: checked */
+        if (*len > cap || padded > cap) {
             snprintf(why, whysz, "oversized record from the peer");
             return -COLO_ESTREAM_TOO_BIG;
         }
@@ -174,24 +185,77 @@ int ckpt_xen_read_ack(int fd, int ms, uint64_t *v, char *why, size_t whysz)
                      colo_strerror(rc));
             return rc;
         }
-        if (type == XPRT_COLO_HEARTBEAT)
+        if (*type == XPRT_COLO_HEARTBEAT)
             continue;
-        if (type == XPRT_COLO_ACK && len == 8) {
-            *v = colo_get_le64(body);
-            return 0;
-        }
-        if (type == XPRT_COLO_ERROR) {
-            int32_t code = 0;
+        if (*type == XPRT_COLO_ERROR) {
+            int32_t c = 0;
             char text[400] = "";
 
-            xprt_error_decode(body, len, &code, text, sizeof(text));
+            xprt_error_decode(body, *len, &c, text, sizeof(text));
+            if (code)
+                *code = c;
             snprintf(why, whysz, "the peer says: %s", text);
             return -COLO_EPEER_REJECTED;
         }
-        snprintf(why, whysz, "unexpected record 0x%08" PRIx32 " from the peer",
-                 type);
+        return 0;
+    }
+}
+
+int ckpt_xen_read_ack(int fd, int ms, uint64_t *v, char *why, size_t whysz)
+{
+    uint8_t body[512];
+    uint32_t type, len;
+    int rc = read_peer_rec(fd, ms, &type, body, sizeof(body), &len, NULL, why,
+                           whysz);
+
+    if (rc < 0)
+        return rc;
+    if (type == XPRT_COLO_ACK && len == 8) {
+        *v = colo_get_le64(body);
+        return 0;
+    }
+    snprintf(why, whysz, "unexpected record 0x%08" PRIx32 " from the peer",
+             type);
+    return -COLO_ESTREAM_CORRUPT;
+}
+
+/* COLO: libxl's CHECKPOINT_STATE with the id want, within ms. */
+static int read_state(int fd, int ms, uint32_t want, int32_t *code, char *why,
+                      size_t whysz)
+{
+    static const char *const names[] = {"CHECKPOINT_NEW", "SVM_SUSPENDED",
+                                        "SVM_READY", "SVM_RESUMED"};
+    uint8_t body[512];
+    uint32_t type, len, id;
+    int rc = read_peer_rec(fd, ms, &type, body, sizeof(body), &len, code, why,
+                           whysz);
+
+    if (rc < 0)
+        return rc;
+    if (type != XPRT_LIBXL_CHECKPOINT_STATE ||
+        xprt_ckpt_state_decode(body, len, &id) < 0) {
+        snprintf(why, whysz,
+                 "unexpected record 0x%08" PRIx32 " from the peer (waiting "
+                 "for %s)",
+                 type, names[want & 3]);
         return -COLO_ESTREAM_CORRUPT;
     }
+    if (id != want) {
+        snprintf(why, whysz,
+                 "checkpoint state %" PRIu32 " from the peer, "
+                 "expected %s",
+                 id, names[want & 3]);
+        return -COLO_ESTREAM_CORRUPT;
+    }
+    return 0;
+}
+
+static int send_state(int fd, uint32_t id)
+{
+    uint8_t b[4];
+
+    xprt_ckpt_state_encode(b, id);
+    return xprt_rec_write_fd(fd, XPRT_LIBXL_CHECKPOINT_STATE, b, sizeof(b));
 }
 
 static void set_rcv_timeout(int fd, unsigned ms)
@@ -203,12 +267,18 @@ static void set_rcv_timeout(int fd, unsigned ms)
 
 /* ---- Remus, the source: one checkpoint's end --------------------------- */
 
+static void colo_p_new(struct ckpt_xen_job *j);
+
 static void interval_fire(evutil_socket_t fd, short what, void *arg)
 {
     struct ckpt_xen_job *j = arg;
 
     (void)fd;
     (void)what;
+    if (j->stream == CKPT_XEN_STREAM_COLO) {
+        colo_p_new(j);
+        return;
+    }
     ckpt_xen_helper_reply(j->h, 1); /* the next checkpoint */
 }
 
@@ -260,6 +330,273 @@ static void remus_checkpoint(struct ckpt_xen_job *j)
     evtimer_add(j->ev_interval, &tv);
 }
 
+/* ---- COLO, the source (libxl_colo_save.c's order) ----------------------
+ * suspend:  suspend here; from the second checkpoint on, the secondary's
+ *           SVM_SUSPENDED (then libxc reads its dirty pfns)
+ * checkpoint: libxl's CHECKPOINT_END
+ * postcopy: SVM_READY, resume here (fast), SVM_RESUMED: committed
+ * wait_checkpoint: the interval, then CHECKPOINT_NEW; a planned end sends
+ *           ERROR(-ECANCELLED) instead, so the secondary discards its copy.
+ * Anything missing from the secondary: it is lost; the domain runs on. */
+
+static unsigned colo_ack_ms(const struct ckpt_xen_job *j)
+{
+    unsigned ack = j->sp.ack_timeout_ms ? j->sp.ack_timeout_ms : REMUS_ACK_MS;
+
+    /* The first: the secondary builds and introduces its domain. */
+    return j->ckpts == 0 ? 10 * ack : ack;
+}
+
+static void colo_p_lost(struct ckpt_xen_job *j, const char *step,
+                        const char *why)
+{
+    colo_warn("domain %" PRIu32 ": secondary lost at checkpoint %" PRIu64
+              " (%s: %s); the domain runs on unprotected",
+              j->domid, j->ckpts + 1, step, why);
+    j->target_lost = true;
+    j->quiet_libxc = true;
+    ckpt_xen_helper_reply(j->h, 0);
+}
+
+static bool colo_p_last(const struct ckpt_xen_job *j)
+{
+    return j->stop_req ||
+           (j->sp.max_checkpoints && j->ckpts >= j->sp.max_checkpoints);
+}
+
+static void colo_p_checkpoint(struct ckpt_xen_job *j)
+{
+    int rc = ckpt_xen_stream_checkpoint_end(j->fd, NULL, 0);
+
+    if (rc < 0) {
+        colo_p_lost(j, "CHECKPOINT_END", colo_strerror(rc));
+        return;
+    }
+    ckpt_xen_helper_reply(j->h, 1);
+}
+
+static void colo_p_resume(struct ckpt_xen_job *j)
+{
+    char why[512] = "";
+    int rc = read_state(j->fd, (int)colo_ack_ms(j), XPRT_CKPT_SVM_READY, NULL,
+                        why, sizeof(why));
+
+    if (rc < 0) {
+        colo_p_lost(j, "SVM_READY", why);
+        return; /* on_done resumes the guest */
+    }
+    if (ckpt_xen_dom_resume(j->d, j->domid, true) < 0) {
+        snprintf(j->why, sizeof(j->why), "resume after checkpoint: %s",
+                 ckpt_xen_dom_error(j->d));
+        ckpt_xen_helper_reply(j->h, 0);
+        return;
+    }
+    j->suspended = false;
+    j->last_pause_us = (colo_now_ns() - j->t_stop_ns) / 1000u;
+    rc = read_state(j->fd, (int)colo_ack_ms(j), XPRT_CKPT_SVM_RESUMED, NULL,
+                    why, sizeof(why));
+    if (rc < 0) {
+        colo_p_lost(j, "SVM_RESUMED", why);
+        return;
+    }
+    j->ckpts++;
+    j->svm_running = true;
+    if (j->c.checkpoint)
+        j->c.checkpoint(j, j->ckpts, j->last_pause_us, j->c.opaque);
+    ckpt_xen_helper_reply(j->h, 1);
+}
+
+static void colo_p_end(struct ckpt_xen_job *j)
+{
+    (void)ckpt_xen_send_error(j->fd, -COLO_ECANCELLED,
+                              "protection ends after this checkpoint");
+    j->quiet_libxc = true;
+    ckpt_xen_helper_reply(j->h, 0); /* libxc ends the stream: done(0) */
+}
+
+static void colo_p_wait(struct ckpt_xen_job *j)
+{
+    unsigned ivl = j->sp.interval_ms ? j->sp.interval_ms : REMUS_INTERVAL_MS;
+    struct timeval tv = colo_ms_to_tv(ivl);
+
+    if (colo_p_last(j)) {
+        colo_p_end(j);
+        return;
+    }
+    evtimer_add(j->ev_interval, &tv);
+}
+
+static void colo_p_new(struct ckpt_xen_job *j)
+{
+    int rc;
+
+    if (colo_p_last(j)) {
+        colo_p_end(j);
+        return;
+    }
+    rc = send_state(j->fd, XPRT_CKPT_NEW);
+    if (rc < 0) {
+        colo_p_lost(j, "CHECKPOINT_NEW", colo_strerror(rc));
+        return;
+    }
+    ckpt_xen_helper_reply(j->h, 1);
+}
+
+/* ---- COLO, the secondary (libxl_colo_restore.c's order) ----------------
+ * checkpoint: libxl's records up to CHECKPOINT_END (restore_checkpoint)
+ * postcopy: the state is in: committed. The first time the domain is
+ *           finished (xenstore, console, introduce), log-dirty turned on,
+ *           SVM_READY, unpause, SVM_RESUMED; later SVM_READY, full resume
+ *           (the guest reconnects its PV devices), SVM_RESUMED
+ * wait_checkpoint: the source's CHECKPOINT_NEW, from the loop
+ * suspend:  suspend the copy, SVM_SUSPENDED (then libxc sends our dirty
+ *           pfns)
+ * The source gone: FAILOVER; libxc returns 0 and on_done pauses the copy
+ * for the owner's tie-breaker. */
+
+static unsigned colo_fo_ms(const struct ckpt_xen_job *j)
+{
+    return j->rp.failover_timeout_ms ? j->rp.failover_timeout_ms
+                                     : REMUS_FAILOVER_MS;
+}
+
+static int colo_s_resume(struct ckpt_xen_job *j)
+{
+    int rc;
+
+    j->ckpts++; /* libxc applied it */
+    if (!j->dom_finished) {
+        rc = ckpt_xen_dom_finish(j->d, j->domid, &j->rp.newdom, j->store_gfn,
+                                 j->console_gfn, j->json);
+        if (rc >= 0) {
+            j->dom_finished = true;
+            rc = ckpt_xen_dom_logdirty(j->d, j->domid, true);
+        }
+        if (rc < 0) {
+            snprintf(j->why, sizeof(j->why), "%s", ckpt_xen_dom_error(j->d));
+            return XGR_CHECKPOINT_ERROR;
+        }
+        if (send_state(j->fd, XPRT_CKPT_SVM_READY) < 0)
+            return XGR_CHECKPOINT_FAILOVER;
+        rc = ckpt_xen_dom_unpause(j->d, j->domid);
+    } else {
+        if (send_state(j->fd, XPRT_CKPT_SVM_READY) < 0)
+            return XGR_CHECKPOINT_FAILOVER;
+        rc = ckpt_xen_dom_reset_resume(j->d, j->domid, &j->rp.newdom,
+                                       j->store_gfn);
+    }
+    if (rc < 0) {
+        snprintf(j->why, sizeof(j->why), "%s", ckpt_xen_dom_error(j->d));
+        return XGR_CHECKPOINT_ERROR;
+    }
+    j->svm = SVM_RESUMED;
+    if (send_state(j->fd, XPRT_CKPT_SVM_RESUMED) < 0)
+        return XGR_CHECKPOINT_FAILOVER;
+    if (j->ckpts == 1)
+        set_rcv_timeout(j->fd, colo_fo_ms(j));
+    if (j->c.checkpoint)
+        j->c.checkpoint(j, j->ckpts, 0, j->c.opaque);
+    return XGR_CHECKPOINT_SUCCESS;
+}
+
+static void colo_s_new(evutil_socket_t fd, short what, void *arg)
+{
+    struct ckpt_xen_job *j = arg;
+    char why[512] = "";
+    int32_t code = 0;
+    int rc;
+
+    (void)fd;
+    if (what & EV_TIMEOUT) {
+        colo_warn("domain %" PRIu32 ": the source is silent for %u ms after "
+                  "checkpoint %" PRIu64,
+                  j->domid, colo_fo_ms(j), j->ckpts);
+        ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_FAILOVER);
+        return;
+    }
+    rc = read_state(j->fd, (int)colo_fo_ms(j), XPRT_CKPT_NEW, &code, why,
+                    sizeof(why));
+    if (rc == 0) {
+        ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_SUCCESS);
+        return;
+    }
+    if (rc == -COLO_EPEER_REJECTED && code == -COLO_ECANCELLED) {
+        colo_info("domain %" PRIu32 ": the source ends protection", j->domid);
+        j->ended_by_source = true;
+        j->quiet_libxc = true;
+        ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_ERROR);
+        return;
+    }
+    if (rc == -COLO_ESTREAM_CORRUPT || rc == -COLO_EPEER_REJECTED) {
+        snprintf(j->why, sizeof(j->why), "after checkpoint %" PRIu64 ": %s",
+                 j->ckpts, why);
+        ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_ERROR);
+        return;
+    }
+    colo_warn("domain %" PRIu32 ": the source is gone after checkpoint "
+              "%" PRIu64 " (%s)",
+              j->domid, j->ckpts, why);
+    ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_FAILOVER);
+}
+
+static void colo_s_wait(struct ckpt_xen_job *j)
+{
+    struct timeval tv = colo_ms_to_tv(colo_fo_ms(j));
+
+    if (!j->ev_wait)
+        j->ev_wait = event_new(j->base, j->fd, EV_READ, colo_s_new, j);
+    if (!j->ev_wait || event_add(j->ev_wait, &tv) < 0) {
+        snprintf(j->why, sizeof(j->why), "out of memory");
+        ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_ERROR);
+    }
+}
+
+static void colo_s_suspended(struct ckpt_xen_dom *d, int rc, void *opaque)
+{
+    struct ckpt_xen_job *j = opaque;
+
+    (void)d;
+    if (rc != 0) {
+        snprintf(j->why, sizeof(j->why), "suspending the secondary: %s",
+                 ckpt_xen_dom_error(j->d));
+        colo_err("domain %" PRIu32 ": %s", j->domid, j->why);
+        ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_ERROR);
+        return;
+    }
+    j->svm = SVM_SUSPENDED;
+    ckpt_xen_helper_reply(j->h, send_state(j->fd, XPRT_CKPT_SVM_SUSPENDED) < 0
+                                    ? XGR_CHECKPOINT_FAILOVER
+                                    : XGR_CHECKPOINT_SUCCESS);
+}
+
+static void colo_s_suspend(struct ckpt_xen_job *j)
+{
+    int rc = ckpt_xen_dom_suspend_start(
+        j->d, j->base, j->domid, SUSPEND_TIMEOUT_MS, colo_s_suspended, j);
+
+    if (rc < 0) {
+        snprintf(j->why, sizeof(j->why), "suspending the secondary: %s",
+                 ckpt_xen_dom_error(j->d));
+        ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_ERROR);
+    }
+}
+
+/* libxc failed over: the copy holds the last checkpoint (suspended) or ran
+ * on from it (resumed). Either way it ends paused, log-dirty off. */
+static int colo_s_failover(struct ckpt_xen_job *j)
+{
+    int rc = ckpt_xen_dom_pause(j->d, j->domid);
+
+    if (rc >= 0 && j->svm == SVM_SUSPENDED) /* it stays paused */
+        rc = ckpt_xen_dom_reset_resume(j->d, j->domid, &j->rp.newdom,
+                                       j->store_gfn);
+    if (rc < 0)
+        return rc;
+    if (ckpt_xen_dom_logdirty(j->d, j->domid, false) < 0)
+        colo_warn("domain %" PRIu32 ": %s", j->domid, ckpt_xen_dom_error(j->d));
+    return 0;
+}
+
 /* ---- Remus, the target: libxl's records of one checkpoint -------------- */
 
 static int read_rec_raw(int fd, uint32_t *type, uint32_t *len, uint8_t *body,
@@ -300,6 +637,9 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
         }
         switch (type) {
         case XPRT_LIBXL_CHECKPOINT_END:
+            if (j->stream == CKPT_XEN_STREAM_COLO)
+                return j->ended_by_source ? XGR_CHECKPOINT_ERROR
+                                          : XGR_CHECKPOINT_SUCCESS;
             j->ckpts++;
             if (ckpt_xen_send_ack(j->fd, j->ckpts) < 0)
                 return XGR_CHECKPOINT_FAILOVER;
@@ -351,6 +691,15 @@ static void save_suspended(struct ckpt_xen_dom *d, int rc, void *opaque)
     if (rc == 0) {
         j->suspended = true;
         j->t_stop_ns = colo_now_ns();
+        if (j->stream == CKPT_XEN_STREAM_COLO && j->svm_running) {
+            char why[512] = "";
+
+            if (read_state(j->fd, (int)colo_ack_ms(j), XPRT_CKPT_SVM_SUSPENDED,
+                           NULL, why, sizeof(why)) < 0) {
+                colo_p_lost(j, "SVM_SUSPENDED", why);
+                return;
+            }
+        }
     } else {
         colo_err("domain %" PRIu32 ": suspend failed: %s", j->domid,
                  ckpt_xen_dom_error(j->d));
@@ -378,6 +727,10 @@ static void on_call(struct ckpt_xen_helper *h, const struct ckpt_xen_call *c,
 
     switch (c->cb) {
     case CKPT_XEN_CB_SUSPEND:
+        if (j->kind == JOB_RESTORE && j->stream == CKPT_XEN_STREAM_COLO) {
+            colo_s_suspend(j);
+            return;
+        }
         if (j->kind != JOB_SAVE)
             break;
         rc = ckpt_xen_dom_suspend_start(j->d, j->base, j->domid,
@@ -406,6 +759,14 @@ static void on_call(struct ckpt_xen_helper *h, const struct ckpt_xen_call *c,
         ckpt_xen_helper_reply(h, 0);
         return;
     case CKPT_XEN_CB_CHECKPOINT:
+        if (j->stream == CKPT_XEN_STREAM_COLO && j->kind == JOB_SAVE) {
+            colo_p_checkpoint(j);
+            return;
+        }
+        if (j->stream == CKPT_XEN_STREAM_COLO) {
+            ckpt_xen_helper_reply(h, restore_checkpoint(j));
+            return;
+        }
         if (j->stream == CKPT_XEN_STREAM_REMUS && j->kind == JOB_SAVE) {
             remus_checkpoint(j); /* answers later */
             return;
@@ -418,9 +779,21 @@ static void on_call(struct ckpt_xen_helper *h, const struct ckpt_xen_call *c,
         ckpt_xen_helper_reply(h, 0);
         return;
     case CKPT_XEN_CB_WAIT_CHECKPOINT:
-        ckpt_xen_helper_reply(h, 0);
+        if (j->stream != CKPT_XEN_STREAM_COLO)
+            break;
+        if (j->kind == JOB_SAVE)
+            colo_p_wait(j);
+        else
+            colo_s_wait(j);
         return;
     case CKPT_XEN_CB_POSTCOPY:
+        if (j->stream == CKPT_XEN_STREAM_COLO) {
+            if (j->kind == JOB_SAVE)
+                colo_p_resume(j);
+            else
+                ckpt_xen_helper_reply(h, colo_s_resume(j));
+            return;
+        }
         if (j->kind == JOB_SAVE && j->stream != CKPT_XEN_STREAM_PLAIN &&
             j->suspended) {
             /* Remus: the checkpoint's memory is out; the guest runs on
@@ -483,6 +856,22 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
     struct ckpt_xen_job *j = opaque;
 
     (void)h;
+    if (rc < 0 && j->kind == JOB_SAVE && j->target_lost && !j->cancelled) {
+        /* COLO: the secondary went away inside a checkpoint; libxc's save
+         * failed on it. The guest runs on here, unprotected. */
+        if (j->suspended) {
+            if (ckpt_xen_dom_resume(j->d, j->domid, true) < 0) {
+                job_end(j, -COLO_EXEN,
+                        "the secondary is lost and resuming "
+                        "failed: %s",
+                        ckpt_xen_dom_error(j->d));
+                return;
+            }
+            j->suspended = false;
+        }
+        job_end(j, 0, NULL);
+        return;
+    }
     if (rc < 0) {
         if (j->cancelled)
             job_end(j, -COLO_ECANCELLED, "cancelled");
@@ -553,7 +942,17 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
         /* A checkpointed stream only ends when the source is gone:
          * libxc completed the last checkpoint. */
         j->failed_over = true;
-        j->rp.paused = true; /* the owner decides (tie-breaker) */
+        j->rp.paused = true;   /* the owner decides (tie-breaker) */
+        if (j->dom_finished) { /* COLO: the copy exists and ran */
+            rc = colo_s_failover(j);
+            if (rc < 0) {
+                job_end(j, rc, "failing over: %s", ckpt_xen_dom_error(j->d));
+                return;
+            }
+            j->created = false; /* the user's domain now */
+            job_end(j, 0, NULL);
+            return;
+        }
     }
     rc = ckpt_xen_dom_finish(j->d, j->domid, &j->rp.newdom, j->store_gfn,
                              j->console_gfn, j->json);
@@ -701,7 +1100,8 @@ static int start_helper(struct ckpt_xen_job *j, enum ckpt_xen_op op)
         .stream = (enum ckpt_xen_stream)j->stream,
         .domid = j->domid,
         .io_fd = j->fd,
-        .back_fd = -1,
+        /* COLO's back channel is the same socket's other direction. */
+        .back_fd = j->stream == CKPT_XEN_STREAM_COLO ? j->fd : -1,
     };
 
     if (op == CKPT_XEN_OP_SAVE) {
@@ -842,6 +1242,8 @@ void ckpt_xen_job_cancel(struct ckpt_xen_job *j)
     j->cancelled = true;
     if (j->ev_interval)
         evtimer_del(j->ev_interval);
+    if (j->ev_wait)
+        event_del(j->ev_wait);
     ckpt_xen_dom_suspend_cancel(j->d);
     ckpt_xen_helper_cancel(j->h); /* on_done follows from the loop */
 }
@@ -856,6 +1258,8 @@ void ckpt_xen_job_free(struct ckpt_xen_job *j)
         event_free(j->ev_done);
     if (j->ev_interval)
         event_free(j->ev_interval);
+    if (j->ev_wait)
+        event_free(j->ev_wait);
     free(j->json);
     free(j);
 }

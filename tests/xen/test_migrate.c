@@ -171,6 +171,16 @@ Test(migrate, standby_refuses_without_xen)
               "no Xen hypervisor");
 }
 
+Test(migrate, colo_standby_refuses_without_xen)
+{
+    if (!have_xen())
+        offer("standby",
+              CKPT_SECONDARY_HELLO_FLAG_XEN |
+                  CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS |
+                  CKPT_SECONDARY_HELLO_FLAG_XEN_COLO,
+              "no Xen hypervisor");
+}
+
 /* The wrong kind of host: each says which command the source needs. */
 Test(migrate, wrong_host_kind)
 {

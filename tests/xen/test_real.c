@@ -118,7 +118,12 @@ Test(real, cli_save_restore_without_xen)
     cr_assert(strstr(err, "colo: failover: no Xen hypervisor"), "%s", err);
     cr_assert_eq(run_colo("protect 3 127.0.0.1:1 --insecure --mode colo", err,
                           sizeof(err)),
+                 1, "%s", err);
+    cr_assert(strstr(err, "colo: protect: no Xen hypervisor"), "%s", err);
+    cr_assert_eq(run_colo("protect 3 127.0.0.1:1 --insecure --mode lockstep",
+                          err, sizeof(err)),
                  2, "%s", err);
+    cr_assert(strstr(err, "remus or colo"), "%s", err);
     cr_assert_eq(run_colo("migrate 3 127.0.0.1:1", err, sizeof(err)), 3, "%s",
                  err); /* no key and not --insecure */
     cr_assert(strstr(err, "--insecure"), "%s", err);

@@ -139,6 +139,9 @@ struct ckpt_secondary_cbs {
 #define CKPT_SECONDARY_HELLO_FLAG_XEN (1u << 2)
 /* ... and wants Remus protection (a checkpointed libxl stream). */
 #define CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS (1u << 3)
+/* ... in COLO mode (with XEN_REMUS: the same checkpointing, the copy
+ * runs): XPRT_HELLO_FLAG_COLO. */
+#define CKPT_SECONDARY_HELLO_FLAG_XEN_COLO (1u << 0)
 
 struct ckpt_secondary_opts {
     const char *vm_name; /* expected VM name; NULL: accept any */

@@ -41,6 +41,7 @@
 
 struct event_base;
 struct ckpt_xen_dom;
+struct ckpt_xen_newdom;
 
 enum ckpt_xen_domtype {
     CKPT_XEN_DOM_PV = 1,
@@ -94,6 +95,24 @@ int ckpt_xen_dom_unpause(struct ckpt_xen_dom *d, uint32_t domid);
  * Tells xenstored too (xs_resume_domain), as libxl does.
  */
 int ckpt_xen_dom_resume(struct ckpt_xen_dom *d, uint32_t domid, bool fast);
+/* Log-dirty tracking of the domain's memory on or off (a COLO secondary
+ * reports the pages it dirtied between checkpoints). Turning it on when it
+ * is on already turns it off and on again, as libxl does. */
+int ckpt_xen_dom_logdirty(struct ckpt_xen_dom *d, uint32_t domid, bool on);
+/*
+ * A COLO secondary's full resume into the same domain, the way libxl's
+ * soft reset makes a domain new for its guest: the guest (suspended, the
+ * primary's state just loaded) re-registers its vcpu_info and event
+ * channels on resume, which Xen refuses in a domain where they exist
+ * (Linux then panics: "register_vcpu_info failed"). So: pause, soft reset
+ * (event channels closed, vcpu_info unmapped; Xen un-shuts the domain),
+ * the store and console event channels allocated again (the same ports:
+ * the first ones of the reset domain; nd updated if not), xenstored
+ * re-introduced (it rebinds), the console port written again (xenconsoled
+ * rebinds), unpause. The guest then sees its suspend return 0.
+ */
+int ckpt_xen_dom_reset_resume(struct ckpt_xen_dom *d, uint32_t domid,
+                              struct ckpt_xen_newdom *nd, uint64_t store_gfn);
 /* Destroy the domain and remove what colo or libxl wrote for it
  * (xenstore /local/domain/N, /vm/UUID, /libxl/N; the userdata file). */
 int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid);

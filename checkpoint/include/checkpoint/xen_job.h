@@ -86,6 +86,22 @@ struct ckpt_xen_job_common {
  * -COLO_ECANCELLED.
  */
 
+/*
+ * COLO (stream COLO), libxl_colo_save.c / libxl_colo_restore.c's protocol
+ * with the back channel on the same socket: the secondary's copy RUNS
+ * between checkpoints and is reset to the primary's state at each one
+ * (both sides' dirty pages are sent). Per checkpoint the secondary sends
+ * libxl CHECKPOINT_STATE records SVM_SUSPENDED, SVM_READY, SVM_RESUMED and
+ * libxc its dirty pfns; the primary sends CHECKPOINT_END after libxc's
+ * pages and CHECKPOINT_NEW after the interval. A checkpoint counts on
+ * SVM_RESUMED (primary) or once libxc applied it (secondary). A planned
+ * end sends ERROR(-ECANCELLED) in place of CHECKPOINT_NEW: the secondary
+ * destroys its copy, done(-COLO_ECANCELLED) there. The primary silent
+ * (failover_timeout_ms) or gone: done(0) with the copy PAUSED (and
+ * log-dirty off), as for Remus. The secondary gone: the primary's guest
+ * runs on, done(0), ckpt_xen_job_target_lost().
+ */
+
 struct ckpt_xen_save_params {
     uint32_t domid;
     int fd;                 /* borrowed, blocking */
@@ -94,7 +110,7 @@ struct ckpt_xen_save_params {
     bool leave_suspended;   /* neither: the caller destroys or resumes it
                              * (migration, after the target has it) */
     int suspend_timeout_ms; /* 0: 60 s (libxl's) */
-    /* Checkpointed streams (Remus) */
+    /* Checkpointed streams (Remus, COLO) */
     int stream;               /* enum ckpt_xen_stream; 0 = PLAIN */
     unsigned interval_ms;     /* between checkpoints; 0: 200 */
     unsigned ack_timeout_ms;  /* 0: 10000 (the first: 10 x) */
@@ -107,7 +123,7 @@ struct ckpt_xen_restore_params {
     const char *config_json;       /* copied; NULL: none recorded */
     bool paused;                   /* leave it paused */
     int stream;                    /* enum ckpt_xen_stream; 0 = PLAIN */
-    unsigned failover_timeout_ms;  /* REMUS: silent source; 0: 5000 */
+    unsigned failover_timeout_ms;  /* REMUS/COLO: silent source; 0: 5000 */
 };
 
 int ckpt_xen_save_start(struct ckpt_xen_job **ret, struct event_base *base,

@@ -440,15 +440,35 @@ int ckpt_xen_dom_logdirty(struct ckpt_xen_dom *d, uint32_t domid, bool on)
     return 0;
 }
 
+/* After a soft reset: domid's unbound port to remote allocated again. Xen
+ * hands out the lowest free port, so normally *port itself; if not, the
+ * guest's HVM param follows and 1 is returned. */
+static int realloc_port(struct ckpt_xen_dom *d, uint32_t domid, uint32_t remote,
+                        int param, uint32_t *port, const char *what)
+{
+    int p = xc_evtchn_alloc_unbound(d->xch, domid, remote);
+
+    if (p < 0)
+        return fail(d, -COLO_EXEN, "domain %" PRIu32 ": %s event channel: %s",
+                    domid, what, strerror(errno));
+    if ((uint32_t)p == *port)
+        return 0;
+    *port = (uint32_t)p;
+    if (xc_hvm_param_set(d->xch, domid, param, (uint64_t)p) < 0)
+        return fail(d, -COLO_EXEN, "domain %" PRIu32 ": %s port: %s", domid,
+                    what, strerror(errno));
+    return 1;
+}
+
 int ckpt_xen_dom_reset_resume(struct ckpt_xen_dom *d, uint32_t domid,
                               struct ckpt_xen_newdom *nd, uint64_t store_gfn)
 {
-    char path[96], num[32];
-    int port;
+    char num[32];
+    int rc;
 
-    if (xc_domain_pause(d->xch, domid) < 0)
-        return fail(d, -COLO_EXEN, "domain %" PRIu32 ": pause failed: %s",
-                    domid, strerror(errno));
+    rc = ckpt_xen_dom_pause(d, domid);
+    if (rc < 0)
+        return rc;
     if (xc_domain_soft_reset(d->xch, domid) < 0) {
         int e = errno;
 
@@ -456,34 +476,18 @@ int ckpt_xen_dom_reset_resume(struct ckpt_xen_dom *d, uint32_t domid,
         return fail(d, -COLO_EXEN, "domain %" PRIu32 ": soft reset failed: %s",
                     domid, strerror(e));
     }
-    port = xc_evtchn_alloc_unbound(d->xch, domid, nd->store_domid);
-    if (port < 0)
-        return fail(d, -COLO_EXEN,
-                    "domain %" PRIu32 ": store event channel: %s", domid,
-                    strerror(errno));
-    if ((uint32_t)port != nd->store_evtchn) {
-        nd->store_evtchn = (uint32_t)port;
-        if (xc_hvm_param_set(d->xch, domid, HVM_PARAM_STORE_EVTCHN,
-                             (uint64_t)port) < 0)
-            return fail(d, -COLO_EXEN, "domain %" PRIu32 ": store port: %s",
-                        domid, strerror(errno));
-        snprintf(path, sizeof(path), "/local/domain/%" PRIu32 "/store/port",
-                 domid);
-        snprintf(num, sizeof(num), "%d", port);
-        xs_write(d->xsh, XBT_NULL, path, num, strlen(num));
+    rc = realloc_port(d, domid, nd->store_domid, HVM_PARAM_STORE_EVTCHN,
+                      &nd->store_evtchn, "store");
+    if (rc < 0)
+        return rc;
+    if (rc > 0) {
+        snprintf(num, sizeof(num), "%" PRIu32, nd->store_evtchn);
+        xs_put(d, XBT_NULL, num, "/local/domain/%" PRIu32 "/store/port", domid);
     }
-    port = xc_evtchn_alloc_unbound(d->xch, domid, nd->console_domid);
-    if (port < 0)
-        return fail(d, -COLO_EXEN,
-                    "domain %" PRIu32 ": console event channel: %s", domid,
-                    strerror(errno));
-    if ((uint32_t)port != nd->console_evtchn) {
-        nd->console_evtchn = (uint32_t)port;
-        if (xc_hvm_param_set(d->xch, domid, HVM_PARAM_CONSOLE_EVTCHN,
-                             (uint64_t)port) < 0)
-            return fail(d, -COLO_EXEN, "domain %" PRIu32 ": console port: %s",
-                        domid, strerror(errno));
-    }
+    rc = realloc_port(d, domid, nd->console_domid, HVM_PARAM_CONSOLE_EVTCHN,
+                      &nd->console_evtchn, "console");
+    if (rc < 0)
+        return rc;
     /* xenstored binds its end again on a second introduce. */
     if (!xs_introduce_domain(d->xsh, domid, store_gfn, nd->store_evtchn))
         return fail(d, -COLO_EXEN,
@@ -491,21 +495,19 @@ int ckpt_xen_dom_reset_resume(struct ckpt_xen_dom *d, uint32_t domid,
                     strerror(errno));
     /* xenconsoled rebinds when its watch fires and its port is no longer
      * connected. */
-    snprintf(path, sizeof(path), "/local/domain/%" PRIu32 "/console/port",
-             domid);
     snprintf(num, sizeof(num), "%" PRIu32, nd->console_evtchn);
-    if (!xs_write(d->xsh, XBT_NULL, path, num, strlen(num)))
-        return fail(d, -COLO_EXEN, "xenstore: %s: %s", path, strerror(errno));
+    if (!xs_put(d, XBT_NULL, num, "/local/domain/%" PRIu32 "/console/port",
+                domid))
+        return fail(d, -COLO_EXEN,
+                    "xenstore: /local/domain/%" PRIu32 "/console/port: %s",
+                    domid, strerror(errno));
     /* xenstored only reports the next suspend (@releaseDomain) once it
      * knows this one ended. */
     if (!xs_resume_domain(d->xsh, domid))
         return fail(d, -COLO_EXEN,
                     "domain %" PRIu32 ": xenstore resume failed: %s", domid,
                     strerror(errno));
-    if (xc_domain_unpause(d->xch, domid) < 0)
-        return fail(d, -COLO_EXEN, "domain %" PRIu32 ": unpause failed: %s",
-                    domid, strerror(errno));
-    return 0;
+    return ckpt_xen_dom_unpause(d, domid);
 }
 
 /* A backend device class other than the console (which colo writes

@@ -462,28 +462,26 @@ static unsigned colo_fo_ms(const struct ckpt_xen_job *j)
 
 static int colo_s_resume(struct ckpt_xen_job *j)
 {
-    int rc;
+    bool first = !j->dom_finished;
+    int rc = 0;
 
     j->ckpts++; /* libxc applied it */
-    if (!j->dom_finished) {
+    if (first) {
         rc = ckpt_xen_dom_finish(j->d, j->domid, &j->rp.newdom, j->store_gfn,
                                  j->console_gfn, j->json);
         if (rc >= 0) {
             j->dom_finished = true;
             rc = ckpt_xen_dom_logdirty(j->d, j->domid, true);
         }
-        if (rc < 0) {
-            snprintf(j->why, sizeof(j->why), "%s", ckpt_xen_dom_error(j->d));
-            return XGR_CHECKPOINT_ERROR;
-        }
+    }
+    if (rc >= 0) {
         if (send_state(j->fd, XPRT_CKPT_SVM_READY) < 0)
             return XGR_CHECKPOINT_FAILOVER;
-        rc = ckpt_xen_dom_unpause(j->d, j->domid);
-    } else {
-        if (send_state(j->fd, XPRT_CKPT_SVM_READY) < 0)
-            return XGR_CHECKPOINT_FAILOVER;
-        rc = ckpt_xen_dom_reset_resume(j->d, j->domid, &j->rp.newdom,
-                                       j->store_gfn);
+        /* A fresh domain only needs to run; later ones are made new for
+         * the guest's full resume. */
+        rc = first ? ckpt_xen_dom_unpause(j->d, j->domid)
+                   : ckpt_xen_dom_reset_resume(j->d, j->domid, &j->rp.newdom,
+                                               j->store_gfn);
     }
     if (rc < 0) {
         snprintf(j->why, sizeof(j->why), "%s", ckpt_xen_dom_error(j->d));

@@ -82,18 +82,48 @@ nl_ticks_min() {
     _nl_ticks "$1" '{ if (!n || $2 + 0 < m) m = $2 + 0; n = 1 }'
 }
 
+# nl_ticks_in FILE: the highest tick in one console log (0: none).
+nl_ticks_in() {
+    [ -f "$1" ] || { echo 0; return; }
+    _nl_ticks_files '{ if ($2 + 0 > m) m = $2 + 0 }' "$1"
+}
+
 # _nl_ticks NAME AWK-ACTION: run ACTION on every "tick N" line of NAME's
-# console logs and print m; one awk, taken again if it crashed (see
-# nl_check_ticks).
+# console logs and print m.
 _nl_ticks() {
-    local logs out try
+    local logs
     logs=$(nl_tick_logs "$1")
     [ -n "$logs" ] || { echo 0; return; }
+    # shellcheck disable=SC2086
+    _nl_ticks_files "$2" $logs
+}
+
+# _nl_ticks_files AWK-ACTION FILE...: the same on the given logs; one awk,
+# taken again if it crashed (see nl_check_ticks).
+_nl_ticks_files() {
+    local action=$1 out try
+    shift
     for try in 1 2 3; do
-        out=$(awk '{ sub(/\r$/, "") } /^tick [0-9]+$/ '"$2"' END { print m + 0 }' $logs) &&
+        out=$(awk '{ sub(/\r$/, "") } /^tick [0-9]+$/ '"$action"' END { print m + 0 }' "$@") &&
             [ -n "$out" ] && { echo "$out"; return; }
     done
     echo 0
+}
+
+# nl_ticks_increase FILE: the ticks in one console log strictly increase.
+# Status 0; 1 with a message if not; 2 if awk itself crashed.
+nl_ticks_increase() {
+    awk -v f="$1" '
+        { sub(/\r$/, "") }
+        /^tick [0-9]+$/ {
+            if (n && $2 + 0 <= last) {
+                printf "nl_check_ticks: %s: tick %d after %d\n", f, $2, last
+                bad = 1
+            }
+            last = $2 + 0; n++
+        }
+        END { exit bad }' "$1"
+    case $? in 0) return 0 ;; 1) return 1 ;; *) return 2 ;; esac
 }
 
 # nl_check_ticks NAME [ONES]: the ticks never went back nor restarted: in
@@ -119,18 +149,9 @@ _nl_check_ticks_once() {
     logs=$(nl_tick_logs "$1")
     [ -n "$logs" ] || { echo "nl_check_ticks: no console log of $1"; return 1; }
     for f in $logs; do
-        awk -v f="$f" '
-            { sub(/\r$/, "") }
-            /^tick [0-9]+$/ {
-                if (n && $2 + 0 <= last) {
-                    printf "nl_check_ticks: %s: tick %d after %d\n", f, $2, last
-                    bad = 1
-                }
-                last = $2 + 0; n++
-            }
-            END { exit bad }' "$f"
+        nl_ticks_increase "$f"
         st=$?
-        [ $st -eq 0 ] || { [ $st -eq 1 ] && return 1; return 2; }
+        [ $st -eq 0 ] || return $st
     done
     ones=$(awk '{ sub(/\r$/, "") } /^tick 1$/ { n++ } END { print n + 0 }' $logs) ||
         return 2

@@ -41,7 +41,8 @@ enum launch_state { L_STARTING, L_UP, L_EXITED };
 struct qmp_qemu {
     struct event_base *base;
     char *name;
-    char *path; /* bound filesystem path to unlink, or NULL */
+    char *path;     /* bound filesystem path to unlink, or NULL */
+    char *log_path; /* detached: QEMU's output goes here, not to a pipe */
     enum launch_state state;
     pid_t pid;
     int pidfd;
@@ -77,6 +78,7 @@ static void q_release(struct qmp_qemu *q)
 {
     free(q->name);
     free(q->path);
+    free(q->log_path);
     free(q);
 }
 
@@ -166,6 +168,30 @@ static void err_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     err_drain(arg);
+}
+
+/* A detached QEMU writes to its log file: its last lines are the tail. */
+static void tail_from_log(struct qmp_qemu *q)
+{
+    char buf[LAUNCH_TAIL_MAX];
+    ssize_t n;
+    off_t end;
+    int fd;
+
+    if (!q->log_path || q->tail_len > 0)
+        return;
+    fd = open(q->log_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    end = lseek(fd, 0, SEEK_END);
+    if (end > (off_t)sizeof(buf) - 1)
+        lseek(fd, end - ((off_t)sizeof(buf) - 1), SEEK_SET);
+    else
+        lseek(fd, 0, SEEK_SET);
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n > 0)
+        tail_add(q, buf, (size_t)n);
 }
 
 /* ------------------------------------------------------------------ */
@@ -259,6 +285,7 @@ static void pid_cb(evutil_socket_t fd, short what, void *arg)
     q->reaped = true;
     q->state = L_EXITED;
     err_drain(q); /* the last lines, if the pipe has them */
+    tail_from_log(q);
     if (!q->up_done) {
         start_finish(q, -COLO_EQEMU_DIED);
         return;
@@ -381,16 +408,26 @@ static int listen_socket(struct qmp_qemu *q, const char *path, char *addr,
     return 0;
 }
 
-static void child_exec(char **argv, int lfd, int errw, pid_t parent)
+static void child_exec(char **argv, int lfd, int errw, pid_t parent,
+                       const char *log_path)
 {
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
-    /* Die with colo: no QEMU outlives a crashed orchestrator or test.
-     * (The signal follows the forking thread: launch from the loop
-     * thread.) If colo died before prctl, give up now. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
-        _exit(127);
+    if (log_path) {
+        /* Detached: a session of its own, output to its log, and it
+         * outlives colo (a Xen device model stays with its domain). */
+        errw = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (errw < 0)
+            _exit(126);
+        setsid();
+    } else {
+        /* Die with colo: no QEMU outlives a crashed orchestrator or test.
+         * (The signal follows the forking thread: launch from the loop
+         * thread.) If colo died before prctl, give up now. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+    }
     if (devnull >= 0)
         dup2(devnull, 0);
     dup2(errw, 1);
@@ -447,12 +484,19 @@ int qmp_qemu_launch(struct event_base *base, char *const argv[],
         goto fail;
     }
     qmp_client_set_close_cb(q->client, client_close_cb, q);
+    if (opts && opts->log_path) {
+        q->log_path = strdup(opts->log_path);
+        if (!q->log_path) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+    }
 
     rc = listen_socket(q, opts ? opts->qmp_path : NULL, addr, sizeof(addr),
                        &lfd);
     if (rc < 0)
         goto fail;
-    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+    if (!q->log_path && pipe2(pipefd, O_CLOEXEC) < 0) {
         rc = -errno;
         goto fail;
     }
@@ -493,14 +537,15 @@ int qmp_qemu_launch(struct event_base *base, char *const argv[],
         goto fail;
     }
     if (q->pid == 0)
-        child_exec(av, lfd, pipefd[1], parent);
+        child_exec(av, lfd, pipefd[1], parent, q->log_path);
     free(av);
     av = NULL;
     colo_close(&pipefd[1]);
     colo_close(&lfd); /* QEMU has it; we connect by address */
     q->errfd = pipefd[0];
     pipefd[0] = -1;
-    colo_fd_set_nonblock(q->errfd, 1);
+    if (q->errfd >= 0)
+        colo_fd_set_nonblock(q->errfd, 1);
 
     q->pidfd = (int)syscall(SYS_pidfd_open, q->pid, 0);
     if (q->pidfd < 0) {
@@ -509,9 +554,12 @@ int qmp_qemu_launch(struct event_base *base, char *const argv[],
         goto fail;
     }
     event_assign(q->ev_pid, base, q->pidfd, EV_READ | EV_PERSIST, pid_cb, q);
-    event_assign(q->ev_err, base, q->errfd, EV_READ | EV_PERSIST, err_cb, q);
+    if (q->errfd >= 0)
+        event_assign(q->ev_err, base, q->errfd, EV_READ | EV_PERSIST, err_cb,
+                     q);
     tv = colo_ms_to_tv(timeout_ms);
-    if (event_add(q->ev_pid, NULL) < 0 || event_add(q->ev_err, NULL) < 0 ||
+    if (event_add(q->ev_pid, NULL) < 0 ||
+        (q->errfd >= 0 && event_add(q->ev_err, NULL) < 0) ||
         evtimer_add(q->ev_timer, &tv) < 0) {
         rc = -ENOMEM;
         goto fail;
@@ -555,6 +603,22 @@ void qmp_qemu_free(struct qmp_qemu *q)
     colo_close(&q->errfd);
     if (q->path)
         unlink(q->path);
+    if (q->depth == 0)
+        q_release(q);
+}
+
+void qmp_qemu_release(struct qmp_qemu *q)
+{
+    if (!q || q->dead)
+        return;
+    q->dead = true;
+    qmp_client_free(q->client); /* the monitor is free for others */
+    q->client = NULL;
+    event_free(q->ev_pid);
+    event_free(q->ev_err);
+    event_free(q->ev_timer);
+    colo_close(&q->pidfd);
+    colo_close(&q->errfd);
     if (q->depth == 0)
         q_release(q);
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -586,4 +587,66 @@ Test(qmp_qemu, bare_save_load_and_fault_point)
     cr_assert(st.running);
     free(r.blob);
     qmp_qemu_free(sec);
+}
+
+/* ---- detached launches (a Xen device model outlives colo) ------------ */
+
+Test(qmp_qemu, detached_release_leaves_it_running)
+{
+    char dir[] = "/tmp/colo-detached-XXXXXX";
+    char log[64], sock[64], status[32] = "";
+    struct qmp_launch_opts o = {.name = "dm"};
+    struct conrec cr = {0};
+    struct qmp_client *c2;
+    pid_t pid;
+    int rc, st;
+
+    if (!qt_have_qemu())
+        return;
+    cr_assert(mkdtemp(dir));
+    snprintf(log, sizeof(log), "%s/qemu.log", dir);
+    snprintf(sock, sizeof(sock), "%s/qmp", dir);
+    o.log_path = log;
+    o.qmp_path = sock;
+    rc = qt_launch(base, qt_bare_argv(NULL), &o, &qemu, status, sizeof(status));
+    cr_assert_eq(rc, 0, "launch: %s", colo_strerror(rc));
+    pid = qmp_qemu_pid(qemu);
+    cr_assert_gt(pid, 0);
+    qmp_qemu_release(qemu);
+    qemu = NULL;
+    /* Still alive, and its monitor now answers another client. */
+    cr_assert_eq(kill(pid, 0), 0, "QEMU died when released");
+    c2 = qmp_client_new(base, NULL);
+    cr_assert(c2);
+    cr_assert_eq(qmp_client_connect_path(c2, sock, con_cb, &cr), 0);
+    cr_assert(qt_run_until(base, &cr.done, 10000), "no greeting");
+    cr_assert_eq(cr.rc, 0, "connect: %s", colo_strerror(cr.rc));
+    qmp_client_free(c2);
+    kill(pid, SIGKILL);
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    unlink(sock);
+    unlink(log);
+    rmdir(dir);
+}
+
+Test(qmp_qemu, detached_start_failure_tail_from_log)
+{
+    const char *extra[] = {"-no-such-option", NULL};
+    char dir[] = "/tmp/colo-detached-XXXXXX";
+    char log[64], status[32];
+    struct qmp_launch_opts o = {.name = "dm"};
+    int rc;
+
+    if (!qt_have_qemu())
+        return;
+    cr_assert(mkdtemp(dir));
+    snprintf(log, sizeof(log), "%s/qemu.log", dir);
+    o.log_path = log;
+    rc =
+        qt_launch(base, qt_bare_argv(extra), &o, &qemu, status, sizeof(status));
+    cr_assert_eq(rc, -COLO_EQEMU_DIED, "rc %s", colo_strerror(rc));
+    cr_assert(strstr(qmp_qemu_describe_exit(qemu), "no-such-option"), "%s",
+              qmp_qemu_describe_exit(qemu));
+    unlink(log);
+    rmdir(dir);
 }

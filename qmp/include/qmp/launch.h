@@ -46,6 +46,8 @@
  *                          (waitpid after SIGKILL, bounded), every fd
  *                          closed, the socket path unlinked; no callback
  *                          afterwards. Safe inside any callback.
+ *  qmp_qemu_release():     UP -> freed, QEMU left running (detached
+ *                          launches: opts->log_path); no callback.
  *
  * Callbacks fire exactly once each (up_cb per launch; exit_cb at most once
  * after UP), never from inside qmp_qemu_launch().
@@ -72,6 +74,12 @@ struct qmp_launch_opts {
     const char *name;
     /* Forwarded to the client (deadlines). May be NULL. */
     const struct qmp_client_opts *client_opts;
+    /* Detached: QEMU's stdout and stderr are appended to this file (not
+     * piped into colo's log; the file's last lines make the stderr tail),
+     * it runs in a session of its own and is not killed when colo dies,
+     * so qmp_qemu_release() can leave it running (a Xen device model
+     * lives as long as its domain). NULL: the default above. Copied. */
+    const char *log_path;
 };
 
 /* up_cb: rc 0 with the query-status status ("prelaunch", "paused",
@@ -90,6 +98,11 @@ int qmp_qemu_launch(struct event_base *base, char *const argv[],
                     const struct qmp_launch_opts *opts, qmp_launch_cb cb,
                     void *arg, struct qmp_qemu **ret_q);
 void qmp_qemu_free(struct qmp_qemu *q);
+/* Let QEMU run on without colo (start it with opts->log_path): the
+ * client is freed (the monitor is free for others), the socket path is
+ * kept, nothing is signalled; no callback afterwards. The caller must
+ * have stopped relying on it: it is not reaped by this process. */
+void qmp_qemu_release(struct qmp_qemu *q);
 void qmp_qemu_set_exit_cb(struct qmp_qemu *q, qmp_exit_cb cb, void *arg);
 
 /* The connected client (owned by q; valid until qmp_qemu_free()). */

@@ -200,11 +200,8 @@ int orch_cmd_xen_save(int argc, char **argv)
         goto out;
     }
     rc = ckpt_xen_dom_info(d, sp.domid, &di);
-    if (rc == 0 && di.type == CKPT_XEN_DOM_HVM) {
-        fprintf(stderr,
-                "colo: save: domain %" PRIu32 " is HVM: its device "
-                "model state is not carried yet; use xl save\n",
-                sp.domid);
+    if (rc < 0) {
+        fprintf(stderr, "colo: save: %s\n", ckpt_xen_dom_error(d));
         goto out;
     }
     rc = ckpt_xen_dom_config(d, sp.domid, &json, &json_len);
@@ -243,8 +240,7 @@ int orch_cmd_xen_save(int argc, char **argv)
     rc = ckpt_xen_save_start(&j, r.base, d, &sp, &jc);
     if (rc < 0) {
         fprintf(stderr, "colo: save: domain %" PRIu32 ": %s\n", sp.domid,
-                rc == -ENOTSUP ? "HVM domains are not supported"
-                               : colo_strerror(rc));
+                colo_strerror(rc));
         goto out;
     }
     colo_info("saving domain %" PRIu32 " (%s) to %s", sp.domid, di.name, file);

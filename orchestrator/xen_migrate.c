@@ -392,10 +392,11 @@ static int xen_source(int argc, char **argv, bool protect)
         fprintf(stderr, "colo: %s: %s\n", cmd, ckpt_xen_dom_error(d));
         goto out;
     }
-    if (di.type == CKPT_XEN_DOM_HVM) {
+    if (di.type == CKPT_XEN_DOM_HVM && protect) {
         fprintf(stderr,
-                "colo: %s: domain %" PRIu32 " is HVM: its device "
-                "model state is not carried yet\n",
+                "colo: %s: domain %" PRIu32 " is HVM: Remus and COLO "
+                "protect PV and PVH domains (HVM migrates, saves and "
+                "restores)\n",
                 cmd, sp.domid);
         goto out;
     }

@@ -6,11 +6,13 @@
  * restored like one of their own.
  */
 #include "checkpoint/xen_dom.h"
+#include "checkpoint/xen_dm.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -29,6 +31,7 @@
 
 #define MAXMEM_CONSTANT_KB 1024u /* libxl's LIBXL_MAXMEM_CONSTANT */
 #define CONSOLE_LIMIT      "1048576"
+#define DM_QMP_TIMEOUT_MS  5000 /* a QMP command to a device model */
 
 struct ckpt_xen_dom {
     xc_interface *xch;
@@ -407,6 +410,20 @@ int ckpt_xen_dom_unpause(struct ckpt_xen_dom *d, uint32_t domid)
 
 int ckpt_xen_dom_resume(struct ckpt_xen_dom *d, uint32_t domid, bool fast)
 {
+    struct ckpt_xen_dominfo di;
+
+    /* HVM: the device model first (libxl__domain_resume): it was stopped
+     * for its state to be taken. */
+    if (ckpt_xen_dom_info(d, domid, &di) == 0 && di.type == CKPT_XEN_DOM_HVM) {
+        char why[256];
+        int rc = ckpt_xen_dm_call(domid, "cont", NULL, DM_QMP_TIMEOUT_MS, why,
+                                  sizeof(why));
+
+        if (rc < 0)
+            return fail(d, rc,
+                        "domain %" PRIu32 ": resuming its device model: %s",
+                        domid, why);
+    }
     if (xc_domain_resume(d->xch, domid, fast ? 1 : 0) < 0)
         return fail(d, -COLO_EXEN, "domain %" PRIu32 ": resume failed: %s",
                     domid, strerror(errno));
@@ -546,6 +563,164 @@ static char *backend_device(struct ckpt_xen_dom *d, uint32_t domid)
     return found;
 }
 
+/* Is pid the device model of domid? Its command line has
+ * "-xen-domid <domid>" (a recycled pid does not). */
+static bool is_dm_of(int pid, uint32_t domid)
+{
+    char path[64], buf[4096], want[16];
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    snprintf(want, sizeof(want), "%" PRIu32, domid);
+    for (char *p = buf; p < buf + n; p += strlen(p) + 1)
+        if (strcmp(p, "-xen-domid") == 0 && p + strlen(p) + 1 < buf + n &&
+            strcmp(p + strlen(p) + 1, want) == 0)
+            return true;
+    return false;
+}
+
+static void dm_kill(struct ckpt_xen_dom *d, uint32_t domid)
+{
+    char *s = xs_get(d, "/local/domain/%" PRIu32 "/image/device-model-pid",
+                     domid);
+    int pid = s ? atoi(s) : 0;
+
+    free(s);
+    if (pid > 1 && is_dm_of(pid, domid) && kill(pid, SIGKILL) == 0)
+        colo_debug("domain %" PRIu32 ": device model (pid %d) killed", domid,
+                   pid);
+}
+
+#define DM_XS_MAX (64u << 10) /* cap on EMULATOR_XENSTORE_DATA */
+
+int ckpt_xen_dom_dm_xs_save(struct ckpt_xen_dom *d, uint32_t domid,
+                            char **ret, size_t *ret_len)
+{
+    static const char *const sub[] = {"start_addr", "size", "name"};
+    char dir[96], **ents;
+    unsigned int n = 0;
+    char *buf = NULL;
+    size_t len = 0;
+
+    *ret = NULL;
+    *ret_len = 0;
+    snprintf(dir, sizeof(dir),
+             "/local/domain/0/device-model/%" PRIu32 "/physmap", domid);
+    ents = xs_directory(d->xsh, XBT_NULL, dir, &n);
+    for (unsigned int i = 0; ents && i < n; i++) {
+        for (size_t k = 0; k < sizeof(sub) / sizeof(sub[0]); k++) {
+            char key[256];
+            char *val = xs_get(d, "%s/%s/%s", dir, ents[i], sub[k]);
+            size_t kl, vl;
+            char *nb;
+
+            if (!val)
+                continue; /* libxl skips missing subkeys too */
+            snprintf(key, sizeof(key), "physmap/%s/%s", ents[i], sub[k]);
+            kl = strlen(key) + 1;
+            vl = strlen(val) + 1;
+            nb = len + kl + vl <= DM_XS_MAX ? realloc(buf, len + kl + vl)
+                                            : NULL;
+            if (!nb) {
+                free(val);
+                free(buf);
+                free(ents);
+                return fail(d, -ENOMEM,
+                            "domain %" PRIu32 ": device-model xenstore "
+                            "data over %u bytes",
+                            domid, DM_XS_MAX);
+            }
+            buf = nb;
+            memcpy(buf + len, key, kl);
+            memcpy(buf + len + kl, val, vl);
+            len += kl + vl;
+            free(val);
+        }
+    }
+    free(ents);
+    *ret = buf;
+    *ret_len = len;
+    return 0;
+}
+
+static bool dm_key_ok(const char *k)
+{
+    if (strncmp(k, "physmap/", 8) != 0 || strstr(k, "..") || strstr(k, "//"))
+        return false;
+    for (const char *p = k; *p; p++)
+        if (*p <= ' ' || *p > '~')
+            return false;
+    return true;
+}
+
+int ckpt_xen_dom_dm_xs_restore(struct ckpt_xen_dom *d, uint32_t domid,
+                               const char *data, size_t len)
+{
+    struct xs_permissions perm[2] = {{0, XS_PERM_NONE},
+                                     {domid, XS_PERM_READ}};
+    char root[96];
+    size_t off = 0;
+
+    snprintf(root, sizeof(root), "/local/domain/0/device-model/%" PRIu32,
+             domid);
+    if (len > DM_XS_MAX)
+        return fail(d, -COLO_ESTREAM_TOO_BIG,
+                    "device-model xenstore data of %zu bytes is over the "
+                    "%u byte cap",
+                    len, DM_XS_MAX);
+    /* Check everything before writing anything. */
+    while (off < len) {
+        const char *k = data + off, *v;
+        size_t kl = strnlen(k, len - off);
+
+        if (kl == len - off || kl == 0 || kl > 200)
+            goto corrupt;
+        v = k + kl + 1;
+        if ((size_t)(v - data) >= len ||
+            strnlen(v, len - (size_t)(v - data)) == len - (size_t)(v - data))
+            goto corrupt;
+        if (!dm_key_ok(k))
+            goto corrupt;
+        off = (size_t)(v - data) + strlen(v) + 1;
+    }
+    if (!xs_mknod(d, XBT_NULL, perm, 2, "%s", root))
+        return fail(d, -COLO_EXEN, "xenstore: %s: %s", root, strerror(errno));
+    for (off = 0; off < len;) {
+        const char *k = data + off, *v = k + strlen(k) + 1;
+
+        if (!xs_put(d, XBT_NULL, v, "%s/%s", root, k))
+            return fail(d, -COLO_EXEN, "xenstore: %s/%s: %s", root, k,
+                        strerror(errno));
+        off = (size_t)(v - data) + strlen(v) + 1;
+    }
+    return 0;
+corrupt:
+    return fail(d, -COLO_ESTREAM_CORRUPT,
+                "malformed device-model xenstore data at byte %zu", off);
+}
+
+int ckpt_xen_dom_dm_record(struct ckpt_xen_dom *d, uint32_t domid, int pid)
+{
+    char num[16];
+
+    snprintf(num, sizeof(num), "%d", pid);
+    if (!xs_put(d, XBT_NULL, num, "/local/domain/%" PRIu32
+                                  "/image/device-model-pid",
+                domid))
+        return fail(d, -COLO_EXEN, "xenstore: device-model-pid: %s",
+                    strerror(errno));
+    return 0;
+}
+
 int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid)
 {
     struct ckpt_xen_dominfo di;
@@ -567,6 +742,8 @@ int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid)
         return rc;
     }
     vm = xs_get(d, "/local/domain/%" PRIu32 "/vm", domid);
+    if (di.type == CKPT_XEN_DOM_HVM)
+        dm_kill(d, domid);
     if (xc_domain_destroy(d->xch, domid) < 0 && errno != ESRCH) {
         free(vm);
         return fail(d, -COLO_EXEN, "domain %" PRIu32 ": destroy failed: %s",
@@ -581,6 +758,16 @@ int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid)
     snprintf(path, sizeof(path), "/local/domain/0/backend/console/%" PRIu32,
              domid);
     xs_rm(d->xsh, XBT_NULL, path);
+    if (di.type == CKPT_XEN_DOM_HVM) {
+        snprintf(path, sizeof(path), "/local/domain/0/device-model/%" PRIu32,
+                 domid);
+        xs_rm(d->xsh, XBT_NULL, path);
+        snprintf(path, sizeof(path), "/var/run/xen/qmp-libxl-%" PRIu32, domid);
+        unlink(path);
+        snprintf(path, sizeof(path), "/var/run/xen/qmp-libxenstat-%" PRIu32,
+                 domid);
+        unlink(path);
+    }
     free(vm);
     snprintf(path, sizeof(path), "%s/userdata-d.%" PRIu32 ".*", d->userdata_dir,
              domid);
@@ -827,6 +1014,116 @@ static int json_u64(json_t *o, const char *key, uint64_t *v)
     return 1;
 }
 
+/* libxl's defbool in JSON: "True", "False" or "<default>". */
+static bool json_defbool(json_t *o, const char *key, bool dflt)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+
+    if (s && strcmp(s, "True") == 0)
+        return true;
+    if (s && strcmp(s, "False") == 0)
+        return false;
+    return dflt;
+}
+
+/* b_info."type.hvm" and what libxl's defaults make of a missing field.
+ * Anything the device model would need beyond colo's subset (disks,
+ * nics, USB, sound, passthrough, a stub domain) is refused here. */
+static int hvm_from_json(json_t *b, struct ckpt_xen_newdom *ret, char *why,
+                         size_t whysz)
+{
+    static const char *const refused[] = {
+        "usbdevice_list", "usbdevice", "soundhw", "spice", "vnc",
+        "sdl", "rdm"};
+    json_t *h = json_object_get(b, "type.hvm");
+    const char *s;
+    uint64_t v;
+
+    if (!json_is_object(h))
+        h = json_object(); /* all defaults */
+    else
+        json_incref(h);
+    s = json_string_value(json_object_get(b, "device_model_version"));
+    if (s && strcmp(s, "qemu_xen") != 0) {
+        snprintf(why, whysz,
+                 "b_info.device_model_version '%s': colo starts qemu_xen "
+                 "device models only",
+                 s);
+        goto bad;
+    }
+    if (json_defbool(b, "device_model_stubdomain", false)) {
+        snprintf(why, whysz, "a stub-domain device model is not supported");
+        goto bad;
+    }
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        json_t *o = json_object_get(h, refused[i]);
+
+        if (json_is_object(o) &&
+            json_defbool(o, "enable", false)) { /* vnc, sdl, spice */
+            snprintf(why, whysz,
+                     "type.hvm.%s is on; colo's device model has no "
+                     "display",
+                     refused[i]);
+            goto bad;
+        }
+        if ((json_is_array(o) && json_array_size(o) > 0) ||
+            (json_is_string(o) && strcmp(refused[i], "rdm") != 0)) {
+            snprintf(why, whysz, "type.hvm.%s is not supported", refused[i]);
+            goto bad;
+        }
+    }
+    if (json_u64(b, "video_memkb", &v) > 0 && v < (1ull << 30))
+        ret->hvm.video_memkb = v;
+    s = json_string_value(
+        json_object_get(json_object_get(h, "vga"), "kind"));
+    if (!s)
+        s = "cirrus"; /* libxl's default */
+    snprintf(ret->hvm.vga, sizeof(ret->hvm.vga), "%s", s);
+    if (strcmp(s, "none") != 0 && strcmp(s, "std") != 0 &&
+        strcmp(s, "cirrus") != 0) {
+        snprintf(why, whysz, "type.hvm.vga.kind '%s' is not supported", s);
+        goto bad;
+    }
+    if (strcmp(s, "none") == 0)
+        ret->hvm.video_memkb = 0;
+    s = json_string_value(json_object_get(h, "serial"));
+    if (s && strlen(s) >= sizeof(ret->hvm.serial)) {
+        snprintf(why, whysz, "type.hvm.serial is too long");
+        goto bad;
+    }
+    snprintf(ret->hvm.serial, sizeof(ret->hvm.serial), "%s", s ? s : "");
+    s = json_string_value(json_object_get(h, "boot"));
+    if (!s || !*s || strlen(s) >= sizeof(ret->hvm.boot) ||
+        strspn(s, "acdn") != strlen(s))
+        s = "cda";
+    snprintf(ret->hvm.boot, sizeof(ret->hvm.boot), "%s", s);
+    ret->hvm.acpi = json_defbool(h, "acpi", json_defbool(b, "acpi", true));
+    ret->hvm.hpet = json_defbool(h, "hpet", true);
+    ret->hvm.vpt_align = json_defbool(h, "vpt_align", true);
+    ret->hvm.xen_platform_pci = json_defbool(h, "xen_platform_pci", true);
+    s = json_string_value(json_object_get(h, "timer_mode"));
+    if (!s)
+        s = json_string_value(json_object_get(b, "timer_mode"));
+    if (!s || strcmp(s, "no_delay_for_missed_ticks") == 0 ||
+        strcmp(s, "default") == 0 || strcmp(s, "unknown") == 0)
+        ret->hvm.timer_mode = 1;
+    else if (strcmp(s, "delay_for_missed_ticks") == 0)
+        ret->hvm.timer_mode = 0;
+    else if (strcmp(s, "no_missed_ticks_pending") == 0)
+        ret->hvm.timer_mode = 2;
+    else if (strcmp(s, "one_missed_tick_pending") == 0)
+        ret->hvm.timer_mode = 3;
+    else {
+        snprintf(why, whysz, "timer_mode '%s' is not supported", s);
+        goto bad;
+    }
+    json_decref(h);
+    return 0;
+bad:
+    json_decref(h);
+    return -EINVAL;
+}
+
 int ckpt_xen_newdom_from_json(const char *json, size_t len,
                               struct ckpt_xen_newdom *ret, char *why,
                               size_t whysz)
@@ -949,6 +1246,25 @@ int ckpt_xen_newdom_from_json(const char *json, size_t len,
             }
         }
     }
+    if (ret->type == CKPT_XEN_DOM_HVM) {
+        static const char *const devs[] = {"disks", "nics", "pcidevs",
+                                           "usbctrls", "usbdevs"};
+
+        for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++) {
+            j = json_object_get(root, devs[i]);
+            if (json_is_array(j) && json_array_size(j) > 0) {
+                snprintf(why, whysz,
+                         "an HVM domain with %s: colo's device model has "
+                         "none (not supported)",
+                         devs[i]);
+                goto out;
+            }
+        }
+        rc = hvm_from_json(b, ret, why, whysz);
+        if (rc < 0)
+            goto out;
+        rc = -EINVAL;
+    }
     s = json_string_value(json_object_get(b, "tsc_mode"));
     if (!s || strcmp(s, "default") == 0) {
         ret->tsc_mode = 0;
@@ -1053,10 +1369,6 @@ int ckpt_xen_dom_create(struct ckpt_xen_dom *d, struct ckpt_xen_newdom *nd,
     char *s;
     int rc, e;
 
-    if (nd->type == CKPT_XEN_DOM_HVM)
-        return fail(d, -ENOTSUP,
-                    "restoring an HVM domain needs its device model started "
-                    "first; colo restores PV and PVH domains");
     if (!nd->have_uuid) {
         int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
 
@@ -1097,6 +1409,10 @@ int ckpt_xen_dom_create(struct ckpt_xen_dom *d, struct ckpt_xen_newdom *nd,
     if (nd->type == CKPT_XEN_DOM_PVH) {
         cfg.flags = XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap;
         cfg.arch.emulation_flags = XEN_X86_EMU_LAPIC;
+    } else if (nd->type == CKPT_XEN_DOM_HVM) {
+        /* libxl__arch_domain_prepare_config: all emulation but vPCI. */
+        cfg.flags = XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap;
+        cfg.arch.emulation_flags = XEN_X86_EMU_ALL & ~XEN_X86_EMU_VPCI;
     }
     if (xc_domain_create(d->xch, &domid, &cfg) < 0)
         return fail(d, -COLO_EXEN, "creating domain '%s' failed: %s", nd->name,
@@ -1149,6 +1465,19 @@ int ckpt_xen_dom_create(struct ckpt_xen_dom *d, struct ckpt_xen_newdom *nd,
             rc = fail(d, -COLO_EXEN,
                       "domain %" PRIu32 ": paging pool of %" PRIu64 " KiB: %s",
                       domid, shadow, strerror(errno));
+            goto fail_destroy;
+        }
+    }
+    if (nd->type == CKPT_XEN_DOM_HVM) {
+        /* hvm_set_conf_params: what the stream does not carry. */
+        if (xc_hvm_param_set(d->xch, domid, HVM_PARAM_HPET_ENABLED,
+                             nd->hvm.hpet) < 0 ||
+            xc_hvm_param_set(d->xch, domid, HVM_PARAM_TIMER_MODE,
+                             (uint64_t)nd->hvm.timer_mode) < 0 ||
+            xc_hvm_param_set(d->xch, domid, HVM_PARAM_VPT_ALIGN,
+                             nd->hvm.vpt_align) < 0) {
+            rc = fail(d, -COLO_EXEN, "domain %" PRIu32 ": HVM params: %s",
+                      domid, strerror(errno));
             goto fail_destroy;
         }
     }
@@ -1243,8 +1572,9 @@ int ckpt_xen_dom_finish(struct ckpt_xen_dom *d, uint32_t domid,
         snprintf(num, sizeof(num), "%" PRIu64, nd->max_memkb);
         ok = xs_put(d, t, num, "%s/memory/static-max", dom);
         snprintf(num, sizeof(num), "%" PRIu64, nd->target_memkb);
-        ok = ok && xs_put(d, t, num, "%s/memory/target", dom) &&
-             xs_put(d, t, "0", "%s/memory/videoram", dom);
+        ok = ok && xs_put(d, t, num, "%s/memory/target", dom);
+        snprintf(num, sizeof(num), "%" PRIu64, nd->hvm.video_memkb);
+        ok = ok && xs_put(d, t, num, "%s/memory/videoram", dom);
         snprintf(num, sizeof(num), "%" PRIu32, domid);
         ok = ok && xs_put(d, t, num, "%s/domid", dom);
         snprintf(num, sizeof(num), "%" PRIu32, nd->store_evtchn);

@@ -17,12 +17,15 @@
 #include <xenctrl.h>
 #include <xenguest.h>
 
+#include "checkpoint/xen_dm.h"
 #include "checkpoint/xen_helper.h"
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "qmp/devstate.h"
+#include "qmp/qmp.h"
 #include "transport/colo_rec.h"
 #include "transport/record.h"
 #include "transport/xen_stream.h"
@@ -68,6 +71,14 @@ struct ckpt_xen_job {
     bool dom_finished; /* restore: xenstore, console, introduce done */
     enum { SVM_NONE, SVM_RESUMED, SVM_SUSPENDED } svm;
     struct event *ev_wait; /* restore: the source's CHECKPOINT_NEW */
+    /* HVM: the device model */
+    bool hvm;
+    struct qmp_client *dm; /* save: its QMP, while the job needs it */
+    uint8_t *emu;          /* its state (EMULATOR_CONTEXT payload) */
+    size_t emu_len;
+    char *emu_xs; /* its xenstore keys (EMULATOR_XENSTORE_DATA) */
+    size_t emu_xs_len;
+    struct ckpt_xen_dm_start *dms; /* restore: starting it */
     /* result */
     int rc;
     char why[768];
@@ -82,6 +93,49 @@ static void job_fire(evutil_socket_t fd, short what, void *arg)
     (void)what;
     j->finished = true;
     j->c.done(j, j->rc, j->rc < 0 ? j->why : "", j->c.opaque);
+}
+
+/* ---- HVM: the device model's QMP (save side) --------------------------- */
+
+static void dm_connected(struct qmp_client *c, int rc, void *arg)
+{
+    struct ckpt_xen_job *j = arg;
+
+    (void)c;
+    if (rc < 0) /* its queued commands fail with this too */
+        colo_warn("domain %" PRIu32 ": device model QMP: %s", j->domid,
+                  colo_strerror(rc));
+}
+
+/* The device model's QMP client, connected on first use; commands queue
+ * while it connects. NULL on ENOMEM or when the socket is missing. */
+static struct qmp_client *dm_client(struct ckpt_xen_job *j)
+{
+    struct qmp_client_opts o = {
+        .greeting_timeout_ms = 5000,
+        .default_cmd_timeout_ms = 10000,
+        .name = "xen-dm",
+    };
+    char path[64];
+
+    if (j->dm)
+        return j->dm;
+    j->dm = qmp_client_new(j->base, &o);
+    if (!j->dm)
+        return NULL;
+    ckpt_xen_dm_qmp_path(j->domid, path, sizeof(path));
+    if (qmp_client_connect_path(j->dm, path, dm_connected, j) < 0) {
+        qmp_client_free(j->dm);
+        j->dm = NULL;
+    }
+    return j->dm;
+}
+
+/* QEMU serves one QMP client: let go before anything else talks to it. */
+static void dm_drop(struct ckpt_xen_job *j)
+{
+    qmp_client_free(j->dm);
+    j->dm = NULL;
 }
 
 /* Everything ends here: clean up per the rules in the header, then done()
@@ -104,6 +158,9 @@ static void job_end(struct ckpt_xen_job *j, int rc, const char *fmt, ...)
     ckpt_xen_dom_suspend_cancel(j->d);
     if (j->ev_wait)
         event_del(j->ev_wait);
+    dm_drop(j); /* a resume talks to the device model itself */
+    ckpt_xen_dm_start_free(j->dms); /* kills a device model not yet up */
+    j->dms = NULL;
     if (rc < 0 && j->kind == JOB_SAVE && j->suspended) {
         /* Nothing lost on failure: the guest runs on where it was. */
         if (ckpt_xen_dom_resume(j->d, j->domid, true) < 0)
@@ -681,6 +738,68 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
 
 /* ---- helper owner ------------------------------------------------------ */
 
+static void dm_saved(struct qmp_client *c, int rc, uint8_t *blob, size_t len,
+                     bool was_running, void *arg)
+{
+    struct ckpt_xen_job *j = arg;
+
+    (void)c;
+    (void)was_running;
+    if (rc == 0) {
+        free(j->emu);
+        j->emu = blob;
+        j->emu_len = len;
+        free(j->emu_xs);
+        j->emu_xs = NULL;
+        rc = ckpt_xen_dom_dm_xs_save(j->d, j->domid, &j->emu_xs,
+                                     &j->emu_xs_len);
+        if (rc < 0)
+            snprintf(j->why, sizeof(j->why), "%s", ckpt_xen_dom_error(j->d));
+        else
+            colo_debug("domain %" PRIu32 ": device model state: %zu bytes",
+                       j->domid, len);
+    } else {
+        snprintf(j->why, sizeof(j->why),
+                 "device model of domain %" PRIu32 ": saving its state: %s",
+                 j->domid, colo_strerror(rc));
+    }
+    ckpt_xen_helper_reply(j->h, rc == 0 ? 1 : 0);
+}
+
+static void dm_logdirty_done(struct qmp_client *c, int rc, json_t *ret,
+                             const char *desc, void *arg)
+{
+    struct ckpt_xen_job *j = arg;
+
+    (void)c;
+    (void)ret;
+    if (rc < 0)
+        snprintf(j->why, sizeof(j->why),
+                 "device model of domain %" PRIu32
+                 ": xen-set-global-dirty-log: %s",
+                 j->domid, desc ? desc : colo_strerror(rc));
+    ckpt_xen_helper_reply(j->h, rc < 0 ? -1 : 0);
+}
+
+/* switch_qemu_logdirty: QEMU's own log-dirty (HVM), as
+ * libxl__domain_common_switch_qemu_logdirty does it through QMP. */
+static void dm_logdirty(struct ckpt_xen_job *j, bool on)
+{
+    struct qmp_client *c = dm_client(j);
+    json_t *a = json_pack("{s:b}", "enable", on);
+    int rc = c && a ? qmp_send(c, "xen-set-global-dirty-log", a, -1, 0,
+                               dm_logdirty_done, j, NULL)
+                    : -ENOENT;
+
+    json_decref(a);
+    if (rc < 0) {
+        snprintf(j->why, sizeof(j->why),
+                 "device model of domain %" PRIu32 ": %s", j->domid,
+                 colo_strerror(rc));
+        ckpt_xen_helper_reply(j->h, -1);
+    }
+}
+
 static void save_suspended(struct ckpt_xen_dom *d, int rc, void *opaque)
 {
     struct ckpt_xen_job *j = opaque;
@@ -703,6 +822,18 @@ static void save_suspended(struct ckpt_xen_dom *d, int rc, void *opaque)
                  ckpt_xen_dom_error(j->d));
         snprintf(j->why, sizeof(j->why), "suspend failed: %s",
                  ckpt_xen_dom_error(j->d));
+    }
+    if (rc == 0 && j->hvm) {
+        /* libxl__domain_suspend_device_model: stop QEMU, take its state;
+         * the helper's answer waits for it. */
+        struct qmp_client *c = dm_client(j);
+
+        rc = c ? qmp_devstate_save(c, 0, dm_saved, j) : -ENOENT;
+        if (rc == 0)
+            return;
+        snprintf(j->why, sizeof(j->why),
+                 "device model of domain %" PRIu32 ": %s", j->domid,
+                 colo_strerror(rc));
     }
     ckpt_xen_helper_reply(j->h, rc == 0 ? 1 : 0);
 }
@@ -746,6 +877,10 @@ static void on_call(struct ckpt_xen_helper *h, const struct ckpt_xen_call *c,
         ckpt_xen_helper_reply(h, precopy_policy(c));
         return;
     case CKPT_XEN_CB_SWITCH_LOGDIRTY:
+        if (j->hvm && j->kind == JOB_SAVE) {
+            dm_logdirty(j, c->a != 0); /* answers later */
+            return;
+        }
         /* PV/PVH: no device model whose log-dirty to switch. */
         ckpt_xen_helper_reply(h, 0);
         return;
@@ -847,6 +982,20 @@ static void on_results(struct ckpt_xen_helper *h, uint64_t store_gfn,
 }
 
 static int read_tail(struct ckpt_xen_job *j);
+static void restore_complete(struct ckpt_xen_job *j);
+
+static void dm_started(int rc, const char *why, void *opaque)
+{
+    struct ckpt_xen_job *j = opaque;
+
+    ckpt_xen_dm_start_free(j->dms);
+    j->dms = NULL;
+    if (rc < 0) {
+        job_end(j, rc, "%s", why);
+        return;
+    }
+    restore_complete(j);
+}
 
 static void on_done(struct ckpt_xen_helper *h, int rc,
                     const struct ckpt_xen_result *res, void *opaque)
@@ -899,7 +1048,18 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
                     "domain");
             return;
         }
-        rc = ckpt_xen_stream_end(j->fd, NULL, 0);
+        dm_drop(j); /* the resume below talks to it */
+        if (j->hvm && !j->emu) {
+            job_end(j, -COLO_EXEN,
+                    "libxc finished but the device model's state was not "
+                    "taken");
+            return;
+        }
+        rc = j->emu_xs_len ? ckpt_xen_stream_emulator_xenstore(
+                                 j->fd, j->emu_xs, j->emu_xs_len)
+                           : 0;
+        if (rc >= 0)
+            rc = ckpt_xen_stream_end(j->fd, j->emu, j->emu_len);
         if (rc < 0) {
             job_end(j, rc, "writing the stream's END: %s", colo_strerror(rc));
             return;
@@ -958,6 +1118,28 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
         job_end(j, rc, "%s", ckpt_xen_dom_error(j->d));
         return;
     }
+    if (j->hvm) {
+        /* libxl's domcreate_launch_dm: the device model, with the state
+         * the stream carried; the domain stays paused until it is up. */
+        rc = ckpt_xen_dom_dm_xs_restore(j->d, j->domid, j->emu_xs,
+                                        j->emu_xs_len);
+        if (rc < 0) {
+            job_end(j, rc, "%s", ckpt_xen_dom_error(j->d));
+            return;
+        }
+        rc = ckpt_xen_dm_start(j->base, j->d, j->domid, &j->rp.newdom, j->emu,
+                               j->emu_len, dm_started, j, &j->dms);
+        if (rc < 0)
+            job_end(j, rc, "starting the device model: %s", colo_strerror(rc));
+        return;
+    }
+    restore_complete(j);
+}
+
+static void restore_complete(struct ckpt_xen_job *j)
+{
+    int rc;
+
     if (!j->rp.paused) {
         rc = ckpt_xen_dom_unpause(j->d, j->domid);
         if (rc < 0) {
@@ -1019,9 +1201,53 @@ static int skip_body(struct ckpt_xen_job *j, uint32_t len)
     return 0;
 }
 
+/* An EMULATOR_* record's body into *buf (QEMU upstream, index 0 only). */
+static int read_emulator(struct ckpt_xen_job *j, uint32_t type, uint32_t len,
+                         void **buf, size_t *buf_len)
+{
+    size_t padded = ((size_t)len + 7) & ~(size_t)7;
+    uint8_t *body;
+    uint32_t id, index;
+    int rc;
+
+    if (!j->hvm) {
+        job_end(j, -COLO_ESTREAM_CORRUPT,
+                "the stream carries device-model state, but the domain "
+                "configuration is not HVM");
+        return -COLO_ESTREAM_CORRUPT;
+    }
+    body = malloc(padded ? padded : 1);
+    if (!body) {
+        job_end(j, -ENOMEM, "out of memory");
+        return -ENOMEM;
+    }
+    rc = colo_read_all(j->fd, body, padded);
+    if (rc < 0) {
+        free(body);
+        job_end(j, rc == -COLO_EPEER_CLOSED ? -COLO_ESTREAM_TRUNCATED : rc,
+                "reading the device model's record: %s", colo_strerror(rc));
+        return rc;
+    }
+    rc = xprt_emulator_hdr_decode(body, len, &id, &index);
+    if (rc == 0 && (id != XPRT_EMULATOR_QEMU_UPSTREAM || index != 0))
+        rc = -COLO_ESTREAM_UNSUPPORTED;
+    if (rc < 0) {
+        free(body);
+        job_end(j, rc,
+                "libxl emulator record type %" PRIu32 ": %s (colo starts "
+                "one upstream QEMU)",
+                type, colo_strerror(rc));
+        return rc;
+    }
+    memmove(body, body + 8, len - 8);
+    free(*buf);
+    *buf = body;
+    *buf_len = len - 8;
+    return 0;
+}
+
 /* After libxc's END: libxl records up to libxl's END. PV/PVH streams have
- * none; an emulator record means an HVM device model, which colo does not
- * start for a Xen restore. */
+ * none; HVM streams carry the device model's xenstore keys and state. */
 static int read_tail(struct ckpt_xen_job *j)
 {
     uint32_t type, len;
@@ -1033,13 +1259,24 @@ static int read_tail(struct ckpt_xen_job *j)
             return rc;
         switch (type) {
         case XPRT_LIBXL_END:
+            if (j->hvm && !j->emu) {
+                job_end(j, -COLO_ESTREAM_CORRUPT,
+                        "an HVM stream without the device model's state "
+                        "(no EMULATOR_CONTEXT record)");
+                return -COLO_ESTREAM_CORRUPT;
+            }
             return 0;
         case XPRT_LIBXL_EMULATOR_XENSTORE_DATA:
+            rc = read_emulator(j, type, len, (void **)&j->emu_xs,
+                               &j->emu_xs_len);
+            if (rc < 0)
+                return rc;
+            continue;
         case XPRT_LIBXL_EMULATOR_CONTEXT:
-            job_end(j, -COLO_ESTREAM_UNSUPPORTED,
-                    "the stream carries device-model state (an HVM "
-                    "domain); colo restores PV and PVH domains");
-            return -COLO_ESTREAM_UNSUPPORTED;
+            rc = read_emulator(j, type, len, (void **)&j->emu, &j->emu_len);
+            if (rc < 0)
+                return rc;
+            continue;
         case XPRT_LIBXL_CHECKPOINT_END:
             job_end(j, -COLO_ESTREAM_UNSUPPORTED,
                     "a checkpointed (Remus/COLO) stream is not a save "
@@ -1126,14 +1363,15 @@ int ckpt_xen_save_start(struct ckpt_xen_job **ret, struct event_base *base,
     rc = ckpt_xen_dom_info(d, p->domid, &di);
     if (rc < 0)
         return rc;
-    if (di.type == CKPT_XEN_DOM_HVM)
-        return -ENOTSUP; /* needs QEMU's device state: not written */
+    if (di.type == CKPT_XEN_DOM_HVM && p->stream != CKPT_XEN_STREAM_PLAIN)
+        return -ENOTSUP; /* Remus/COLO of HVM: not written */
     j = job_new(base, d, c, JOB_SAVE);
     if (!j)
         return -ENOMEM;
     j->sp = *p;
     j->fd = p->fd;
     j->domid = p->domid;
+    j->hvm = di.type == CKPT_XEN_DOM_HVM;
     j->stream = p->stream;
     if (j->stream != CKPT_XEN_STREAM_PLAIN)
         j->sp.live = true;
@@ -1159,6 +1397,9 @@ int ckpt_xen_restore_start(struct ckpt_xen_job **ret, struct event_base *base,
     int rc;
 
     *ret = NULL;
+    if (p->newdom.type == CKPT_XEN_DOM_HVM &&
+        p->stream != CKPT_XEN_STREAM_PLAIN)
+        return -ENOTSUP; /* Remus/COLO of HVM: not written */
     rc = colo_read_all(p->fd, hdr, sizeof(hdr));
     if (rc < 0)
         return rc == -COLO_EPEER_CLOSED ? -COLO_ESTREAM_TRUNCATED : rc;
@@ -1176,6 +1417,7 @@ int ckpt_xen_restore_start(struct ckpt_xen_job **ret, struct event_base *base,
     j->rp = *p;
     j->fd = p->fd;
     j->stream = p->stream;
+    j->hvm = p->newdom.type == CKPT_XEN_DOM_HVM;
     if (p->config_json) {
         j->json = strdup(p->config_json);
         if (!j->json) {
@@ -1252,6 +1494,10 @@ void ckpt_xen_job_free(struct ckpt_xen_job *j)
         return;
     ckpt_xen_dom_suspend_cancel(j->d);
     ckpt_xen_helper_free(j->h);
+    dm_drop(j);
+    ckpt_xen_dm_start_free(j->dms);
+    free(j->emu);
+    free(j->emu_xs);
     if (j->ev_done)
         event_free(j->ev_done);
     if (j->ev_interval)

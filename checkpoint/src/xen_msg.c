@@ -207,13 +207,23 @@ int ckpt_xen_stream_begin(int fd)
     return xprt_rec_write_fd(fd, XPRT_LIBXL_LIBXC_CONTEXT, NULL, 0);
 }
 
-static int emulator_context(int fd, const void *emu, size_t emu_len)
+static int emulator_rec(int fd, uint32_t type, const void *data, size_t len)
 {
     uint8_t h[8];
-    struct iovec iov[2] = {{h, 8}, {(void *)emu, emu_len}};
+    struct iovec iov[2] = {{h, 8}, {(void *)data, len}};
 
     xprt_emulator_hdr_encode(h, XPRT_EMULATOR_QEMU_UPSTREAM, 0);
-    return xprt_rec_writev_fd(fd, XPRT_LIBXL_EMULATOR_CONTEXT, iov, 2);
+    return xprt_rec_writev_fd(fd, type, iov, 2);
+}
+
+static int emulator_context(int fd, const void *emu, size_t emu_len)
+{
+    return emulator_rec(fd, XPRT_LIBXL_EMULATOR_CONTEXT, emu, emu_len);
+}
+
+int ckpt_xen_stream_emulator_xenstore(int fd, const void *data, size_t len)
+{
+    return emulator_rec(fd, XPRT_LIBXL_EMULATOR_XENSTORE_DATA, data, len);
 }
 
 int ckpt_xen_stream_checkpoint_end(int fd, const void *emu, size_t emu_len)

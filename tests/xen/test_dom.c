@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "checkpoint/xen_dm.h"
 #include "checkpoint/xen_dom.h"
 #include "common/error.h"
 
@@ -103,6 +104,109 @@ Test(dom, libxl_json_rejected)
     bad("{\"c_info\": {\"type\": \"pvh\", \"name\": \"a\"},"
         " \"b_info\": {\"max_memkb\": 1, \"tsc_mode\": \"native_paravirt\"}}",
         "tsc_mode");
+}
+
+/* An HVM tick guest as libxl records it (b_info's keyed union is
+ * "type.hvm"). */
+static const char hvm_cfg[] =
+    "{\"c_info\": {\"type\": \"hvm\", \"name\": \"tick\"},"
+    " \"b_info\": {\"max_vcpus\": 2, \"max_memkb\": 139264,"
+    " \"target_memkb\": 139264, \"video_memkb\": 8192,"
+    " \"device_model_version\": \"qemu_xen\","
+    " \"timer_mode\": \"one_missed_tick_pending\","
+    " \"type.hvm\": {\"hpet\": \"False\", \"vpt_align\": \"True\","
+    " \"acpi\": \"True\", \"vga\": {\"kind\": \"cirrus\"},"
+    " \"vnc\": {\"enable\": \"False\"}, \"sdl\": {\"enable\": \"False\"},"
+    " \"serial\": \"pty\", \"boot\": \"c\", \"rdm\": {}}},"
+    " \"disks\": [], \"nics\": []}";
+
+Test(dom, libxl_json_hvm)
+{
+    struct ckpt_xen_newdom nd;
+    char why[256] = "";
+
+    cr_assert_eq(ckpt_xen_newdom_from_json(hvm_cfg, strlen(hvm_cfg), &nd, why,
+                                           sizeof(why)),
+                 0, "%s", why);
+    cr_assert_eq(nd.type, CKPT_XEN_DOM_HVM);
+    cr_assert_eq(nd.hvm.video_memkb, 8192);
+    cr_assert_str_eq(nd.hvm.vga, "cirrus");
+    cr_assert_str_eq(nd.hvm.serial, "pty");
+    cr_assert_str_eq(nd.hvm.boot, "c");
+    cr_assert(nd.hvm.acpi);
+    cr_assert_not(nd.hvm.hpet);
+    cr_assert(nd.hvm.vpt_align);
+    cr_assert(nd.hvm.xen_platform_pci);
+    cr_assert_eq(nd.hvm.timer_mode, 3);
+}
+
+Test(dom, libxl_json_hvm_defaults)
+{
+    static const char cfg[] =
+        "{\"c_info\": {\"type\": \"hvm\", \"name\": \"h\"},"
+        " \"b_info\": {\"max_memkb\": 65536, \"type.hvm\": {\"vga\": "
+        "{\"kind\": \"none\"}}}}";
+    struct ckpt_xen_newdom nd;
+    char why[256] = "";
+
+    cr_assert_eq(
+        ckpt_xen_newdom_from_json(cfg, strlen(cfg), &nd, why, sizeof(why)), 0,
+        "%s", why);
+    cr_assert_str_eq(nd.hvm.vga, "none");
+    cr_assert_eq(nd.hvm.video_memkb, 0);
+    cr_assert_str_eq(nd.hvm.serial, "");
+    cr_assert_str_eq(nd.hvm.boot, "cda");
+    cr_assert(nd.hvm.hpet);
+    cr_assert_eq(nd.hvm.timer_mode, 1); /* no_delay_for_missed_ticks */
+}
+
+Test(dom, libxl_json_hvm_rejected)
+{
+#define HVM(b, top)                                                           \
+    "{\"c_info\": {\"type\": \"hvm\", \"name\": \"h\"}, \"b_info\": "        \
+    "{\"max_memkb\": 65536" b "}" top "}"
+    bad(HVM("", ", \"disks\": [{\"vdev\": \"xvda\"}]"), "disks");
+    bad(HVM("", ", \"nics\": [{}]"), "nics");
+    bad(HVM(", \"device_model_version\": \"qemu_xen_traditional\"", ""),
+        "qemu_xen device models only");
+    bad(HVM(", \"device_model_stubdomain\": \"True\"", ""), "stub-domain");
+    bad(HVM(", \"type.hvm\": {\"vnc\": {\"enable\": \"True\"}}", ""),
+        "type.hvm.vnc");
+    bad(HVM(", \"type.hvm\": {\"soundhw\": \"ac97\"}", ""), "soundhw");
+    bad(HVM(", \"type.hvm\": {\"vga\": {\"kind\": \"qxl\"}}", ""),
+        "vga.kind");
+    bad(HVM(", \"timer_mode\": \"sometimes\"", ""), "timer_mode");
+#undef HVM
+}
+
+/* The device model's argv: libxl's layout for the supported subset, the
+ * memory without video RAM, and the incoming-load arguments last. */
+Test(dom, dm_argv)
+{
+    struct ckpt_xen_newdom nd;
+    char why[256] = "", **av = NULL, line[2048] = "";
+    size_t n = 0;
+
+    cr_assert_eq(ckpt_xen_newdom_from_json(hvm_cfg, strlen(hvm_cfg), &nd, why,
+                                           sizeof(why)),
+                 0, "%s", why);
+    cr_assert_eq(ckpt_xen_dm_argv(&nd, 7, "/dm", &av), 0);
+    for (; av[n]; n++) {
+        strcat(line, " ");
+        strcat(line, av[n]);
+    }
+    cr_assert_str_eq(av[0], "/dm");
+    cr_assert(strstr(line, " -xen-domid 7 "), "%s", line);
+    cr_assert(strstr(line, " -name tick "), "%s", line);
+    cr_assert(strstr(line, " -serial pty "), "%s", line);
+    cr_assert(strstr(line, " -device cirrus-vga,vgamem_mb=8 "), "%s", line);
+    cr_assert(strstr(line, " -boot order=c "), "%s", line);
+    cr_assert(strstr(line, " -smp 2,maxcpus=2 "), "%s", line);
+    cr_assert(strstr(line, " -machine xenfv "), "%s", line);
+    cr_assert(strstr(line, " -m 128 "), "%s", line); /* 136 MiB - 8 video */
+    cr_assert(strstr(line, " -incoming defer "), "%s", line);
+    cr_assert_null(strstr(line, "-no-acpi"), "%s", line);
+    ckpt_xen_dm_argv_free(av);
 }
 
 Test(dom, open_without_xen)

@@ -8,8 +8,7 @@
  * What is covered, per domain type:
  *   PVH   everything below (the nested Xen tests run PVH guests)
  *   PV    everything but creation with e820_host / vNUMA
- *   HVM   suspend, resume, info; creation is refused (it needs a device
- *         model started before the restore: not written)
+ *   HVM   everything below; the device model (QEMU) is xen_dm.h's
  * Backend devices (vbd, vif, ...) are not set up on restore and not torn
  * down on destroy: a domain that has any is refused by create and destroy
  * with a message naming the device class.
@@ -114,7 +113,10 @@ int ckpt_xen_dom_logdirty(struct ckpt_xen_dom *d, uint32_t domid, bool on);
 int ckpt_xen_dom_reset_resume(struct ckpt_xen_dom *d, uint32_t domid,
                               struct ckpt_xen_newdom *nd, uint64_t store_gfn);
 /* Destroy the domain and remove what colo or libxl wrote for it
- * (xenstore /local/domain/N, /vm/UUID, /libxl/N; the userdata file). */
+ * (xenstore /local/domain/N, /vm/UUID, /libxl/N; the userdata file).
+ * An HVM domain's device model is killed (its pid from xenstore, checked
+ * against its command line) and its xenstore directory and QMP sockets
+ * removed. */
 int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid);
 
 /* Rename a domain (xenstore name nodes, as libxl__domain_rename).
@@ -151,6 +153,16 @@ struct ckpt_xen_newdom {
     /* b_info.vcpu_hard_affinity: CPUs (bit n = CPU n, first 64) vcpu i
      * may run on; 0 = any. */
     uint64_t hard_affinity[CKPT_XEN_AFFINITY_VCPUS];
+    /* HVM: b_info's "type.hvm" (device model and platform). */
+    struct {
+        uint64_t video_memkb;
+        char vga[16];    /* "none", "std", "cirrus" */
+        char serial[32]; /* "" (none) or a QEMU -serial value ("pty") */
+        char boot[16];   /* boot order, "cda" */
+        bool acpi, hpet, vpt_align;
+        int timer_mode; /* HVM_PARAM_TIMER_MODE */
+        bool xen_platform_pci;
+    } hvm;
     /* Filled by create: */
     uint32_t store_evtchn, console_evtchn;
     uint32_t store_domid, console_domid;
@@ -179,5 +191,24 @@ int ckpt_xen_dom_create(struct ckpt_xen_dom *d, struct ckpt_xen_newdom *nd,
 int ckpt_xen_dom_finish(struct ckpt_xen_dom *d, uint32_t domid,
                         const struct ckpt_xen_newdom *nd, uint64_t store_gfn,
                         uint64_t console_gfn, const char *json);
+
+/* ---- an HVM domain's device model: libxl's xenstore bookkeeping -------- */
+
+/* The device model's xenstore keys a stream carries
+ * (EMULATOR_XENSTORE_DATA, libxl__save_emulator_xenstore_data): the
+ * physmap entries under /local/domain/0/device-model/<domid>, as
+ * "key\0value\0" pairs with keys relative to that directory. *ret is
+ * malloc'd; NULL with *len 0 when there are none. */
+int ckpt_xen_dom_dm_xs_save(struct ckpt_xen_dom *d, uint32_t domid,
+                            char **ret, size_t *ret_len);
+/* Make /local/domain/0/device-model/<domid> (QEMU reports its state
+ * there) and write such pairs below it. -COLO_ESTREAM_CORRUPT for a
+ * malformed blob or a key outside physmap/. */
+int ckpt_xen_dom_dm_xs_restore(struct ckpt_xen_dom *d, uint32_t domid,
+                               const char *data, size_t len);
+/* Record the device model's pid where libxl keeps it
+ * (/local/domain/<domid>/image/device-model-pid): xl destroy and
+ * ckpt_xen_dom_destroy() kill it with the domain. */
+int ckpt_xen_dom_dm_record(struct ckpt_xen_dom *d, uint32_t domid, int pid);
 
 #endif

@@ -255,6 +255,9 @@ int ckpt_xen_stream_begin(int fd);
 /* After libxc's CHECKPOINT (the checkpoint callback): EMULATOR_CONTEXT
  * (if emu != NULL) then CHECKPOINT_END. */
 int ckpt_xen_stream_checkpoint_end(int fd, const void *emu, size_t emu_len);
+/* EMULATOR_XENSTORE_DATA (an HVM device model's xenstore keys, before
+ * its EMULATOR_CONTEXT). */
+int ckpt_xen_stream_emulator_xenstore(int fd, const void *data, size_t len);
 /* After the helper finished a plain stream: EMULATOR_CONTEXT (if emu) and
  * libxl END. */
 int ckpt_xen_stream_end(int fd, const void *emu, size_t emu_len);

@@ -31,6 +31,7 @@
 #include <event2/event.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -151,6 +152,60 @@ static void src_detached(struct xprt_link *l, int rc, int fd,
     colo_buf_reset(leftover);
     m->fd = fd;
     src_stop(m, 0, NULL);
+}
+
+/* The protection parameters the standby needs ride in the configuration
+ * JSON the source sends, under a key libxl does not have; the standby
+ * takes them out again before it uses or records the configuration. Its
+ * failover deadline then covers the primary's interval (a silent primary
+ * is one that missed more than its interval). */
+#define PROTECT_KEY "colo_protect"
+
+static char *json_with_protect(const char *json, unsigned interval_ms)
+{
+    json_t *root = json_loads(json, 0, NULL);
+    char *out = NULL;
+
+    if (root && json_object_set_new(root, PROTECT_KEY,
+                                    json_pack("{s:I}", "interval_ms",
+                                              (json_int_t)interval_ms)) == 0)
+        out = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return out;
+}
+
+/* The configuration without the protection parameters (malloc'd), and the
+ * primary's interval (0 when it sent none: an older colo). */
+static char *json_take_protect(const char *json, unsigned *interval_ms)
+{
+    json_t *root = json_loads(json, 0, NULL);
+    json_t *p = root ? json_object_get(root, PROTECT_KEY) : NULL;
+    json_t *iv = p ? json_object_get(p, "interval_ms") : NULL;
+    char *out;
+
+    *interval_ms = 0;
+    if (!p) {
+        json_decref(root);
+        return strdup(json);
+    }
+    if (json_is_integer(iv) && json_integer_value(iv) > 0 &&
+        json_integer_value(iv) <= 100000000)
+        *interval_ms = (unsigned)json_integer_value(iv);
+    json_object_del(root, PROTECT_KEY);
+    out = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return out;
+}
+
+/* The standby's failover deadline for a primary checkpointing every
+ * interval_ms: 5 s (the default) or twice the interval and 5 s more. */
+static unsigned failover_ms_for(unsigned interval_ms)
+{
+    uint64_t ms = 2ull * interval_ms + 5000;
+
+    if (interval_ms == 0 || ms < 5000)
+        return 5000;
+    return ms > 600000000u ? 600000000u : (unsigned)ms;
 }
 
 static void src_up(struct xprt_link *l, void *arg)
@@ -412,6 +467,20 @@ static int xen_source(int argc, char **argv, bool protect)
     if (!m.base)
         goto out;
     m.name = di.name;
+    if (protect) {
+        char *pj =
+            json_with_protect(json, sp.interval_ms ? sp.interval_ms : 200);
+
+        if (!pj) {
+            fprintf(stderr,
+                    "colo: %s: the domain's configuration is not "
+                    "valid JSON\n",
+                    cmd);
+            goto out;
+        }
+        free(json);
+        json = pj;
+    }
     m.json = json;
     m.ram = di.max_memkb * 1024;
     m.ram -= m.ram % 4096;
@@ -596,6 +665,7 @@ struct orch_xen_recv {
     struct orch_child *fence;
     char final_name[128];
     char *json;
+    unsigned failover_ms; /* REMUS/COLO: a silent primary's deadline */
     struct ckpt_xen_newdom nd;
     uint32_t domid;
     int rc;
@@ -796,6 +866,7 @@ static void recv_detached(struct xprt_link *l, int rc, int fd,
     rp.fd = fd;
     rp.newdom = r->nd;
     rp.config_json = r->json;
+    rp.failover_timeout_ms = r->failover_ms;
     if (r->remus)
         rp.stream = r->colo ? CKPT_XEN_STREAM_COLO : CKPT_XEN_STREAM_REMUS;
     rc = ckpt_xen_restore_start(&r->job, r->base, r->d, &rp, &jc);
@@ -864,7 +935,16 @@ int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
     r->colo = r->remus && (hello_flags & CKPT_SECONDARY_HELLO_FLAG_XEN_COLO);
     xprt_link_set_cbs(link, &recv_cbs, r);
     r->ev_done = event_new(base, -1, 0, recv_fire, r);
-    r->json = strdup(config);
+    {
+        unsigned interval_ms;
+
+        r->json = json_take_protect(config, &interval_ms);
+        r->failover_ms = failover_ms_for(interval_ms);
+        if (r->remus)
+            colo_info("the primary checkpoints every %u ms; failover after "
+                      "%u ms of silence",
+                      interval_ms ? interval_ms : 200, r->failover_ms);
+    }
     if (o->fence_cmd)
         r->fence_cmd = strdup(o->fence_cmd);
     if (o->witness)
@@ -884,7 +964,7 @@ int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
         rc = -COLO_EPEER_REJECTED;
         goto refuse;
     }
-    rc = ckpt_xen_newdom_from_json(config, strlen(config), &r->nd, why,
+    rc = ckpt_xen_newdom_from_json(r->json, strlen(r->json), &r->nd, why,
                                    sizeof(why));
     if (rc < 0) {
         snprintf(r->why, sizeof(r->why), "domain '%s': %s", name, why);

@@ -199,8 +199,8 @@ int ckpt_xen_dm_call(uint32_t domid, const char *cmd, json_t *args,
         .no_probe = true,
         .name = "xen-dm",
     };
-    struct call_state cs = {.cmd = cmd, .args = args, .why = why,
-                            .whysz = whysz};
+    struct call_state cs = {
+        .cmd = cmd, .args = args, .why = why, .whysz = whysz};
     struct qmp_client *c = NULL;
     char path[64];
     struct timeval tv = colo_ms_to_tv((uint64_t)timeout_ms * 2);
@@ -261,11 +261,10 @@ static void start_fire(evutil_socket_t fd, short what, void *arg)
     s->cb(s->rc, s->rc < 0 ? s->why : "", s->opaque);
 }
 
-static void start_end(struct ckpt_xen_dm_start *s, int rc, const char *fmt,
-                      ...) __attribute__((format(printf, 3, 4)));
+static void start_end(struct ckpt_xen_dm_start *s, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static void start_end(struct ckpt_xen_dm_start *s, int rc, const char *fmt,
-                      ...)
+static void start_end(struct ckpt_xen_dm_start *s, int rc, const char *fmt, ...)
 {
     va_list ap;
 
@@ -293,8 +292,9 @@ static void loaded(struct qmp_client *c, int rc, enum qmp_loader loader,
     (void)c;
     (void)loader;
     if (rc < 0) {
-        start_end(s, rc, "device model of domain %" PRIu32 ": loading its "
-                         "state failed: %s%s%s",
+        start_end(s, rc,
+                  "device model of domain %" PRIu32 ": loading its "
+                  "state failed: %s%s%s",
                   s->domid, colo_strerror(rc),
                   qmp_qemu_exited(s->q) ? "; " : "",
                   qmp_qemu_exited(s->q) ? qmp_qemu_describe_exit(s->q) : "");
@@ -333,9 +333,8 @@ static void up(struct qmp_qemu *q, int rc, const char *status, void *arg)
 
 int ckpt_xen_dm_start(struct event_base *base, struct ckpt_xen_dom *d,
                       uint32_t domid, const struct ckpt_xen_newdom *nd,
-                      const uint8_t *state, size_t len,
-                      ckpt_xen_dm_started *cb, void *opaque,
-                      struct ckpt_xen_dm_start **ret)
+                      const uint8_t *state, size_t len, ckpt_xen_dm_started *cb,
+                      void *opaque, struct ckpt_xen_dm_start **ret)
 {
     struct ckpt_xen_dm_start *s = calloc(1, sizeof(*s));
     struct qmp_launch_opts o = {.start_timeout_ms = DM_START_TIMEOUT_MS};

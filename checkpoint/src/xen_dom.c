@@ -590,8 +590,8 @@ static bool is_dm_of(int pid, uint32_t domid)
 
 static void dm_kill(struct ckpt_xen_dom *d, uint32_t domid)
 {
-    char *s = xs_get(d, "/local/domain/%" PRIu32 "/image/device-model-pid",
-                     domid);
+    char *s =
+        xs_get(d, "/local/domain/%" PRIu32 "/image/device-model-pid", domid);
     int pid = s ? atoi(s) : 0;
 
     free(s);
@@ -602,8 +602,8 @@ static void dm_kill(struct ckpt_xen_dom *d, uint32_t domid)
 
 #define DM_XS_MAX (64u << 10) /* cap on EMULATOR_XENSTORE_DATA */
 
-int ckpt_xen_dom_dm_xs_save(struct ckpt_xen_dom *d, uint32_t domid,
-                            char **ret, size_t *ret_len)
+int ckpt_xen_dom_dm_xs_save(struct ckpt_xen_dom *d, uint32_t domid, char **ret,
+                            size_t *ret_len)
 {
     static const char *const sub[] = {"start_addr", "size", "name"};
     char dir[96], **ents;
@@ -628,8 +628,8 @@ int ckpt_xen_dom_dm_xs_save(struct ckpt_xen_dom *d, uint32_t domid,
             snprintf(key, sizeof(key), "physmap/%s/%s", ents[i], sub[k]);
             kl = strlen(key) + 1;
             vl = strlen(val) + 1;
-            nb = len + kl + vl <= DM_XS_MAX ? realloc(buf, len + kl + vl)
-                                            : NULL;
+            nb =
+                len + kl + vl <= DM_XS_MAX ? realloc(buf, len + kl + vl) : NULL;
             if (!nb) {
                 free(val);
                 free(buf);
@@ -665,8 +665,7 @@ static bool dm_key_ok(const char *k)
 int ckpt_xen_dom_dm_xs_restore(struct ckpt_xen_dom *d, uint32_t domid,
                                const char *data, size_t len)
 {
-    struct xs_permissions perm[2] = {{0, XS_PERM_NONE},
-                                     {domid, XS_PERM_READ}};
+    struct xs_permissions perm[2] = {{0, XS_PERM_NONE}, {domid, XS_PERM_READ}};
     char root[96];
     size_t off = 0;
 
@@ -713,9 +712,8 @@ int ckpt_xen_dom_dm_record(struct ckpt_xen_dom *d, uint32_t domid, int pid)
     char num[16];
 
     snprintf(num, sizeof(num), "%d", pid);
-    if (!xs_put(d, XBT_NULL, num, "/local/domain/%" PRIu32
-                                  "/image/device-model-pid",
-                domid))
+    if (!xs_put(d, XBT_NULL, num,
+                "/local/domain/%" PRIu32 "/image/device-model-pid", domid))
         return fail(d, -COLO_EXEN, "xenstore: device-model-pid: %s",
                     strerror(errno));
     return 0;
@@ -1033,8 +1031,7 @@ static int hvm_from_json(json_t *b, struct ckpt_xen_newdom *ret, char *why,
                          size_t whysz)
 {
     static const char *const refused[] = {
-        "usbdevice_list", "usbdevice", "soundhw", "spice", "vnc",
-        "sdl", "rdm"};
+        "usbdevice_list", "usbdevice", "soundhw", "spice", "vnc", "sdl", "rdm"};
     json_t *h = json_object_get(b, "type.hvm");
     const char *s;
     uint64_t v;
@@ -1074,8 +1071,7 @@ static int hvm_from_json(json_t *b, struct ckpt_xen_newdom *ret, char *why,
     }
     if (json_u64(b, "video_memkb", &v) > 0 && v < (1ull << 30))
         ret->hvm.video_memkb = v;
-    s = json_string_value(
-        json_object_get(json_object_get(h, "vga"), "kind"));
+    s = json_string_value(json_object_get(json_object_get(h, "vga"), "kind"));
     if (!s)
         s = "cirrus"; /* libxl's default */
     snprintf(ret->hvm.vga, sizeof(ret->hvm.vga), "%s", s);

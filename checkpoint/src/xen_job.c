@@ -751,8 +751,8 @@ static void dm_saved(struct qmp_client *c, int rc, uint8_t *blob, size_t len,
         j->emu_len = len;
         free(j->emu_xs);
         j->emu_xs = NULL;
-        rc = ckpt_xen_dom_dm_xs_save(j->d, j->domid, &j->emu_xs,
-                                     &j->emu_xs_len);
+        rc =
+            ckpt_xen_dom_dm_xs_save(j->d, j->domid, &j->emu_xs, &j->emu_xs_len);
         if (rc < 0)
             snprintf(j->why, sizeof(j->why), "%s", ckpt_xen_dom_error(j->d));
         else
@@ -1055,8 +1055,8 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
                     "taken");
             return;
         }
-        rc = j->emu_xs_len ? ckpt_xen_stream_emulator_xenstore(
-                                 j->fd, j->emu_xs, j->emu_xs_len)
+        rc = j->emu_xs_len ? ckpt_xen_stream_emulator_xenstore(j->fd, j->emu_xs,
+                                                               j->emu_xs_len)
                            : 0;
         if (rc >= 0)
             rc = ckpt_xen_stream_end(j->fd, j->emu, j->emu_len);

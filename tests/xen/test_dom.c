@@ -162,8 +162,8 @@ Test(dom, libxl_json_hvm_defaults)
 
 Test(dom, libxl_json_hvm_rejected)
 {
-#define HVM(b, top)                                                           \
-    "{\"c_info\": {\"type\": \"hvm\", \"name\": \"h\"}, \"b_info\": "        \
+#define HVM(b, top)                                                   \
+    "{\"c_info\": {\"type\": \"hvm\", \"name\": \"h\"}, \"b_info\": " \
     "{\"max_memkb\": 65536" b "}" top "}"
     bad(HVM("", ", \"disks\": [{\"vdev\": \"xvda\"}]"), "disks");
     bad(HVM("", ", \"nics\": [{}]"), "nics");
@@ -173,8 +173,7 @@ Test(dom, libxl_json_hvm_rejected)
     bad(HVM(", \"type.hvm\": {\"vnc\": {\"enable\": \"True\"}}", ""),
         "type.hvm.vnc");
     bad(HVM(", \"type.hvm\": {\"soundhw\": \"ac97\"}", ""), "soundhw");
-    bad(HVM(", \"type.hvm\": {\"vga\": {\"kind\": \"qxl\"}}", ""),
-        "vga.kind");
+    bad(HVM(", \"type.hvm\": {\"vga\": {\"kind\": \"qxl\"}}", ""), "vga.kind");
     bad(HVM(", \"timer_mode\": \"sometimes\"", ""), "timer_mode");
 #undef HVM
 }

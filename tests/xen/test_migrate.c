@@ -27,6 +27,9 @@ static const char cfg_json[] =
     "{\"c_info\": {\"type\": \"pvh\", \"name\": \"tick\"},"
     " \"b_info\": {\"max_vcpus\": 1, \"max_memkb\": 131072}}";
 
+/* What the next offer() sends as VM_CONFIG. */
+static const char *offer_json = cfg_json;
+
 struct peer {
     uint32_t flags;
     struct event_base *base;
@@ -52,7 +55,7 @@ static void p_up(struct xprt_link *l, void *arg)
         xprt_link_send_raw(l, b.data, b.len) < 0)
         p->failed = true;
     colo_buf_reset(&b);
-    if (xprt_colo_config_write(&b, cfg_json, strlen(cfg_json)) < 0 ||
+    if (xprt_colo_config_write(&b, offer_json, strlen(offer_json)) < 0 ||
         xprt_link_send_raw(l, b.data, b.len) < 0)
         p->failed = true;
     colo_buf_dispose(&b);
@@ -139,6 +142,10 @@ static void offer(const char *mode, uint32_t flags, const char *expect)
         cr_assert(st > 0, "colo receive: exit %d\n%s", st, rp.buf);
     }
     cr_assert(strstr(rp.buf, expect), "%s", rp.buf);
+    if (strstr(offer_json, "\"interval_ms\": 7000"))
+        cr_assert(strstr(rp.buf, "checkpoints every 7000 ms; failover after "
+                                 "19000 ms"),
+                  "%s", rp.buf);
     fproc_free(&rp);
 }
 
@@ -179,6 +186,39 @@ Test(migrate, colo_standby_refuses_without_xen)
                   CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS |
                   CKPT_SECONDARY_HELLO_FLAG_XEN_COLO,
               "no Xen hypervisor");
+}
+
+/* colo protect sends its interval inside the configuration; the standby
+ * takes it out and sets its failover deadline from it (twice the interval
+ * and 5 s), so a slow primary does not look dead. */
+Test(migrate, standby_failover_deadline_from_interval)
+{
+    static const char pj[] =
+        "{\"c_info\": {\"type\": \"pvh\", \"name\": \"tick\"},"
+        " \"b_info\": {\"max_vcpus\": 1, \"max_memkb\": 131072},"
+        " \"colo_protect\": {\"interval_ms\": 7000}}";
+
+    if (have_xen())
+        return;
+    offer_json = pj;
+    offer("standby",
+          CKPT_SECONDARY_HELLO_FLAG_XEN | CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS,
+          "no Xen hypervisor");
+    offer_json = cfg_json;
+}
+
+/* An HVM domain whose device model would need more than colo starts is
+ * refused before anything is created. */
+Test(migrate, receiver_refuses_hvm_with_disks)
+{
+    static const char hj[] =
+        "{\"c_info\": {\"type\": \"hvm\", \"name\": \"tick\"},"
+        " \"b_info\": {\"max_vcpus\": 1, \"max_memkb\": 131072},"
+        " \"disks\": [{\"vdev\": \"hda\"}]}";
+
+    offer_json = hj;
+    offer("receive", CKPT_SECONDARY_HELLO_FLAG_XEN, "an HVM domain with disks");
+    offer_json = cfg_json;
 }
 
 /* The wrong kind of host: each says which command the source needs. */

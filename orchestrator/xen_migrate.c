@@ -447,11 +447,10 @@ static int xen_source(int argc, char **argv, bool protect)
         fprintf(stderr, "colo: %s: %s\n", cmd, ckpt_xen_dom_error(d));
         goto out;
     }
-    if (di.type == CKPT_XEN_DOM_HVM && protect) {
+    if (di.type == CKPT_XEN_DOM_HVM && sp.stream == CKPT_XEN_STREAM_COLO) {
         fprintf(stderr,
-                "colo: %s: domain %" PRIu32 " is HVM: Remus and COLO "
-                "protect PV and PVH domains (HVM migrates, saves and "
-                "restores)\n",
+                "colo: %s: domain %" PRIu32 " is HVM: COLO mode protects "
+                "PV and PVH domains; use --mode remus\n",
                 cmd, sp.domid);
         goto out;
     }

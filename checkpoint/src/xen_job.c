@@ -78,6 +78,10 @@ struct ckpt_xen_job {
     size_t emu_len;
     char *emu_xs; /* its xenstore keys (EMULATOR_XENSTORE_DATA) */
     size_t emu_xs_len;
+    uint8_t *emu_next; /* restore, Remus: a checkpoint's, until its END */
+    size_t emu_next_len;
+    char *emu_xs_next;
+    size_t emu_xs_next_len;
     struct ckpt_xen_dm_start *dms; /* restore: starting it */
     /* result */
     int rc;
@@ -356,8 +360,10 @@ static void remus_checkpoint(struct ckpt_xen_job *j)
     if (last)
         rc = ckpt_xen_send_error(j->fd, -COLO_ECANCELLED,
                                  "protection ends after this checkpoint");
+    if (rc >= 0 && j->emu_xs_len)
+        rc = ckpt_xen_stream_emulator_xenstore(j->fd, j->emu_xs, j->emu_xs_len);
     if (rc >= 0)
-        rc = ckpt_xen_stream_checkpoint_end(j->fd, NULL, 0);
+        rc = ckpt_xen_stream_checkpoint_end(j->fd, j->emu, j->emu_len);
     if (rc >= 0)
         rc = ckpt_xen_read_ack(j->fd, (int)(n == 1 ? 10 * ack : ack), &v, why,
                                sizeof(why));
@@ -654,27 +660,89 @@ static int colo_s_failover(struct ckpt_xen_job *j)
 
 /* ---- Remus, the target: libxl's records of one checkpoint -------------- */
 
-static int read_rec_raw(int fd, uint32_t *type, uint32_t *len, uint8_t *body,
-                        size_t cap)
+/* One libxl record of a checkpoint; *body malloc'd (the caller frees it),
+ * its length capped: 4 KiB, or LIBXL_REC_MAX for the device model's. */
+static int read_rec_raw(int fd, uint32_t *type, uint32_t *len, uint8_t **body)
 {
     uint8_t h[8];
-    size_t padded;
+    size_t padded, cap;
     int rc = colo_read_all(fd, h, sizeof(h));
 
+    *body = NULL;
     if (rc < 0)
         return rc;
     *type = colo_get_le32(h);
     *len = colo_get_le32(h + 4);
     padded = ((size_t)*len + 7) & ~(size_t)7;
+    cap = *type == XPRT_LIBXL_EMULATOR_CONTEXT ||
+                  *type == XPRT_LIBXL_EMULATOR_XENSTORE_DATA
+              ? LIBXL_REC_MAX
+              : 4096;
     if (padded > cap)
         return -COLO_ESTREAM_TOO_BIG;
-    return colo_read_all(fd, body, padded);
+    *body = malloc(padded ? padded : 1);
+    if (!*body)
+        return -ENOMEM;
+    rc = colo_read_all(fd, *body, padded);
+    if (rc < 0) {
+        free(*body);
+        *body = NULL;
+    }
+    return rc;
+}
+
+/* A checkpoint's EMULATOR_* record: kept aside until its CHECKPOINT_END
+ * commits it (the memory it goes with is committed then too). */
+static int keep_emulator(struct ckpt_xen_job *j, uint32_t type, uint8_t *body,
+                         uint32_t len)
+{
+    uint32_t id, index;
+    int rc = xprt_emulator_hdr_decode(body, len, &id, &index);
+
+    if (rc == 0 && (id != XPRT_EMULATOR_QEMU_UPSTREAM || index != 0))
+        rc = -COLO_ESTREAM_UNSUPPORTED;
+    if (rc == 0 && !j->hvm)
+        rc = -COLO_ESTREAM_CORRUPT;
+    if (rc < 0) {
+        colo_err("domain %" PRIu32 ": device-model record %" PRIu32 ": %s",
+                 j->domid, type, colo_strerror(rc));
+        return rc;
+    }
+    memmove(body, body + 8, len - 8);
+    if (type == XPRT_LIBXL_EMULATOR_CONTEXT) {
+        free(j->emu_next);
+        j->emu_next = body;
+        j->emu_next_len = len - 8;
+    } else {
+        free(j->emu_xs_next);
+        j->emu_xs_next = (char *)body;
+        j->emu_xs_next_len = len - 8;
+    }
+    return 0;
+}
+
+/* CHECKPOINT_END: the checkpoint's device-model state is the one a
+ * failover starts from. */
+static void commit_emulator(struct ckpt_xen_job *j)
+{
+    if (j->emu_next) {
+        free(j->emu);
+        j->emu = j->emu_next;
+        j->emu_len = j->emu_next_len;
+        j->emu_next = NULL;
+    }
+    if (j->emu_xs_next) {
+        free(j->emu_xs);
+        j->emu_xs = j->emu_xs_next;
+        j->emu_xs_len = j->emu_xs_next_len;
+        j->emu_xs_next = NULL;
+    }
 }
 
 /* Returns the answer for libxc (XGR_CHECKPOINT_*). */
 static int restore_checkpoint(struct ckpt_xen_job *j)
 {
-    uint8_t body[4096];
+    uint8_t *body = NULL;
     uint32_t type, len;
     int32_t code;
     char text[256];
@@ -683,7 +751,8 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
     int rc;
 
     for (int i = 0; i < 16; i++) {
-        rc = read_rec_raw(j->fd, &type, &len, body, sizeof(body));
+        free(body);
+        rc = read_rec_raw(j->fd, &type, &len, &body);
         if (rc < 0) {
             colo_warn("domain %" PRIu32 ": the source is gone after "
                       "checkpoint %" PRIu64 " (%s)",
@@ -692,9 +761,17 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
         }
         switch (type) {
         case XPRT_LIBXL_CHECKPOINT_END:
+            free(body);
             if (j->stream == CKPT_XEN_STREAM_COLO)
                 return j->ended_by_source ? XGR_CHECKPOINT_ERROR
                                           : XGR_CHECKPOINT_SUCCESS;
+            if (j->hvm && !j->emu_next) {
+                colo_err("domain %" PRIu32 ": an HVM checkpoint without the "
+                         "device model's state",
+                         j->domid);
+                return XGR_CHECKPOINT_ERROR;
+            }
+            commit_emulator(j);
             j->ckpts++;
             if (ckpt_xen_send_ack(j->fd, j->ckpts) < 0)
                 return XGR_CHECKPOINT_FAILOVER;
@@ -715,24 +792,29 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
                 j->ended_by_source = true;
                 continue;
             }
+            free(body);
             colo_err("domain %" PRIu32 ": the source reports: %s", j->domid,
                      text);
             return XGR_CHECKPOINT_ERROR;
         case XPRT_LIBXL_EMULATOR_XENSTORE_DATA:
         case XPRT_LIBXL_EMULATOR_CONTEXT:
-            colo_err("domain %" PRIu32 ": device-model state in a Remus "
-                     "stream (HVM) is not supported",
-                     j->domid);
-            return XGR_CHECKPOINT_ERROR;
+            if (keep_emulator(j, type, body, len) < 0) {
+                free(body);
+                return XGR_CHECKPOINT_ERROR;
+            }
+            body = NULL; /* kept */
+            continue;
         default:
             if (type & 0x80000000u)
                 continue; /* optional: skipped */
+            free(body);
             colo_err("domain %" PRIu32 ": unexpected libxl record %" PRIu32
                      " in a checkpoint",
                      j->domid, type);
             return XGR_CHECKPOINT_ERROR;
         }
     }
+    free(body);
     return XGR_CHECKPOINT_ERROR;
 }
 
@@ -745,6 +827,7 @@ static void dm_saved(struct qmp_client *c, int rc, uint8_t *blob, size_t len,
 
     (void)c;
     (void)was_running;
+    dm_drop(j); /* one client per operation: a resume connects itself */
     if (rc == 0) {
         free(j->emu);
         j->emu = blob;
@@ -773,6 +856,7 @@ static void dm_logdirty_done(struct qmp_client *c, int rc, json_t *ret,
 
     (void)c;
     (void)ret;
+    dm_drop(j);
     if (rc < 0)
         snprintf(j->why, sizeof(j->why),
                  "device model of domain %" PRIu32
@@ -1121,6 +1205,11 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
     if (j->hvm) {
         /* libxl's domcreate_launch_dm: the device model, with the state
          * the stream carried; the domain stays paused until it is up. */
+        if (!j->emu) {
+            job_end(j, -COLO_ESTREAM_CORRUPT,
+                    "no device-model state for the HVM domain");
+            return;
+        }
         rc = ckpt_xen_dom_dm_xs_restore(j->d, j->domid, j->emu_xs,
                                         j->emu_xs_len);
         if (rc < 0) {
@@ -1363,8 +1452,8 @@ int ckpt_xen_save_start(struct ckpt_xen_job **ret, struct event_base *base,
     rc = ckpt_xen_dom_info(d, p->domid, &di);
     if (rc < 0)
         return rc;
-    if (di.type == CKPT_XEN_DOM_HVM && p->stream != CKPT_XEN_STREAM_PLAIN)
-        return -ENOTSUP; /* Remus/COLO of HVM: not written */
+    if (di.type == CKPT_XEN_DOM_HVM && p->stream == CKPT_XEN_STREAM_COLO)
+        return -ENOTSUP; /* COLO of HVM: not written */
     j = job_new(base, d, c, JOB_SAVE);
     if (!j)
         return -ENOMEM;
@@ -1397,9 +1486,8 @@ int ckpt_xen_restore_start(struct ckpt_xen_job **ret, struct event_base *base,
     int rc;
 
     *ret = NULL;
-    if (p->newdom.type == CKPT_XEN_DOM_HVM &&
-        p->stream != CKPT_XEN_STREAM_PLAIN)
-        return -ENOTSUP; /* Remus/COLO of HVM: not written */
+    if (p->newdom.type == CKPT_XEN_DOM_HVM && p->stream == CKPT_XEN_STREAM_COLO)
+        return -ENOTSUP; /* COLO of HVM: not written */
     rc = colo_read_all(p->fd, hdr, sizeof(hdr));
     if (rc < 0)
         return rc == -COLO_EPEER_CLOSED ? -COLO_ESTREAM_TRUNCATED : rc;
@@ -1498,6 +1586,8 @@ void ckpt_xen_job_free(struct ckpt_xen_job *j)
     ckpt_xen_dm_start_free(j->dms);
     free(j->emu);
     free(j->emu_xs);
+    free(j->emu_next);
+    free(j->emu_xs_next);
     if (j->ev_done)
         event_free(j->ev_done);
     if (j->ev_interval)

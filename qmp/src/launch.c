@@ -583,14 +583,16 @@ fail:
     return rc;
 }
 
-void qmp_qemu_free(struct qmp_qemu *q)
+/* free (kill_it: SIGKILL, reap, unlink the socket) or release (QEMU runs
+ * on, its monitor free for others). */
+static void q_dispose(struct qmp_qemu *q, bool kill_it)
 {
     if (!q || q->dead)
         return;
     q->dead = true;
     qmp_client_free(q->client);
     q->client = NULL;
-    if (q->pid > 0 && !q->reaped) {
+    if (kill_it && q->pid > 0 && !q->reaped) {
         kill(q->pid, SIGKILL);
         while (waitpid(q->pid, &q->wstatus, 0) < 0 && errno == EINTR)
             ;
@@ -601,26 +603,20 @@ void qmp_qemu_free(struct qmp_qemu *q)
     event_free(q->ev_timer);
     colo_close(&q->pidfd);
     colo_close(&q->errfd);
-    if (q->path)
+    if (kill_it && q->path)
         unlink(q->path);
     if (q->depth == 0)
         q_release(q);
 }
 
+void qmp_qemu_free(struct qmp_qemu *q)
+{
+    q_dispose(q, true);
+}
+
 void qmp_qemu_release(struct qmp_qemu *q)
 {
-    if (!q || q->dead)
-        return;
-    q->dead = true;
-    qmp_client_free(q->client); /* the monitor is free for others */
-    q->client = NULL;
-    event_free(q->ev_pid);
-    event_free(q->ev_err);
-    event_free(q->ev_timer);
-    colo_close(&q->pidfd);
-    colo_close(&q->errfd);
-    if (q->depth == 0)
-        q_release(q);
+    q_dispose(q, false);
 }
 
 void qmp_qemu_set_exit_cb(struct qmp_qemu *q, qmp_exit_cb cb, void *arg)

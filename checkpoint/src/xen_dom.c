@@ -527,9 +527,17 @@ int ckpt_xen_dom_reset_resume(struct ckpt_xen_dom *d, uint32_t domid,
     return ckpt_xen_dom_unpause(d, domid);
 }
 
+/* Backend classes an HVM domain's device model serves (libxl adds a
+ * virtual keyboard to every HVM domain by default): they go with it. */
+static bool dm_backend(const char *cls)
+{
+    return strcmp(cls, "vkbd") == 0;
+}
+
 /* A backend device class other than the console (which colo writes
- * itself) for domid, or NULL. Returns a malloc'd name. */
-static char *backend_device(struct ckpt_xen_dom *d, uint32_t domid)
+ * itself) and, for an HVM domain, its device model's, or NULL. Returns a
+ * malloc'd name. */
+static char *backend_device(struct ckpt_xen_dom *d, uint32_t domid, bool hvm)
 {
     char **cls;
     unsigned int n = 0, i;
@@ -539,7 +547,7 @@ static char *backend_device(struct ckpt_xen_dom *d, uint32_t domid)
     for (i = 0; cls && i < n && !found; i++) {
         char *s;
 
-        if (strcmp(cls[i], "console") == 0)
+        if (strcmp(cls[i], "console") == 0 || (hvm && dm_backend(cls[i])))
             continue;
         s = xs_get(d, "/local/domain/0/backend/%s/%" PRIu32 "/0/frontend-id",
                    cls[i], domid);
@@ -730,7 +738,7 @@ int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid)
     rc = ckpt_xen_dom_info(d, domid, &di);
     if (rc < 0)
         return rc;
-    dev = backend_device(d, domid);
+    dev = backend_device(d, domid, di.type == CKPT_XEN_DOM_HVM);
     if (dev) {
         rc = fail(d, -EBUSY,
                   "domain %" PRIu32 " has '%s' backend devices; colo does "
@@ -758,6 +766,9 @@ int ckpt_xen_dom_destroy(struct ckpt_xen_dom *d, uint32_t domid)
     xs_rm(d->xsh, XBT_NULL, path);
     if (di.type == CKPT_XEN_DOM_HVM) {
         snprintf(path, sizeof(path), "/local/domain/0/device-model/%" PRIu32,
+                 domid);
+        xs_rm(d->xsh, XBT_NULL, path);
+        snprintf(path, sizeof(path), "/local/domain/0/backend/vkbd/%" PRIu32,
                  domid);
         xs_rm(d->xsh, XBT_NULL, path);
         snprintf(path, sizeof(path), "/var/run/xen/qmp-libxl-%" PRIu32, domid);

@@ -34,10 +34,32 @@ nl_time() {
     return $rc
 }
 
-# nl_tick_cfg NAME [pvh|pv] [MEM_MiB]: print an xl config for a tick guest.
-# (Not pinned off dom0's CPU: with cpus = "all,^0" the guest twice stopped
-# ticking after boot; docs/nested.md.)
+# nl_tick_cfg NAME [pvh|pv|hvm] [MEM_MiB]: print an xl config for a tick
+# guest. (Not pinned off dom0's CPU: with cpus = "all,^0" the guest twice
+# stopped ticking after boot; docs/nested.md.) An HVM tick guest boots the
+# same kernel and initramfs through QEMU's direct kernel boot (hvmloader,
+# SeaBIOS, the linuxboot option ROM); it prints on the Xen PV console hvc0
+# too, so xenconsoled logs its ticks like a PVH guest's. No display, no
+# disk, no network.
 nl_tick_cfg() {
+    if [ "${2:-pvh}" = hvm ]; then
+        cat <<CFG
+name = "$1"
+type = "hvm"
+device_model_version = "qemu-xen"
+kernel = "$COLO_TICK_KERNEL"
+ramdisk = "$COLO_TICK_INITRD"
+extra = "console=hvc0 quiet"
+memory = ${3:-128}
+vcpus = 1
+tsc_mode = "native"
+on_crash = "preserve"
+vga = "none"
+vnc = 0
+sdl = 0
+CFG
+        return
+    fi
     cat <<CFG
 name = "$1"
 type = "${2:-pvh}"
@@ -262,4 +284,101 @@ nl_xl_remus() {
     echo $(($(nl_now_ms) - t0))
     nl_kill_tree $p
     [ "$n" -ge "$2" ]
+}
+
+# nl_dm_pid NAME: the pid of the device model (QEMU) of HVM guest NAME, as
+# libxl records it in xenstore (empty if there is none).
+nl_dm_pid() {
+    local d
+    d=$(nl_domid "$1")
+    [ -n "$d" ] || return 1
+    xenstore-read "/local/domain/$d/image/device-model-pid" 2>/dev/null
+}
+
+# nl_dm_cmdline NAME: the command line of NAME's device model, one line.
+nl_dm_cmdline() {
+    local p
+    p=$(nl_dm_pid "$1") && [ -n "$p" ] && [ -r "/proc/$p/cmdline" ] ||
+        { echo "nl_dm_cmdline: no device model of $1"; return 1; }
+    tr '\0' ' ' <"/proc/$p/cmdline"
+    echo
+}
+
+# _nl_u32s FILE OFFSET N: N little-endian u32 at OFFSET of FILE, in decimal.
+_nl_u32s() {
+    od -A n -t u4 -j "$2" -N $(($3 * 4)) "$1"
+}
+
+# nl_save_records FILE: list the records of an xl save file: the xl header,
+# then one line per record "OFFSET LAYER TYPE LENGTH [emulator ID index N]"
+# for the libxl v2 records and the libxc records inside LIBXC_CONTEXT
+# (Xen's libxl/libxc migration stream specs; 4.17 type numbers). Status 1
+# with a message if the file is not laid out that way.
+nl_save_records() {
+    local f=$1 size off t l n=0 layer=libxl name opt
+    size=$(stat -c %s "$f") || return 1
+    [ "$(dd if="$f" bs=27 count=1 2>/dev/null)" = "Xen saved domain, xl format" ] ||
+        { echo "nl_save_records: $f: no xl magic"; return 1; }
+    # shellcheck disable=SC2046
+    set -- $(_nl_u32s "$f" 32 4)
+    [ "${1:-}" = 16909060 ] || { echo "nl_save_records: $f: byte order $1"; return 1; }
+    echo "xl header: mandatory_flags $2 optional_flags $3 optional_data $4 bytes, file $size bytes"
+    off=$((48 + $4))
+    [ "$(dd if="$f" bs=1 skip=$off count=8 2>/dev/null)" = LibxlFmt ] ||
+        { echo "nl_save_records: $f: no LibxlFmt at $off"; return 1; }
+    # shellcheck disable=SC2046
+    set -- $(od -A n -t x1 -j $((off + 8)) -N 8 "$f")
+    echo "libxl header at $off: version $(( 0x$1$2$3$4 )) options 0x$5$6$7$8"
+    off=$((off + 16))
+    while [ $n -lt 10000 ] && [ $off -lt "$size" ]; do
+        n=$((n + 1))
+        # shellcheck disable=SC2046
+        set -- $(_nl_u32s "$f" $off 2)
+        t=$1 l=$2
+        [ -n "$l" ] || { echo "nl_save_records: $f: truncated at $off"; return 1; }
+        opt=
+        if [ $layer = libxl ]; then
+            case $t in
+            0) name=END ;; 1) name=LIBXC_CONTEXT ;;
+            2) name=EMULATOR_XENSTORE_DATA ;; 3) name=EMULATOR_CONTEXT ;;
+            4) name=CHECKPOINT_END ;; 5) name=CHECKPOINT_STATE ;;
+            *) name=UNKNOWN-$t ;;
+            esac
+            case $t in 2 | 3)
+                # shellcheck disable=SC2046
+                set -- $(_nl_u32s "$f" $((off + 8)) 2)
+                opt=" emulator $1 index $2" ;;
+            esac
+        else
+            case $((t & 0x7fffffff)) in
+            0) name=END ;; 1) name=PAGE_DATA ;; 2) name=X86_PV_INFO ;;
+            3) name=X86_PV_P2M_FRAMES ;; 4) name=X86_PV_VCPU_BASIC ;;
+            5) name=X86_PV_VCPU_EXTENDED ;; 6) name=X86_PV_VCPU_XSAVE ;;
+            7) name=SHARED_INFO ;; 8) name=X86_TSC_INFO ;;
+            9) name=HVM_CONTEXT ;; 10) name=HVM_PARAMS ;; 11) name=TOOLSTACK ;;
+            12) name=X86_PV_VCPU_MSRS ;; 13) name=VERIFY ;; 14) name=CHECKPOINT ;;
+            15) name=CHECKPOINT_DIRTY_PFN_LIST ;; 16) name=STATIC_DATA_END ;;
+            17) name=X86_CPUID_POLICY ;; 18) name=X86_MSR_POLICY ;;
+            *) name=UNKNOWN-$t ;;
+            esac
+        fi
+        echo "$off $layer $name $l$opt"
+        off=$((off + 8 + (l + 7) / 8 * 8))
+        if [ $layer = libxl ] && [ "$t" = 1 ]; then
+            # libxc image header (24 bytes) and domain header (16).
+            # shellcheck disable=SC2046
+            set -- $(_nl_u32s "$f" $((off + 24)) 1)
+            echo "$off libxc headers: domain type $1 (1 PV, 2 HVM, 3 PVH)"
+            off=$((off + 40))
+            layer=libxc
+        elif [ $layer = libxc ] && [ "$t" = 0 ]; then
+            layer=libxl
+        elif [ $layer = libxl ] && [ "$t" = 0 ]; then
+            [ $off -eq "$size" ] ||
+                echo "nl_save_records: $f: $((size - off)) bytes after END"
+            return 0
+        fi
+    done
+    echo "nl_save_records: $f: no libxl END record"
+    return 1
 }

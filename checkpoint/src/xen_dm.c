@@ -118,12 +118,26 @@ int ckpt_xen_dm_argv(const struct ckpt_xen_newdom *nd, uint32_t domid,
         add(&a, "-device");
         add(&a, "cirrus-vga,vgamem_mb=%" PRIu64, nd->hvm.video_memkb / 1024);
     }
+    if (nd->hvm.kernel[0]) {
+        add(&a, "-kernel");
+        add(&a, "%s", nd->hvm.kernel);
+    }
+    if (nd->hvm.ramdisk[0]) {
+        add(&a, "-initrd");
+        add(&a, "%s", nd->hvm.ramdisk);
+    }
+    if (nd->hvm.cmdline[0]) {
+        add(&a, "-append");
+        add(&a, "%s", nd->hvm.cmdline);
+    }
     add(&a, "-boot");
     add(&a, "order=%s", nd->hvm.boot);
     if (!nd->hvm.acpi)
         add(&a, "-no-acpi");
-    add(&a, "-smp");
-    add(&a, "%u,maxcpus=%u", nd->max_vcpus, nd->max_vcpus);
+    if (nd->max_vcpus > 1) {
+        add(&a, "-smp");
+        add(&a, "%u,maxcpus=%u", nd->max_vcpus, nd->max_vcpus);
+    }
     add(&a, "-net");
     add(&a, "none");
     add(&a, "-machine");

@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1104,6 +1105,30 @@ static int hvm_from_json(json_t *b, struct ckpt_xen_newdom *ret, char *why,
         strspn(s, "acdn") != strlen(s))
         s = "cda";
     snprintf(ret->hvm.boot, sizeof(ret->hvm.boot), "%s", s);
+    {
+        static const struct {
+            const char *key;
+            size_t off, sz;
+        } boot[] = {
+            {"kernel", offsetof(struct ckpt_xen_newdom, hvm.kernel),
+             sizeof(ret->hvm.kernel)},
+            {"ramdisk", offsetof(struct ckpt_xen_newdom, hvm.ramdisk),
+             sizeof(ret->hvm.ramdisk)},
+            {"cmdline", offsetof(struct ckpt_xen_newdom, hvm.cmdline),
+             sizeof(ret->hvm.cmdline)},
+        };
+
+        for (size_t i = 0; i < sizeof(boot) / sizeof(boot[0]); i++) {
+            s = json_string_value(json_object_get(b, boot[i].key));
+            if (!s)
+                continue;
+            if (strlen(s) >= boot[i].sz) {
+                snprintf(why, whysz, "b_info.%s is too long", boot[i].key);
+                goto bad;
+            }
+            memcpy((char *)ret + boot[i].off, s, strlen(s) + 1);
+        }
+    }
     ret->hvm.acpi = json_defbool(h, "acpi", json_defbool(b, "acpi", true));
     ret->hvm.hpet = json_defbool(h, "hpet", true);
     ret->hvm.vpt_align = json_defbool(h, "vpt_align", true);

@@ -11,6 +11,7 @@
 
 #include "checkpoint/xen_dm.h"
 #include "checkpoint/xen_dom.h"
+#include "qmp/launch.h"
 #include "common/error.h"
 
 /* The shape `xl list -l` / xl's save header use (libxl_domain_config). */
@@ -120,6 +121,34 @@ static const char hvm_cfg[] =
     " \"serial\": \"pty\", \"boot\": \"c\", \"rdm\": {}}},"
     " \"disks\": [], \"nics\": []}";
 
+/* What libxl 4.17 recorded for the nested HVM tick guest (`xl list -l`,
+ * tests/nested/scenarios/xl_hvm.sh), and the device model command line it
+ * ran for it (/proc/PID/cmdline there). */
+static const char xl_hvm_cfg[] =
+    "{\"c_info\": {\"type\": \"hvm\", \"name\": \"tick\", \"domid\": "
+    "4294967295, \"uuid\": \"8f6eacdc-f2a0-4a9d-b8f1-2821db68ad95\", "
+    "\"run_hotplug_scripts\": \"True\"}, \"b_info\": {\"max_vcpus\": 1, "
+    "\"avail_vcpus\": [0], \"tsc_mode\": \"native\", \"max_memkb\": 131072, "
+    "\"target_memkb\": 131072, \"video_memkb\": 0, \"device_model_version\": "
+    "\"qemu_xen\", \"sched_params\": {\"sched\": \"credit2\", \"weight\": "
+    "256, \"cap\": 0}, \"claim_mode\": \"True\", \"kernel\": "
+    "\"/usr/share/nested/vmlinuz\", \"cmdline\": \"console=hvc0 quiet\", "
+    "\"ramdisk\": \"/usr/share/nested/tick.cpio.gz\", \"type.hvm\": {\"vga\": "
+    "{\"kind\": \"none\"}, \"vnc\": {\"enable\": \"False\"}, \"sdl\": "
+    "{\"enable\": \"False\"}, \"spice\": {}, \"rdm\": {}}, \"arch_arm\": {}, "
+    "\"arch_x86\": {\"msr_relaxed\": \"False\"}}, \"on_reboot\": "
+    "\"restart\", \"on_crash\": \"preserve\", \"on_soft_reset\": "
+    "\"soft_reset\"}";
+static const char *const xl_hvm_dm[] = {
+    "/usr/libexec/xen-qemu-system-i386", "-xen-domid", "1", "-no-shutdown",
+    /* libxl's two QMP -chardev/-mon pairs: qmp/launch adds colo's */
+    "-nodefaults", "-no-user-config", "-name", "tick", "-vnc", "none",
+    "-display", "none", "-kernel", "/usr/share/nested/vmlinuz", "-initrd",
+    "/usr/share/nested/tick.cpio.gz", "-append", "console=hvc0 quiet", "-boot",
+    "order=cda", "-net", "none", "-machine",
+    "xenfv" /* ,suppress-vmdesc=on: from qmp_secondary_args() */, "-m", "128",
+    NULL};
+
 Test(dom, libxl_json_hvm)
 {
     struct ckpt_xen_newdom nd;
@@ -205,6 +234,30 @@ Test(dom, dm_argv)
     cr_assert(strstr(line, " -m 128 "), "%s", line); /* 136 MiB - 8 video */
     cr_assert(strstr(line, " -incoming defer "), "%s", line);
     cr_assert_null(strstr(line, "-no-acpi"), "%s", line);
+    ckpt_xen_dm_argv_free(av);
+}
+
+/* colo's device model for the nested HVM guest is libxl's, argument by
+ * argument, then the incoming-load arguments. */
+Test(dom, dm_argv_is_libxls)
+{
+    const char *const *sec = qmp_secondary_args();
+    struct ckpt_xen_newdom nd;
+    char why[256] = "", **av = NULL;
+    size_t n = 0, k;
+
+    cr_assert_eq(ckpt_xen_newdom_from_json(xl_hvm_cfg, strlen(xl_hvm_cfg), &nd,
+                                           why, sizeof(why)),
+                 0, "%s", why);
+    cr_assert_eq(
+        ckpt_xen_dm_argv(&nd, 1, "/usr/libexec/xen-qemu-system-i386", &av), 0);
+    for (n = 0; xl_hvm_dm[n]; n++) {
+        cr_assert_not_null(av[n], "argv ends before '%s'", xl_hvm_dm[n]);
+        cr_assert_str_eq(av[n], xl_hvm_dm[n], "argument %zu", n);
+    }
+    for (k = 0; sec[k]; k++)
+        cr_assert_str_eq(av[n + k], sec[k], "argument %zu", n + k);
+    cr_assert_null(av[n + k]);
     ckpt_xen_dm_argv_free(av);
 }
 

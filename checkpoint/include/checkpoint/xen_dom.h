@@ -162,6 +162,9 @@ struct ckpt_xen_newdom {
         bool acpi, hpet, vpt_align;
         int timer_mode; /* HVM_PARAM_TIMER_MODE */
         bool xen_platform_pci;
+        /* Direct kernel boot (b_info.kernel/ramdisk/cmdline): libxl hands
+         * them to the device model on every start, restores included. */
+        char kernel[256], ramdisk[256], cmdline[1024];
     } hvm;
     /* Filled by create: */
     uint32_t store_evtchn, console_evtchn;
@@ -199,8 +202,8 @@ int ckpt_xen_dom_finish(struct ckpt_xen_dom *d, uint32_t domid,
  * physmap entries under /local/domain/0/device-model/<domid>, as
  * "key\0value\0" pairs with keys relative to that directory. *ret is
  * malloc'd; NULL with *len 0 when there are none. */
-int ckpt_xen_dom_dm_xs_save(struct ckpt_xen_dom *d, uint32_t domid,
-                            char **ret, size_t *ret_len);
+int ckpt_xen_dom_dm_xs_save(struct ckpt_xen_dom *d, uint32_t domid, char **ret,
+                            size_t *ret_len);
 /* Make /local/domain/0/device-model/<domid> (QEMU reports its state
  * there) and write such pairs below it. -COLO_ESTREAM_CORRUPT for a
  * malformed blob or a key outside physmap/. */

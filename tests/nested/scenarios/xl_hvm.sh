@@ -6,10 +6,11 @@
 # it); its ticks must go on after each operation. What colo's HVM support
 # needs to know is recorded in $COLO_OUT/facts/: the device model's command
 # line after create, restore and migrate, the xenstore nodes, xl's JSON
-# config, the QMP sockets and the records of the xl save file (with $COLO:
-# colo verify-stream of it too). Timings go to $COLO_OUT/timings and a
-# table to $COLO_OUT/results. NESTED_KEEP_SAVE=1 keeps the save file in
-# $COLO_OUT (~130 MB).
+# config, the QMP sockets, libxl's debug logs of create, save, restore and
+# migrate (with its QMP commands to QEMU) and the records of the xl save
+# file (with $COLO: colo verify-stream of it too). Timings go to
+# $COLO_OUT/timings and a table to $COLO_OUT/results. NESTED_KEEP_SAVE=1
+# keeps the save file (~140 MB) in $COLO_OUT.
 . "$NESTED_LIB"
 
 facts=$COLO_OUT/facts
@@ -33,12 +34,22 @@ record() {
         >"$facts/$1-xs-vm.txt" 2>&1
     ls -l /var/run/xen/ >"$facts/$1-var-run-xen.txt" 2>&1
     ls -l /var/lib/xen/ >"$facts/$1-var-lib-xen.txt" 2>&1
+    ls -l "/proc/$(nl_dm_pid tick)/fd/" >"$facts/$1-dm-fds.txt" 2>&1
 }
 
+# qmp_summary LOG: the QMP commands libxl sent (its -vvv log names them,
+# without their arguments), in order, on one line.
+qmp_summary() {
+    grep -o "cmd '[a-z_-]*'" "$1" | sed "s/cmd '\(.*\)'/\1/" | tr '\n' ' '
+    echo
+}
 nl_tick_cfg tick hvm >/tmp/tick.cfg
 cat /tmp/tick.cfg
 t0=$(nl_now_ms)
-nl_time hvm_create xl create /tmp/tick.cfg || nl_fail "xl create"
+# xl -vvv: libxl's debug log has the device model's arguments and every
+# QMP command libxl sends to QEMU.
+nl_time hvm_create xl -vvv create /tmp/tick.cfg >"$facts/xl-create.log" 2>&1 ||
+    { tail -20 "$facts/xl-create.log"; nl_fail "xl create"; }
 record create
 xl list -l tick >"$facts/xl-list-l.json" 2>&1
 # SeaBIOS, the kernel and its initramfs under nested TCG: a minute or more.
@@ -49,7 +60,8 @@ nl_check_ticks tick || nl_fail "ticks"
 echo "ok: HVM guest ticks, $(($(nl_now_ms) - t0)) ms after xl create"
 
 before=$(nl_ticks_max tick)
-nl_time hvm_save xl save tick /tmp/tick.save || nl_fail "xl save"
+nl_time hvm_save xl -vvv save tick /tmp/tick.save >"$facts/xl-save.log" 2>&1 ||
+    { tail -20 "$facts/xl-save.log"; nl_fail "xl save"; }
 [ -z "$(nl_domid tick)" ] || nl_fail "tick still runs after xl save"
 ls -l /tmp/tick.save | tee "$facts/save-file.txt"
 nl_save_records /tmp/tick.save >"$facts/save-records.txt" 2>&1 ||
@@ -63,16 +75,22 @@ if [ "${NESTED_KEEP_SAVE:-0}" = 1 ]; then
     nl_time hvm_copy_to_share cp /tmp/tick.save "$COLO_OUT/tick.save" ||
         nl_fail "copy the save file to the share"
 fi
-nl_time hvm_restore xl restore /tmp/tick.save || nl_fail "xl restore"
+nl_time hvm_restore xl -vvv restore /tmp/tick.save >"$facts/xl-restore.log" 2>&1 ||
+    { tail -20 "$facts/xl-restore.log"; nl_fail "xl restore"; }
 rm -f /tmp/tick.save
 record restore
+for l in create save restore; do
+    echo "QMP commands of xl $l: $(qmp_summary "$facts/xl-$l.log")"
+done
 nl_assert_continues tick "$before" 180
 
 before=$(nl_ticks_max tick)
-nl_time hvm_migrate_local xl migrate -s "" tick "xl migrate-receive" ||
-    nl_fail "xl migrate (local)"
+nl_time hvm_migrate_local xl -vvv migrate -s "" tick "xl migrate-receive" \
+    >"$facts/xl-migrate.log" 2>&1 ||
+    { tail -20 "$facts/xl-migrate.log"; nl_fail "xl migrate (local)"; }
 [ -n "$(nl_domid tick)" ] || nl_fail "no domain tick after xl migrate"
 record migrate
+echo "QMP commands of xl migrate (sender): $(qmp_summary "$facts/xl-migrate.log")"
 nl_assert_continues tick "$before" 180
 xl list
 nl_time hvm_destroy xl destroy tick || nl_fail "xl destroy"

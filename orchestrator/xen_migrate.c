@@ -447,11 +447,15 @@ static int xen_source(int argc, char **argv, bool protect)
         fprintf(stderr, "colo: %s: %s\n", cmd, ckpt_xen_dom_error(d));
         goto out;
     }
-    if (di.type == CKPT_XEN_DOM_HVM && sp.stream == CKPT_XEN_STREAM_COLO) {
+    if (di.type != CKPT_XEN_DOM_PVH && sp.stream == CKPT_XEN_STREAM_COLO) {
+        /* PV: the running copy's page tables are pinned, so the next
+         * checkpoint cannot be applied over them (libxl refuses COLO for
+         * PV too). HVM: the copy's device model would need its state
+         * reloaded at every checkpoint, which colo does not do yet. */
         fprintf(stderr,
-                "colo: %s: domain %" PRIu32 " is HVM: COLO mode protects "
-                "PV and PVH domains; use --mode remus\n",
-                cmd, sp.domid);
+                "colo: %s: domain %" PRIu32 " is %s: COLO mode protects "
+                "PVH domains; use --mode remus\n",
+                cmd, sp.domid, di.type == CKPT_XEN_DOM_PV ? "PV" : "HVM");
         goto out;
     }
     if (ckpt_xen_dom_config(d, sp.domid, &json, &json_len) < 0) {

@@ -1452,8 +1452,8 @@ int ckpt_xen_save_start(struct ckpt_xen_job **ret, struct event_base *base,
     rc = ckpt_xen_dom_info(d, p->domid, &di);
     if (rc < 0)
         return rc;
-    if (di.type == CKPT_XEN_DOM_HVM && p->stream == CKPT_XEN_STREAM_COLO)
-        return -ENOTSUP; /* COLO of HVM: not written */
+    if (di.type != CKPT_XEN_DOM_PVH && p->stream == CKPT_XEN_STREAM_COLO)
+        return -ENOTSUP; /* COLO: PVH only (see xen_job.h) */
     j = job_new(base, d, c, JOB_SAVE);
     if (!j)
         return -ENOMEM;
@@ -1486,8 +1486,8 @@ int ckpt_xen_restore_start(struct ckpt_xen_job **ret, struct event_base *base,
     int rc;
 
     *ret = NULL;
-    if (p->newdom.type == CKPT_XEN_DOM_HVM && p->stream == CKPT_XEN_STREAM_COLO)
-        return -ENOTSUP; /* COLO of HVM: not written */
+    if (p->newdom.type != CKPT_XEN_DOM_PVH && p->stream == CKPT_XEN_STREAM_COLO)
+        return -ENOTSUP; /* COLO: PVH only (see xen_job.h) */
     rc = colo_read_all(p->fd, hdr, sizeof(hdr));
     if (rc < 0)
         return rc == -COLO_EPEER_CLOSED ? -COLO_ESTREAM_TRUNCATED : rc;

@@ -100,6 +100,17 @@ struct ckpt_xen_job_common {
  * (failover_timeout_ms) or gone: done(0) with the copy PAUSED (and
  * log-dirty off), as for Remus. The secondary gone: the primary's guest
  * runs on, done(0), ckpt_xen_job_target_lost().
+ * PVH only (-ENOTSUP otherwise): a PV copy's pinned page tables cannot be
+ * overwritten by the next checkpoint (libxc: "Mapping pfn ... failed with
+ * -16"; libxl refuses COLO for PV too), and an HVM copy would need its
+ * device model's state reloaded at every checkpoint.
+ *
+ * HVM (PLAIN and REMUS): the device model's state (xen_dm.h) is taken
+ * after the guest suspended (QMP stop + xen-save-devices-state) and
+ * written as EMULATOR_XENSTORE_DATA / EMULATOR_CONTEXT before END or
+ * CHECKPOINT_END; QEMU's log-dirty follows switch_qemu_logdirty. A
+ * restore starts the device model with the last committed state before
+ * the domain is unpaused (a Remus standby: at failover).
  */
 
 struct ckpt_xen_save_params {

@@ -73,8 +73,14 @@ struct ckpt_xen_job {
     struct event *ev_wait; /* restore: the source's CHECKPOINT_NEW */
     /* HVM: the device model */
     bool hvm;
-    struct qmp_client *dm; /* save: its QMP, while the job needs it */
-    uint8_t *emu;          /* its state (EMULATOR_CONTEXT payload) */
+    struct qmp_client *dm; /* save: its QMP, for one operation */
+    enum dm_op {
+        DM_OP_NONE,
+        DM_OP_SAVE,
+        DM_OP_LOGDIRTY_ON,
+        DM_OP_LOGDIRTY_OFF
+    } dm_op;
+    uint8_t *emu; /* its state (EMULATOR_CONTEXT payload) */
     size_t emu_len;
     char *emu_xs; /* its xenstore keys (EMULATOR_XENSTORE_DATA) */
     size_t emu_xs_len;
@@ -100,40 +106,6 @@ static void job_fire(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- HVM: the device model's QMP (save side) --------------------------- */
-
-static void dm_connected(struct qmp_client *c, int rc, void *arg)
-{
-    struct ckpt_xen_job *j = arg;
-
-    (void)c;
-    if (rc < 0) /* its queued commands fail with this too */
-        colo_warn("domain %" PRIu32 ": device model QMP: %s", j->domid,
-                  colo_strerror(rc));
-}
-
-/* The device model's QMP client, connected on first use; commands queue
- * while it connects. NULL on ENOMEM or when the socket is missing. */
-static struct qmp_client *dm_client(struct ckpt_xen_job *j)
-{
-    struct qmp_client_opts o = {
-        .greeting_timeout_ms = 5000,
-        .default_cmd_timeout_ms = 10000,
-        .name = "xen-dm",
-    };
-    char path[64];
-
-    if (j->dm)
-        return j->dm;
-    j->dm = qmp_client_new(j->base, &o);
-    if (!j->dm)
-        return NULL;
-    ckpt_xen_dm_qmp_path(j->domid, path, sizeof(path));
-    if (qmp_client_connect_path(j->dm, path, dm_connected, j) < 0) {
-        qmp_client_free(j->dm);
-        j->dm = NULL;
-    }
-    return j->dm;
-}
 
 /* QEMU serves one QMP client: let go before anything else talks to it. */
 static void dm_drop(struct ckpt_xen_job *j)
@@ -827,6 +799,7 @@ static void dm_saved(struct qmp_client *c, int rc, uint8_t *blob, size_t len,
 
     (void)c;
     (void)was_running;
+    j->dm_op = DM_OP_NONE;
     dm_drop(j); /* one client per operation: a resume connects itself */
     if (rc == 0) {
         free(j->emu);
@@ -856,6 +829,7 @@ static void dm_logdirty_done(struct qmp_client *c, int rc, json_t *ret,
 
     (void)c;
     (void)ret;
+    j->dm_op = DM_OP_NONE;
     dm_drop(j);
     if (rc < 0)
         snprintf(j->why, sizeof(j->why),
@@ -865,23 +839,70 @@ static void dm_logdirty_done(struct qmp_client *c, int rc, json_t *ret,
     ckpt_xen_helper_reply(j->h, rc < 0 ? -1 : 0);
 }
 
-/* switch_qemu_logdirty: QEMU's own log-dirty (HVM), as
- * libxl__domain_common_switch_qemu_logdirty does it through QMP. */
-static void dm_logdirty(struct ckpt_xen_job *j, bool on)
+/* One device-model operation per QMP connection (a resume connects on
+ * its own): connect, issue the operation once connected; its callback
+ * (dm_saved, dm_logdirty_done) drops the client and answers the helper.
+ * A failure before that answers here: the save callback 0, switch
+ * logdirty -1, as libxl does. */
+static void dm_failed(struct ckpt_xen_job *j, int rc)
 {
-    struct qmp_client *c = dm_client(j);
-    json_t *a = json_pack("{s:b}", "enable", on);
-    int rc = c && a ? qmp_send(c, "xen-set-global-dirty-log", a, -1, 0,
-                               dm_logdirty_done, j, NULL)
-                    : -ENOENT;
+    enum dm_op op = j->dm_op;
 
+    j->dm_op = DM_OP_NONE;
+    dm_drop(j);
+    snprintf(j->why, sizeof(j->why), "device model of domain %" PRIu32 ": %s",
+             j->domid, colo_strerror(rc));
+    ckpt_xen_helper_reply(j->h, op == DM_OP_SAVE ? 0 : -1);
+}
+
+static int dm_issue(struct ckpt_xen_job *j)
+{
+    json_t *a;
+    int rc;
+
+    if (j->dm_op == DM_OP_SAVE) /* stop, then xen-save-devices-state */
+        return qmp_devstate_save(j->dm, 0, dm_saved, j);
+    /* switch_qemu_logdirty (libxl__domain_common_switch_qemu_logdirty) */
+    a = json_pack("{s:b}", "enable", j->dm_op == DM_OP_LOGDIRTY_ON);
+    rc = a ? qmp_send(j->dm, "xen-set-global-dirty-log", a, -1, 0,
+                      dm_logdirty_done, j, NULL)
+           : -ENOMEM;
     json_decref(a);
-    if (rc < 0) {
-        snprintf(j->why, sizeof(j->why),
-                 "device model of domain %" PRIu32 ": %s", j->domid,
-                 colo_strerror(rc));
-        ckpt_xen_helper_reply(j->h, -1);
+    return rc;
+}
+
+static void dm_connected(struct qmp_client *c, int rc, void *arg)
+{
+    struct ckpt_xen_job *j = arg;
+
+    (void)c;
+    if (rc == 0)
+        rc = dm_issue(j);
+    if (rc < 0)
+        dm_failed(j, rc);
+}
+
+static void dm_run(struct ckpt_xen_job *j, enum dm_op op)
+{
+    struct qmp_client_opts o = {
+        .greeting_timeout_ms = 5000,
+        .default_cmd_timeout_ms = 10000,
+        .name = "xen-dm",
+    };
+    char path[64];
+    int rc;
+
+    dm_drop(j);
+    j->dm_op = op;
+    j->dm = qmp_client_new(j->base, &o);
+    if (!j->dm) {
+        dm_failed(j, -ENOMEM);
+        return;
     }
+    ckpt_xen_dm_qmp_path(j->domid, path, sizeof(path));
+    rc = qmp_client_connect_path(j->dm, path, dm_connected, j);
+    if (rc < 0)
+        dm_failed(j, rc);
 }
 
 static void save_suspended(struct ckpt_xen_dom *d, int rc, void *opaque)
@@ -910,14 +931,8 @@ static void save_suspended(struct ckpt_xen_dom *d, int rc, void *opaque)
     if (rc == 0 && j->hvm) {
         /* libxl__domain_suspend_device_model: stop QEMU, take its state;
          * the helper's answer waits for it. */
-        struct qmp_client *c = dm_client(j);
-
-        rc = c ? qmp_devstate_save(c, 0, dm_saved, j) : -ENOENT;
-        if (rc == 0)
-            return;
-        snprintf(j->why, sizeof(j->why),
-                 "device model of domain %" PRIu32 ": %s", j->domid,
-                 colo_strerror(rc));
+        dm_run(j, DM_OP_SAVE);
+        return;
     }
     ckpt_xen_helper_reply(j->h, rc == 0 ? 1 : 0);
 }
@@ -962,7 +977,7 @@ static void on_call(struct ckpt_xen_helper *h, const struct ckpt_xen_call *c,
         return;
     case CKPT_XEN_CB_SWITCH_LOGDIRTY:
         if (j->hvm && j->kind == JOB_SAVE) {
-            dm_logdirty(j, c->a != 0); /* answers later */
+            dm_run(j, c->a ? DM_OP_LOGDIRTY_ON : DM_OP_LOGDIRTY_OFF);
             return;
         }
         /* PV/PVH: no device model whose log-dirty to switch. */

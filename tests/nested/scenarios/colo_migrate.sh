@@ -1,4 +1,5 @@
-# nested.colo_migrate: colo migrate of a running PVH tick guest between two
+# nested.colo_migrate: colo migrate of a running PVH tick guest (or
+# NESTED_TICK_TYPE's) between two
 # colo hosts in the same dom0 ('colo receive' listening on 127.0.0.1, as
 # `xl migrate DOM localhost` does it), then the failure cases: no target
 # (the guest runs on), and a target that refuses the key (the guest runs
@@ -6,6 +7,12 @@
 . "$NESTED_LIB"
 [ -n "${COLO:-}" ] || nl_fail "no \$COLO (nested-run --colo)"
 type=${NESTED_TICK_TYPE:-pvh}
+# HVM: exactly one device model (QEMU) runs, the live domain's.
+dm_check() {
+    [ "$type" = hvm ] || return 0
+    n=$(ps | grep -c '[x]en-qemu-system')
+    [ "$n" = "$1" ] || { ps; nl_fail "$n device models run, expected $1 ($2)"; }
+}
 nl_tick_cfg tick "$type" >/tmp/tick.cfg
 nl_time create xl create /tmp/tick.cfg || nl_fail "xl create"
 nl_wait_ticks tick 3 120 || nl_fail "the tick guest does not tick"
@@ -41,6 +48,7 @@ new=$(nl_domid tick)
 [ "$new" != "$id" ] || nl_fail "tick is still domain $id"
 [ "$(xl list | grep -c '^tick')" = 1 ] || nl_fail "not exactly one tick domain"
 nl_assert_continues tick "$before" 60
+dm_check 1 "after colo migrate"
 
 # 2. no target: the guest runs on where it was
 before=$(nl_ticks_max tick)
@@ -64,6 +72,7 @@ nl_wait_pid $recv_pid 30
 [ "$(nl_domid tick)" = "$id" ] || nl_fail "the domain changed after a refused migrate"
 [ "$(xl list | grep -c '^tick')" = 1 ] || nl_fail "not exactly one tick domain"
 nl_assert_continues tick "$before" 60
+dm_check 1 "after the failed migrations"
 
 # 4. xl's own local migration, the baseline, timed the same way
 before=$(nl_ticks_max tick)

@@ -1,4 +1,5 @@
-# nested.colo_save: colo's Xen save/restore on a running PVH tick guest,
+# nested.colo_save: colo's Xen save/restore on a running PVH tick guest
+# (NESTED_TICK_TYPE=pv or hvm: the same steps with a PV or HVM guest),
 # and interoperability with Xen's own toolstack in both directions:
 #   colo save  -> xl restore      (xl reads colo's file)
 #   xl save    -> colo restore    (colo reads xl's file)
@@ -10,6 +11,13 @@
 . "$NESTED_LIB"
 [ -n "${COLO:-}" ] || nl_fail "no \$COLO (nested-run --colo)"
 type=${NESTED_TICK_TYPE:-pvh}
+# HVM: exactly one device model (QEMU) runs, the live domain's; none is
+# left behind by a save, a failed restore or a destroyed domain.
+dm_check() {
+    [ "$type" = hvm ] || return 0
+    n=$(ps | grep -c '[x]en-qemu-system')
+    [ "$n" = "$1" ] || { ps; nl_fail "$n device models run, expected $1 ($2)"; }
+}
 nl_tick_cfg tick "$type" >/tmp/tick.cfg
 nl_time create xl create /tmp/tick.cfg || nl_fail "xl create"
 nl_wait_ticks tick 3 120 || nl_fail "the tick guest does not tick"
@@ -25,6 +33,7 @@ nl_time xl_restore_colo_file xl restore /tmp/colo.save ||
     nl_fail "xl restore of the file colo save wrote"
 rm -f /tmp/colo.save # dom0's /tmp is RAM
 nl_assert_continues tick "$before" 60
+dm_check 1 "after xl restore of colo's file"
 
 # 2. xl save -> colo restore
 before=$(nl_ticks_max tick)
@@ -35,6 +44,7 @@ rm -f /tmp/xl.save
 xl list
 [ -n "$(nl_domid tick)" ] || nl_fail "no domain tick after colo restore"
 nl_assert_continues tick "$before" 60
+dm_check 1 "after colo restore of xl's file"
 
 # 3. colo save -> colo restore (of a domain colo restored: its config
 #    came from colo's own userdata record)
@@ -43,6 +53,7 @@ nl_time colo_save2 $COLO save tick /tmp/colo2.save || nl_fail "colo save (2)"
 nl_time colo_restore $COLO restore /tmp/colo2.save || nl_fail "colo restore"
 rm -f /tmp/colo2.save
 nl_assert_continues tick "$before" 60
+dm_check 1 "after colo save and colo restore"
 
 # 4. colo save --continue: the guest runs on where it was. A PV guest on
 #    Debian's hypervisor (no shadow paging, DESIGN 4b) cannot log-dirty:
@@ -67,6 +78,7 @@ else
 fi
 [ "$(nl_domid tick)" = "$id" ] || nl_fail "save --continue changed the domain"
 nl_assert_continues tick "$before" 60
+dm_check 1 "after save --continue"
 
 # 5. a truncated file: a clear error, nothing left behind
 if [ -e /tmp/colo3.save ]; then
@@ -85,6 +97,7 @@ echo "corrupt file: exit $rc"
 [ -z "$(nl_domid tick)" ] || nl_fail "a half-restored domain was left behind"
 xl list
 [ "$(xl list | wc -l)" -eq "$n_before" ] || nl_fail "domains left behind"
+dm_check 0 "after a failed restore"
 
 {
     echo "# colo vs xl, $type tick guest, 128 MiB (ms, status)"

@@ -71,9 +71,8 @@ typedef void ckpt_xen_dm_started(int rc, const char *why, void *opaque);
  * log. d is used for the xenstore record; it must outlive the start. */
 int ckpt_xen_dm_start(struct event_base *base, struct ckpt_xen_dom *d,
                       uint32_t domid, const struct ckpt_xen_newdom *nd,
-                      const uint8_t *state, size_t len,
-                      ckpt_xen_dm_started *cb, void *opaque,
-                      struct ckpt_xen_dm_start **ret);
+                      const uint8_t *state, size_t len, ckpt_xen_dm_started *cb,
+                      void *opaque, struct ckpt_xen_dm_start **ret);
 void ckpt_xen_dm_start_free(struct ckpt_xen_dm_start *s); /* NULL ok */
 
 #endif

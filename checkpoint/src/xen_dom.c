@@ -425,6 +425,11 @@ int ckpt_xen_dom_resume(struct ckpt_xen_dom *d, uint32_t domid, bool fast)
                         "domain %" PRIu32 ": resuming its device model: %s",
                         domid, why);
     }
+    return ckpt_xen_dom_resume_vcpus(d, domid, fast);
+}
+
+int ckpt_xen_dom_resume_vcpus(struct ckpt_xen_dom *d, uint32_t domid, bool fast)
+{
     if (xc_domain_resume(d->xch, domid, fast ? 1 : 0) < 0)
         return fail(d, -COLO_EXEN, "domain %" PRIu32 ": resume failed: %s",
                     domid, strerror(errno));

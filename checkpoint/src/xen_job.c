@@ -73,12 +73,15 @@ struct ckpt_xen_job {
     struct event *ev_wait; /* restore: the source's CHECKPOINT_NEW */
     /* HVM: the device model */
     bool hvm;
-    struct qmp_client *dm; /* save: its QMP, for one operation */
+    struct qmp_client *dm;   /* save: its QMP */
+    bool dm_keep;            /* Remus: one connection for all checkpoints */
+    struct qmp_saver *saver; /* ... and one memfd/fdset for the states */
     enum dm_op {
         DM_OP_NONE,
         DM_OP_SAVE,
         DM_OP_LOGDIRTY_ON,
-        DM_OP_LOGDIRTY_OFF
+        DM_OP_LOGDIRTY_OFF,
+        DM_OP_CONT
     } dm_op;
     uint8_t *emu; /* its state (EMULATOR_CONTEXT payload) */
     size_t emu_len;
@@ -110,6 +113,8 @@ static void job_fire(evutil_socket_t fd, short what, void *arg)
 /* QEMU serves one QMP client: let go before anything else talks to it. */
 static void dm_drop(struct ckpt_xen_job *j)
 {
+    qmp_saver_free(j->saver); /* before its client */
+    j->saver = NULL;
     qmp_client_free(j->dm);
     j->dm = NULL;
 }
@@ -800,7 +805,8 @@ static void dm_saved(struct qmp_client *c, int rc, uint8_t *blob, size_t len,
     (void)c;
     (void)was_running;
     j->dm_op = DM_OP_NONE;
-    dm_drop(j); /* one client per operation: a resume connects itself */
+    if (!j->dm_keep)
+        dm_drop(j); /* one client per operation: a resume connects itself */
     if (rc == 0) {
         free(j->emu);
         j->emu = blob;
@@ -830,7 +836,8 @@ static void dm_logdirty_done(struct qmp_client *c, int rc, json_t *ret,
     (void)c;
     (void)ret;
     j->dm_op = DM_OP_NONE;
-    dm_drop(j);
+    if (!j->dm_keep)
+        dm_drop(j);
     if (rc < 0)
         snprintf(j->why, sizeof(j->why),
                  "device model of domain %" PRIu32
@@ -839,10 +846,41 @@ static void dm_logdirty_done(struct qmp_client *c, int rc, json_t *ret,
     ckpt_xen_helper_reply(j->h, rc < 0 ? -1 : 0);
 }
 
-/* One device-model operation per QMP connection (a resume connects on
- * its own): connect, issue the operation once connected; its callback
- * (dm_saved, dm_logdirty_done) drops the client and answers the helper.
- * A failure before that answers here: the save callback 0, switch
+/* Remus postcopy: QEMU runs again, then the vcpus (libxl__domain_resume's
+ * order), and the checkpoint's pause ends. */
+static void dm_cont_done(struct qmp_client *c, int rc, json_t *ret,
+                         const char *desc, void *arg)
+{
+    struct ckpt_xen_job *j = arg;
+
+    (void)c;
+    (void)ret;
+    j->dm_op = DM_OP_NONE;
+    if (rc == 0)
+        rc = ckpt_xen_dom_resume_vcpus(j->d, j->domid, true);
+    else
+        snprintf(j->why, sizeof(j->why),
+                 "device model of domain %" PRIu32 ": cont: %s", j->domid,
+                 desc ? desc : colo_strerror(rc));
+    if (rc < 0) {
+        if (!j->why[0])
+            snprintf(j->why, sizeof(j->why), "resume after checkpoint: %s",
+                     ckpt_xen_dom_error(j->d));
+        ckpt_xen_helper_reply(j->h, 0);
+        return;
+    }
+    j->suspended = false;
+    j->last_pause_us = (colo_now_ns() - j->t_stop_ns) / 1000u;
+    ckpt_xen_helper_reply(j->h, 1);
+}
+
+/* Device-model operations: connect, issue the operation once connected;
+ * its callback (dm_saved, dm_logdirty_done, dm_cont_done) answers the
+ * helper. A plain save uses one connection per operation (a resume
+ * connects on its own) and drops it in that callback; Remus keeps one
+ * connection and one saver for all checkpoints (the hot path), and lets
+ * go before anything synchronous talks to QEMU. A failure before the
+ * callback answers here: the save callback and postcopy 0, switch
  * logdirty -1, as libxl does. */
 static void dm_failed(struct ckpt_xen_job *j, int rc)
 {
@@ -852,7 +890,8 @@ static void dm_failed(struct ckpt_xen_job *j, int rc)
     dm_drop(j);
     snprintf(j->why, sizeof(j->why), "device model of domain %" PRIu32 ": %s",
              j->domid, colo_strerror(rc));
-    ckpt_xen_helper_reply(j->h, op == DM_OP_SAVE ? 0 : -1);
+    ckpt_xen_helper_reply(
+        j->h, op == DM_OP_LOGDIRTY_ON || op == DM_OP_LOGDIRTY_OFF ? -1 : 0);
 }
 
 static int dm_issue(struct ckpt_xen_job *j)
@@ -860,8 +899,18 @@ static int dm_issue(struct ckpt_xen_job *j)
     json_t *a;
     int rc;
 
+    if (j->dm_op == DM_OP_SAVE && j->dm_keep) {
+        if (!j->saver) {
+            rc = qmp_saver_new(j->dm, &j->saver);
+            if (rc < 0)
+                return rc;
+        }
+        return qmp_saver_save(j->saver, 0, dm_saved, j);
+    }
     if (j->dm_op == DM_OP_SAVE) /* stop, then xen-save-devices-state */
         return qmp_devstate_save(j->dm, 0, dm_saved, j);
+    if (j->dm_op == DM_OP_CONT)
+        return qmp_cont(j->dm, dm_cont_done, j);
     /* switch_qemu_logdirty (libxl__domain_common_switch_qemu_logdirty) */
     a = json_pack("{s:b}", "enable", j->dm_op == DM_OP_LOGDIRTY_ON);
     rc = a ? qmp_send(j->dm, "xen-set-global-dirty-log", a, -1, 0,
@@ -892,6 +941,13 @@ static void dm_run(struct ckpt_xen_job *j, enum dm_op op)
     char path[64];
     int rc;
 
+    if (j->dm_keep && j->dm && qmp_client_state(j->dm) == QMP_CONNECTED) {
+        j->dm_op = op;
+        rc = dm_issue(j);
+        if (rc < 0)
+            dm_failed(j, rc);
+        return;
+    }
     dm_drop(j);
     j->dm_op = op;
     j->dm = qmp_client_new(j->base, &o);
@@ -1027,6 +1083,11 @@ static void on_call(struct ckpt_xen_helper *h, const struct ckpt_xen_call *c,
             return;
         }
         if (j->kind == JOB_SAVE && j->stream != CKPT_XEN_STREAM_PLAIN &&
+            j->suspended && j->hvm) {
+            dm_run(j, DM_OP_CONT); /* then the vcpus; answers later */
+            return;
+        }
+        if (j->kind == JOB_SAVE && j->stream != CKPT_XEN_STREAM_PLAIN &&
             j->suspended) {
             /* Remus: the checkpoint's memory is out; the guest runs on
              * while the target commits it. */
@@ -1102,6 +1163,7 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
     struct ckpt_xen_job *j = opaque;
 
     (void)h;
+    dm_drop(j); /* libxc is done with it; a resume below talks to QEMU */
     if (rc < 0 && j->kind == JOB_SAVE && j->target_lost && !j->cancelled) {
         /* COLO: the secondary went away inside a checkpoint; libxc's save
          * failed on it. The guest runs on here, unprotected. */
@@ -1147,7 +1209,6 @@ static void on_done(struct ckpt_xen_helper *h, int rc,
                     "domain");
             return;
         }
-        dm_drop(j); /* the resume below talks to it */
         if (j->hvm && !j->emu) {
             job_end(j, -COLO_EXEN,
                     "libxc finished but the device model's state was not "
@@ -1476,6 +1537,7 @@ int ckpt_xen_save_start(struct ckpt_xen_job **ret, struct event_base *base,
     j->fd = p->fd;
     j->domid = p->domid;
     j->hvm = di.type == CKPT_XEN_DOM_HVM;
+    j->dm_keep = j->hvm && p->stream == CKPT_XEN_STREAM_REMUS;
     j->stream = p->stream;
     if (j->stream != CKPT_XEN_STREAM_PLAIN)
         j->sp.live = true;

@@ -91,9 +91,15 @@ int ckpt_xen_dom_unpause(struct ckpt_xen_dom *d, uint32_t domid);
  * Resume a domain that suspended itself. fast: the guest sees its suspend
  * hypercall return 1 ("cancelled") and runs on in place (checkpoints,
  * save --continue); otherwise it is the full resume a restore needs.
- * Tells xenstored too (xs_resume_domain), as libxl does.
+ * Tells xenstored too (xs_resume_domain), as libxl does. An HVM
+ * domain's device model gets `cont` first (a blocking QMP exchange on its
+ * own connection, ckpt_xen_dm_call).
  */
 int ckpt_xen_dom_resume(struct ckpt_xen_dom *d, uint32_t domid, bool fast);
+/* The same without an HVM domain's device model, for a caller that sent
+ * its `cont` itself (a Remus checkpoint, on its own QMP connection). */
+int ckpt_xen_dom_resume_vcpus(struct ckpt_xen_dom *d, uint32_t domid,
+                              bool fast);
 /* Log-dirty tracking of the domain's memory on or off (a COLO secondary
  * reports the pages it dirtied between checkpoints). Turning it on when it
  * is on already turns it off and on again, as libxl does. */

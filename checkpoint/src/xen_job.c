@@ -797,6 +797,15 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
 
 /* ---- helper owner ------------------------------------------------------ */
 
+/* A device-model operation answered: a plain save lets the connection go
+ * (one per operation: a resume connects itself), Remus keeps it. */
+static void dm_op_done(struct ckpt_xen_job *j)
+{
+    j->dm_op = DM_OP_NONE;
+    if (!j->dm_keep)
+        dm_drop(j);
+}
+
 static void dm_saved(struct qmp_client *c, int rc, uint8_t *blob, size_t len,
                      bool was_running, void *arg)
 {
@@ -804,9 +813,7 @@ static void dm_saved(struct qmp_client *c, int rc, uint8_t *blob, size_t len,
 
     (void)c;
     (void)was_running;
-    j->dm_op = DM_OP_NONE;
-    if (!j->dm_keep)
-        dm_drop(j); /* one client per operation: a resume connects itself */
+    dm_op_done(j);
     if (rc == 0) {
         free(j->emu);
         j->emu = blob;
@@ -835,9 +842,7 @@ static void dm_logdirty_done(struct qmp_client *c, int rc, json_t *ret,
 
     (void)c;
     (void)ret;
-    j->dm_op = DM_OP_NONE;
-    if (!j->dm_keep)
-        dm_drop(j);
+    dm_op_done(j);
     if (rc < 0)
         snprintf(j->why, sizeof(j->why),
                  "device model of domain %" PRIu32
@@ -855,7 +860,7 @@ static void dm_cont_done(struct qmp_client *c, int rc, json_t *ret,
 
     (void)c;
     (void)ret;
-    j->dm_op = DM_OP_NONE;
+    dm_op_done(j);
     if (rc == 0)
         rc = ckpt_xen_dom_resume_vcpus(j->d, j->domid, true);
     else

@@ -42,24 +42,6 @@ nl_time() {
 # too, so xenconsoled logs its ticks like a PVH guest's. No display, no
 # disk, no network.
 nl_tick_cfg() {
-    if [ "${2:-pvh}" = hvm ]; then
-        cat <<CFG
-name = "$1"
-type = "hvm"
-device_model_version = "qemu-xen"
-kernel = "$COLO_TICK_KERNEL"
-ramdisk = "$COLO_TICK_INITRD"
-extra = "console=hvc0 quiet"
-memory = ${3:-128}
-vcpus = 1
-tsc_mode = "native"
-on_crash = "preserve"
-vga = "none"
-vnc = 0
-sdl = 0
-CFG
-        return
-    fi
     cat <<CFG
 name = "$1"
 type = "${2:-pvh}"
@@ -70,6 +52,13 @@ memory = ${3:-128}
 vcpus = 1
 tsc_mode = "native"
 on_crash = "preserve"
+CFG
+    [ "${2:-pvh}" = hvm ] || return 0
+    cat <<CFG
+device_model_version = "qemu-xen"
+vga = "none"
+vnc = 0
+sdl = 0
 CFG
 }
 
@@ -302,6 +291,14 @@ nl_dm_cmdline() {
         { echo "nl_dm_cmdline: no device model of $1"; return 1; }
     tr '\0' ' ' <"/proc/$p/cmdline"
     echo
+}
+
+# nl_check_dms N WHY: exactly N device models (QEMU) run in dom0; WHY
+# names the step for the failure message.
+nl_check_dms() {
+    local n
+    n=$(ps | grep -c '[x]en-qemu-system')
+    [ "$n" = "$1" ] || { ps; nl_fail "$n device models run, expected $1 ($2)"; }
 }
 
 # _nl_u32s FILE OFFSET N: N little-endian u32 at OFFSET of FILE, in decimal.

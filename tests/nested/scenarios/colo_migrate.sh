@@ -9,9 +9,7 @@
 type=${NESTED_TICK_TYPE:-pvh}
 # HVM: exactly one device model (QEMU) runs, the live domain's.
 dm_check() {
-    [ "$type" = hvm ] || return 0
-    n=$(ps | grep -c '[x]en-qemu-system')
-    [ "$n" = "$1" ] || { ps; nl_fail "$n device models run, expected $1 ($2)"; }
+    [ "$type" != hvm ] || nl_check_dms "$@"
 }
 nl_tick_cfg tick "$type" >/tmp/tick.cfg
 nl_time create xl create /tmp/tick.cfg || nl_fail "xl create"

@@ -379,6 +379,9 @@ int ckpt_xen_dm_start(struct event_base *base, struct ckpt_xen_dom *d,
     mkdir("/var/run/xen", 0755);
     mkdir(DM_LOG_DIR, 0755);
     snprintf(log, sizeof(log), DM_LOG_DIR "/qemu-dm-%s.log", nd->name);
+    for (char *p = log + strlen(DM_LOG_DIR "/"); *p; p++)
+        if (*p == '/') /* a name is not a path */
+            *p = '_';
     snprintf(name, sizeof(name), "xen-dm-%" PRIu32, domid);
     o.qmp_path = qmp;
     o.log_path = log;

@@ -293,6 +293,27 @@ nl_dm_cmdline() {
     echo
 }
 
+# nl_kill_primary_failover PRIMARY_PID STANDBY_PID STANDBY_LOG: the
+# primary "host" dies (its colo and helper SIGKILLed); the standby must
+# take over (exit 0, "now runs here after failover") and exactly one tick
+# domain remain. The takeover time goes to the timings as "failover".
+nl_kill_primary_failover() {
+    local t2 t3
+    nl_kill_tree "$1"
+    wait "$1" 2>/dev/null
+    t2=$(nl_now_ms)
+    nl_wait_pid "$2" 120
+    t3=$(nl_now_ms)
+    echo "failover $((t3 - t2)) $nl_pid_rc" >>"$COLO_OUT/timings"
+    cat "$3"
+    [ "$nl_pid_rc" = 0 ] || nl_fail "the standby exited with $nl_pid_rc"
+    grep -q "now runs here after failover" "$3" || nl_fail "no failover message"
+    xl list
+    [ -n "$(nl_domid tick)" ] || nl_fail "no domain tick after the failover"
+    [ "$(xl list | grep -c '^tick')" = 1 ] ||
+        nl_fail "not exactly one tick domain after the failover"
+}
+
 # nl_check_dms N WHY: exactly N device models (QEMU) run in dom0; WHY
 # names the step for the failure message.
 nl_check_dms() {

@@ -198,14 +198,11 @@ static char *json_take_protect(const char *json, unsigned *interval_ms)
 }
 
 /* The standby's failover deadline for a primary checkpointing every
- * interval_ms: 5 s (the default) or twice the interval and 5 s more. */
+ * interval_ms (at most 1e8, json_take_protect): twice the interval and
+ * 5 s more; 5 s (the default) when it is unknown (0). */
 static unsigned failover_ms_for(unsigned interval_ms)
 {
-    uint64_t ms = 2ull * interval_ms + 5000;
-
-    if (interval_ms == 0 || ms < 5000)
-        return 5000;
-    return ms > 600000000u ? 600000000u : (unsigned)ms;
+    return 2 * interval_ms + 5000;
 }
 
 static void src_up(struct xprt_link *l, void *arg)

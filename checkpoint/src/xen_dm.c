@@ -175,6 +175,18 @@ struct call_state {
     size_t whysz;
 };
 
+/* The call's outcome; why = "WHAT: DESC or the error's text". */
+static void call_finish(struct call_state *cs, int rc, const char *what,
+                        const char *desc)
+{
+    cs->rc = rc;
+    if (rc < 0)
+        snprintf(cs->why, cs->whysz, "%s: %s", what,
+                 desc ? desc : colo_strerror(rc));
+    cs->done = true;
+    event_base_loopbreak(cs->base);
+}
+
 static void call_reply(struct qmp_client *c, int rc, json_t *ret,
                        const char *desc, void *arg)
 {
@@ -182,12 +194,7 @@ static void call_reply(struct qmp_client *c, int rc, json_t *ret,
 
     (void)c;
     (void)ret;
-    cs->rc = rc;
-    if (rc < 0)
-        snprintf(cs->why, cs->whysz, "%s: %s", cs->cmd,
-                 desc ? desc : colo_strerror(rc));
-    cs->done = true;
-    event_base_loopbreak(cs->base);
+    call_finish(cs, rc, cs->cmd, desc);
 }
 
 static void call_connected(struct qmp_client *c, int rc, void *arg)
@@ -196,12 +203,8 @@ static void call_connected(struct qmp_client *c, int rc, void *arg)
 
     if (rc == 0)
         rc = qmp_send(c, cs->cmd, cs->args, -1, 0, call_reply, cs, NULL);
-    if (rc < 0) {
-        cs->rc = rc;
-        snprintf(cs->why, cs->whysz, "QMP: %s", colo_strerror(rc));
-        cs->done = true;
-        event_base_loopbreak(cs->base);
-    }
+    if (rc < 0)
+        call_finish(cs, rc, "QMP", NULL);
 }
 
 int ckpt_xen_dm_call(uint32_t domid, const char *cmd, json_t *args,
@@ -251,7 +254,6 @@ out:
 /* ---- start a device model for a restored domain ------------------------ */
 
 struct ckpt_xen_dm_start {
-    struct event_base *base;
     struct ckpt_xen_dom *d;
     uint32_t domid;
     struct qmp_qemu *q;
@@ -359,7 +361,6 @@ int ckpt_xen_dm_start(struct event_base *base, struct ckpt_xen_dom *d,
     *ret = NULL;
     if (!s)
         return -ENOMEM;
-    s->base = base;
     s->d = d;
     s->domid = domid;
     s->cb = cb;

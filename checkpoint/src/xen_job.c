@@ -670,14 +670,25 @@ static int read_rec_raw(int fd, uint32_t *type, uint32_t *len, uint8_t **body)
 
 /* A checkpoint's EMULATOR_* record: kept aside until its CHECKPOINT_END
  * commits it (the memory it goes with is committed then too). */
-static int keep_emulator(struct ckpt_xen_job *j, uint32_t type, uint8_t *body,
-                         uint32_t len)
+/* An EMULATOR_* record's body in place: its header checked (colo starts
+ * one upstream QEMU: index 0) and stripped; the payload is len - 8 bytes. */
+static int emulator_payload(uint8_t *body, uint32_t len)
 {
     uint32_t id, index;
     int rc = xprt_emulator_hdr_decode(body, len, &id, &index);
 
     if (rc == 0 && (id != XPRT_EMULATOR_QEMU_UPSTREAM || index != 0))
         rc = -COLO_ESTREAM_UNSUPPORTED;
+    if (rc == 0)
+        memmove(body, body + 8, len - 8);
+    return rc;
+}
+
+static int keep_emulator(struct ckpt_xen_job *j, uint32_t type, uint8_t *body,
+                         uint32_t len)
+{
+    int rc = emulator_payload(body, len);
+
     if (rc == 0 && !j->hvm)
         rc = -COLO_ESTREAM_CORRUPT;
     if (rc < 0) {
@@ -685,7 +696,6 @@ static int keep_emulator(struct ckpt_xen_job *j, uint32_t type, uint8_t *body,
                  j->domid, type, colo_strerror(rc));
         return rc;
     }
-    memmove(body, body + 8, len - 8);
     if (type == XPRT_LIBXL_EMULATOR_CONTEXT) {
         free(j->emu_next);
         j->emu_next = body;
@@ -797,6 +807,16 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
 
 /* ---- helper owner ------------------------------------------------------ */
 
+/* why = "device model of domain N: [WHAT: ]DESC or the error's text". */
+static void dm_why(struct ckpt_xen_job *j, const char *what, int rc,
+                   const char *desc)
+{
+    snprintf(j->why, sizeof(j->why),
+             "device model of domain %" PRIu32 ": %s%s%s", j->domid,
+             what ? what : "", what ? ": " : "",
+             desc ? desc : colo_strerror(rc));
+}
+
 /* A device-model operation answered: a plain save lets the connection go
  * (one per operation: a resume connects itself), Remus keeps it. */
 static void dm_op_done(struct ckpt_xen_job *j)
@@ -828,9 +848,7 @@ static void dm_saved(struct qmp_client *c, int rc, uint8_t *blob, size_t len,
             colo_debug("domain %" PRIu32 ": device model state: %zu bytes",
                        j->domid, len);
     } else {
-        snprintf(j->why, sizeof(j->why),
-                 "device model of domain %" PRIu32 ": saving its state: %s",
-                 j->domid, colo_strerror(rc));
+        dm_why(j, "saving its state", rc, NULL);
     }
     ckpt_xen_helper_reply(j->h, rc == 0 ? 1 : 0);
 }
@@ -844,10 +862,7 @@ static void dm_logdirty_done(struct qmp_client *c, int rc, json_t *ret,
     (void)ret;
     dm_op_done(j);
     if (rc < 0)
-        snprintf(j->why, sizeof(j->why),
-                 "device model of domain %" PRIu32
-                 ": xen-set-global-dirty-log: %s",
-                 j->domid, desc ? desc : colo_strerror(rc));
+        dm_why(j, "xen-set-global-dirty-log", rc, desc);
     ckpt_xen_helper_reply(j->h, rc < 0 ? -1 : 0);
 }
 
@@ -864,9 +879,7 @@ static void dm_cont_done(struct qmp_client *c, int rc, json_t *ret,
     if (rc == 0)
         rc = ckpt_xen_dom_resume_vcpus(j->d, j->domid, true);
     else
-        snprintf(j->why, sizeof(j->why),
-                 "device model of domain %" PRIu32 ": cont: %s", j->domid,
-                 desc ? desc : colo_strerror(rc));
+        dm_why(j, "cont", rc, desc);
     if (rc < 0) {
         if (!j->why[0])
             snprintf(j->why, sizeof(j->why), "resume after checkpoint: %s",
@@ -893,8 +906,7 @@ static void dm_failed(struct ckpt_xen_job *j, int rc)
 
     j->dm_op = DM_OP_NONE;
     dm_drop(j);
-    snprintf(j->why, sizeof(j->why), "device model of domain %" PRIu32 ": %s",
-             j->domid, colo_strerror(rc));
+    dm_why(j, NULL, rc, NULL);
     ckpt_xen_helper_reply(
         j->h, op == DM_OP_LOGDIRTY_ON || op == DM_OP_LOGDIRTY_OFF ? -1 : 0);
 }
@@ -1377,7 +1389,6 @@ static int read_emulator(struct ckpt_xen_job *j, uint32_t type, uint32_t len,
 {
     size_t padded = ((size_t)len + 7) & ~(size_t)7;
     uint8_t *body;
-    uint32_t id, index;
     int rc;
 
     if (!j->hvm) {
@@ -1398,9 +1409,7 @@ static int read_emulator(struct ckpt_xen_job *j, uint32_t type, uint32_t len,
                 "reading the device model's record: %s", colo_strerror(rc));
         return rc;
     }
-    rc = xprt_emulator_hdr_decode(body, len, &id, &index);
-    if (rc == 0 && (id != XPRT_EMULATOR_QEMU_UPSTREAM || index != 0))
-        rc = -COLO_ESTREAM_UNSUPPORTED;
+    rc = emulator_payload(body, len);
     if (rc < 0) {
         free(body);
         job_end(j, rc,
@@ -1409,7 +1418,6 @@ static int read_emulator(struct ckpt_xen_job *j, uint32_t type, uint32_t len,
                 type, colo_strerror(rc));
         return rc;
     }
-    memmove(body, body + 8, len - 8);
     free(*buf);
     *buf = body;
     *buf_len = len - 8;

@@ -6,10 +6,32 @@
 
 NL_CONSOLE_DIR=/var/log/xen/console
 
-# nl_fail MSG: report a failed assertion and end run.sh with status 1.
+# nl_fail MSG: report a failed assertion and end run.sh with status 1;
+# what the guests were doing goes to $COLO_OUT/guests.txt (nl_guest_dump).
 nl_fail() {
     echo "FAIL: $*"
+    nl_guest_dump >"${COLO_OUT:-/tmp}/guests.txt" 2>&1
     exit 1
+}
+
+# nl_guest_dump: xl list, Xen's log of guest faults (a triple fault dumps
+# the vcpu), and every guest's vcpu 0 (registers, code, stack) by xenctx,
+# twice 0.5 s apart, so a spinning guest shows where it spins. Symbols come
+# from /share/files/System.map if the run copied the guest kernel's in
+# (nested-run --copy; Debian ships it in linux-image-*-dbg).
+nl_guest_dump() {
+    local id k sm=
+    [ -r /share/files/System.map ] && sm="-s /share/files/System.map"
+    xl list
+    xl dmesg | grep -A16 -E 'Triple fault|crashed|domain_crash' | head -80
+    for k in 1 2; do
+        for id in $(xl list | awk 'NR > 2 { print $2 }'); do
+            echo "== dom $id vcpu 0 (sample $k)"
+            # shellcheck disable=SC2086
+            xenctx $sm -S -a "$id" 0 2>&1 | head -60
+        done
+        usleep 500000
+    done
 }
 
 # nl_now_ms: dom0 uptime in milliseconds (10 ms resolution).

@@ -637,8 +637,10 @@ static int colo_s_failover(struct ckpt_xen_job *j)
 
 /* ---- Remus, the target: libxl's records of one checkpoint -------------- */
 
-/* One libxl record of a checkpoint; *body malloc'd (the caller frees it),
- * its length capped: 4 KiB, or LIBXL_REC_MAX for the device model's. */
+/* One libxl record; *body malloc'd (the caller frees it), *type and *len
+ * set even when it is refused. Capped at LIBXL_REC_MAX for the device
+ * model's records and optional ones, at 4 KiB for the rest (libxl's own
+ * are a few bytes). */
 static int read_rec_raw(int fd, uint32_t *type, uint32_t *len, uint8_t **body)
 {
     uint8_t h[8];
@@ -652,7 +654,8 @@ static int read_rec_raw(int fd, uint32_t *type, uint32_t *len, uint8_t **body)
     *len = colo_get_le32(h + 4);
     padded = ((size_t)*len + 7) & ~(size_t)7;
     cap = *type == XPRT_LIBXL_EMULATOR_CONTEXT ||
-                  *type == XPRT_LIBXL_EMULATOR_XENSTORE_DATA
+                  *type == XPRT_LIBXL_EMULATOR_XENSTORE_DATA ||
+                  (*type & 0x80000000u)
               ? LIBXL_REC_MAX
               : 4096;
     if (padded > cap)
@@ -668,8 +671,6 @@ static int read_rec_raw(int fd, uint32_t *type, uint32_t *len, uint8_t **body)
     return rc;
 }
 
-/* A checkpoint's EMULATOR_* record: kept aside until its CHECKPOINT_END
- * commits it (the memory it goes with is committed then too). */
 /* An EMULATOR_* record's body in place: its header checked (colo starts
  * one upstream QEMU: index 0) and stripped; the payload is len - 8 bytes. */
 static int emulator_payload(uint8_t *body, uint32_t len)
@@ -684,28 +685,40 @@ static int emulator_payload(uint8_t *body, uint32_t len)
     return rc;
 }
 
-static int keep_emulator(struct ckpt_xen_job *j, uint32_t type, uint8_t *body,
-                         uint32_t len)
+/* An EMULATOR_* record (body malloc'd, len bytes) taken over: checked
+ * (an HVM domain's, QEMU upstream, index 0) and kept as the device model's
+ * state, or, for a checkpoint (next), aside until its CHECKPOINT_END
+ * commits it with the memory it goes with. Body stays the caller's on an
+ * error; emulator_why says why. */
+static int take_emulator(struct ckpt_xen_job *j, uint32_t type, uint8_t *body,
+                         uint32_t len, bool next)
 {
     int rc = emulator_payload(body, len);
 
     if (rc == 0 && !j->hvm)
         rc = -COLO_ESTREAM_CORRUPT;
-    if (rc < 0) {
-        colo_err("domain %" PRIu32 ": device-model record %" PRIu32 ": %s",
-                 j->domid, type, colo_strerror(rc));
+    if (rc < 0)
         return rc;
-    }
     if (type == XPRT_LIBXL_EMULATOR_CONTEXT) {
-        free(j->emu_next);
-        j->emu_next = body;
-        j->emu_next_len = len - 8;
+        uint8_t **dst = next ? &j->emu_next : &j->emu;
+
+        free(*dst);
+        *dst = body;
+        *(next ? &j->emu_next_len : &j->emu_len) = len - 8;
     } else {
-        free(j->emu_xs_next);
-        j->emu_xs_next = (char *)body;
-        j->emu_xs_next_len = len - 8;
+        char **dst = next ? &j->emu_xs_next : &j->emu_xs;
+
+        free(*dst);
+        *dst = (char *)body;
+        *(next ? &j->emu_xs_next_len : &j->emu_xs_len) = len - 8;
     }
     return 0;
+}
+
+static const char *emulator_why(const struct ckpt_xen_job *j)
+{
+    return j->hvm ? "colo starts one upstream QEMU"
+                  : "the domain configuration is not HVM";
 }
 
 /* CHECKPOINT_END: the checkpoint's device-model state is the one a
@@ -785,7 +798,11 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
             return XGR_CHECKPOINT_ERROR;
         case XPRT_LIBXL_EMULATOR_XENSTORE_DATA:
         case XPRT_LIBXL_EMULATOR_CONTEXT:
-            if (keep_emulator(j, type, body, len) < 0) {
+            rc = take_emulator(j, type, body, len, true);
+            if (rc < 0) {
+                colo_err("domain %" PRIu32 ": device-model record %" PRIu32
+                         ": %s (%s)",
+                         j->domid, type, colo_strerror(rc), emulator_why(j));
                 free(body);
                 return XGR_CHECKPOINT_ERROR;
             }
@@ -1343,100 +1360,31 @@ static const struct ckpt_xen_helper_owner owner = {
 
 /* ---- restore: the libxl layer around libxc ----------------------------- */
 
-static int read_rec_hdr(struct ckpt_xen_job *j, uint32_t *type, uint32_t *len)
-{
-    uint8_t h[8];
-    int rc = colo_read_all(j->fd, h, sizeof(h));
-
-    if (rc < 0) {
-        job_end(j, rc, "reading a libxl record: %s", colo_strerror(rc));
-        return rc;
-    }
-    *type = colo_get_le32(h);
-    *len = colo_get_le32(h + 4);
-    if (*len > LIBXL_REC_MAX) {
-        job_end(j, -COLO_ESTREAM_TOO_BIG,
-                "libxl record type %" PRIu32 " of %" PRIu32 " bytes is over "
-                "the %u byte cap",
-                *type, *len, LIBXL_REC_MAX);
-        return -COLO_ESTREAM_TOO_BIG;
-    }
-    return 0;
-}
-
-static int skip_body(struct ckpt_xen_job *j, uint32_t len)
-{
-    uint8_t tmp[4096];
-    size_t left = ((size_t)len + 7) & ~(size_t)7;
-    int rc;
-
-    while (left) {
-        size_t n = left < sizeof(tmp) ? left : sizeof(tmp);
-
-        rc = colo_read_all(j->fd, tmp, n);
-        if (rc < 0) {
-            job_end(j, rc, "reading a libxl record: %s", colo_strerror(rc));
-            return rc;
-        }
-        left -= n;
-    }
-    return 0;
-}
-
-/* An EMULATOR_* record's body into *buf (QEMU upstream, index 0 only). */
-static int read_emulator(struct ckpt_xen_job *j, uint32_t type, uint32_t len,
-                         void **buf, size_t *buf_len)
-{
-    size_t padded = ((size_t)len + 7) & ~(size_t)7;
-    uint8_t *body;
-    int rc;
-
-    if (!j->hvm) {
-        job_end(j, -COLO_ESTREAM_CORRUPT,
-                "the stream carries device-model state, but the domain "
-                "configuration is not HVM");
-        return -COLO_ESTREAM_CORRUPT;
-    }
-    body = malloc(padded ? padded : 1);
-    if (!body) {
-        job_end(j, -ENOMEM, "out of memory");
-        return -ENOMEM;
-    }
-    rc = colo_read_all(j->fd, body, padded);
-    if (rc < 0) {
-        free(body);
-        job_end(j, rc == -COLO_EPEER_CLOSED ? -COLO_ESTREAM_TRUNCATED : rc,
-                "reading the device model's record: %s", colo_strerror(rc));
-        return rc;
-    }
-    rc = emulator_payload(body, len);
-    if (rc < 0) {
-        free(body);
-        job_end(j, rc,
-                "libxl emulator record type %" PRIu32 ": %s (colo starts "
-                "one upstream QEMU)",
-                type, colo_strerror(rc));
-        return rc;
-    }
-    free(*buf);
-    *buf = body;
-    *buf_len = len - 8;
-    return 0;
-}
-
 /* After libxc's END: libxl records up to libxl's END. PV/PVH streams have
  * none; HVM streams carry the device model's xenstore keys and state. */
 static int read_tail(struct ckpt_xen_job *j)
 {
-    uint32_t type, len;
-    int rc;
-
     for (int n = 0; n < 64; n++) {
-        rc = read_rec_hdr(j, &type, &len);
-        if (rc < 0)
+        uint8_t *body;
+        uint32_t type = 0, len = 0;
+        int rc = read_rec_raw(j->fd, &type, &len, &body);
+
+        if (rc == -COLO_ESTREAM_TOO_BIG) {
+            job_end(j, rc,
+                    "libxl record type %" PRIu32 " of %" PRIu32 " bytes is "
+                    "over the cap",
+                    type, len);
             return rc;
+        }
+        if (rc < 0) {
+            if (rc == -COLO_EPEER_CLOSED)
+                rc = -COLO_ESTREAM_TRUNCATED;
+            job_end(j, rc, "reading a libxl record: %s", colo_strerror(rc));
+            return rc;
+        }
         switch (type) {
         case XPRT_LIBXL_END:
+            free(body);
             if (j->hvm && !j->emu) {
                 job_end(j, -COLO_ESTREAM_CORRUPT,
                         "an HVM stream without the device model's state "
@@ -1445,28 +1393,25 @@ static int read_tail(struct ckpt_xen_job *j)
             }
             return 0;
         case XPRT_LIBXL_EMULATOR_XENSTORE_DATA:
-            rc = read_emulator(j, type, len, (void **)&j->emu_xs,
-                               &j->emu_xs_len);
-            if (rc < 0)
-                return rc;
-            continue;
         case XPRT_LIBXL_EMULATOR_CONTEXT:
-            rc = read_emulator(j, type, len, (void **)&j->emu, &j->emu_len);
-            if (rc < 0)
+            rc = take_emulator(j, type, body, len, false);
+            if (rc < 0) {
+                free(body);
+                job_end(j, rc, "device-model record %" PRIu32 ": %s (%s)",
+                        type, colo_strerror(rc), emulator_why(j));
                 return rc;
+            }
             continue;
         case XPRT_LIBXL_CHECKPOINT_END:
+            free(body);
             job_end(j, -COLO_ESTREAM_UNSUPPORTED,
                     "a checkpointed (Remus/COLO) stream is not a save "
                     "file; use colo standby to receive it");
             return -COLO_ESTREAM_UNSUPPORTED;
         default:
-            if (type & 0x80000000u) { /* optional record: skip */
-                rc = skip_body(j, len);
-                if (rc < 0)
-                    return rc;
-                continue;
-            }
+            free(body);
+            if (type & 0x80000000u)
+                continue; /* optional: skipped */
             job_end(j, -COLO_ESTREAM_CORRUPT,
                     "unexpected libxl record type %" PRIu32
                     " after libxc's stream",

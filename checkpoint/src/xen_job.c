@@ -1397,8 +1397,8 @@ static int read_tail(struct ckpt_xen_job *j)
             rc = take_emulator(j, type, body, len, false);
             if (rc < 0) {
                 free(body);
-                job_end(j, rc, "device-model record %" PRIu32 ": %s (%s)",
-                        type, colo_strerror(rc), emulator_why(j));
+                job_end(j, rc, "device-model record %" PRIu32 ": %s (%s)", type,
+                        colo_strerror(rc), emulator_why(j));
                 return rc;
             }
             continue;

@@ -1214,6 +1214,8 @@ int ckpt_xen_newdom_from_json(const char *json, size_t len,
         goto out;
     }
     snprintf(ret->name, sizeof(ret->name), "%s", s);
+    /* libxl__domain_create_info_setdefault: hardware paging by default. */
+    ret->hap = json_defbool(c, "hap", true);
     s = json_string_value(json_object_get(c, "uuid"));
     if (s) {
         if (uuid_parse(s, ret->uuid) < 0) {
@@ -1443,17 +1445,21 @@ int ckpt_xen_dom_create(struct ckpt_xen_dom *d, struct ckpt_xen_newdom *nd,
                 : 1;
     }
     cfg.grant_opts = XEN_DOMCTL_GRANT_version(nd->max_grant_version);
+    if (nd->type != CKPT_XEN_DOM_PV)
+        cfg.flags = XEN_DOMCTL_CDF_hvm | (nd->hap ? XEN_DOMCTL_CDF_hap : 0);
     if (nd->type == CKPT_XEN_DOM_PVH) {
-        cfg.flags = XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap;
         cfg.arch.emulation_flags = XEN_X86_EMU_LAPIC;
     } else if (nd->type == CKPT_XEN_DOM_HVM) {
         /* libxl__arch_domain_prepare_config: all emulation but vPCI. */
-        cfg.flags = XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap;
         cfg.arch.emulation_flags = XEN_X86_EMU_ALL & ~XEN_X86_EMU_VPCI;
     }
     if (xc_domain_create(d->xch, &domid, &cfg) < 0)
-        return fail(d, -COLO_EXEN, "creating domain '%s' failed: %s", nd->name,
-                    strerror(errno));
+        return fail(d, -COLO_EXEN, "creating domain '%s' failed: %s%s",
+                    nd->name, strerror(errno),
+                    nd->hap || nd->type == CKPT_XEN_DOM_PV
+                        ? ""
+                        : " (its configuration has hap=0: shadow paging, "
+                          "which Debian's hypervisor is built without)");
     /* libxl__build_pre */
     if (xc_domain_max_vcpus(d->xch, domid, nd->max_vcpus) < 0) {
         rc = fail(d, -COLO_EXEN, "domain %" PRIu32 ": max vcpus: %s", domid,

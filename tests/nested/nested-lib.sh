@@ -75,6 +75,9 @@ vcpus = 1
 tsc_mode = "native"
 on_crash = "preserve"
 CFG
+    # NESTED_TICK_HAP=0 (nested-run --env): shadow paging instead of the
+    # emulated NPT (needs --xen-shadow for PVH/HVM).
+    [ "${NESTED_TICK_HAP:-1}" != 0 ] || echo "hap = 0"
     [ "${2:-pvh}" = hvm ] || return 0
     cat <<CFG
 device_model_version = "qemu-xen"

@@ -17,8 +17,8 @@
 /* The shape `xl list -l` / xl's save header use (libxl_domain_config). */
 static const char pvh_cfg[] =
     "{\"c_info\": {\"type\": \"pvh\", \"name\": \"tick\", "
-    "\"uuid\": \"6b3c1a4e-0d2f-4a8b-9c1d-2e3f4a5b6c7d\", \"run_hotplug_"
-    "scripts\": \"True\"},"
+    "\"uuid\": \"6b3c1a4e-0d2f-4a8b-9c1d-2e3f4a5b6c7d\", \"hap\": \"False\", "
+    "\"run_hotplug_scripts\": \"True\"},"
     " \"b_info\": {\"max_vcpus\": 2, \"avail_vcpus\": [0, 1],"
     " \"max_memkb\": 131072, \"target_memkb\": 131072,"
     " \"shadow_memkb\": 2048, \"event_channels\": 1023,"
@@ -53,6 +53,7 @@ Test(dom, libxl_json_pvh)
     cr_assert_eq(nd.hard_affinity[0], 2);
     cr_assert_eq(nd.hard_affinity[1], 3); /* CPU 99: beyond the mask */
     cr_assert_eq(nd.hard_affinity[2], 0);
+    cr_assert_not(nd.hap); /* xl's hap = 0: shadow paging */
 }
 
 Test(dom, libxl_json_defaults)
@@ -74,6 +75,7 @@ Test(dom, libxl_json_defaults)
     cr_assert_eq(nd.max_grant_frames, -1);
     cr_assert_eq(nd.max_grant_version, -1);
     cr_assert_eq(nd.tsc_mode, 0);
+    cr_assert(nd.hap); /* hardware paging unless the config says not */
 }
 
 static void bad(const char *cfg, const char *expect)

@@ -152,6 +152,7 @@ struct ckpt_xen_newdom {
     uint64_t avail_vcpus_mask; /* bit i: vcpu i online (first 64) */
     uint64_t max_memkb, target_memkb;
     uint64_t shadow_memkb; /* 0: libxl's formula */
+    bool hap; /* c_info.hap (xl's hap=): HVM/PVH paging, else shadow */
     unsigned int event_channels;
     int max_grant_frames, max_maptrack_frames; /* -1: Xen's default */
     int max_grant_version;                     /* -1: what the host has */

@@ -1586,6 +1586,36 @@ static int write_userdata(struct ckpt_xen_dom *d, uint32_t domid,
     return 0;
 }
 
+int ckpt_xen_dom_dirty_span(struct ckpt_xen_dom *d, uint32_t domid,
+                            const struct ckpt_xen_newdom *nd, uint64_t *ret_pfn)
+{
+    /* Above 4 GiB and past the guest's RAM however libxl lays it out (RAM
+     * pages <= max_memkb / 4; the part above the MMIO hole starts at
+     * 4 GiB): no pfn of the stream, no hole. */
+    xen_pfn_t pfn = 0x100000 + nd->max_memkb / 4;
+
+    if (xc_domain_populate_physmap_exact(d->xch, domid, 1, 0, 0, &pfn) < 0)
+        return fail(d, -COLO_EXEN,
+                    "domain %" PRIu32 ": a page at pfn %#" PRIx64
+                    " (COLO's dirty-page span): %s",
+                    domid, (uint64_t)pfn, strerror(errno));
+    *ret_pfn = pfn;
+    return 0;
+}
+
+int ckpt_xen_dom_dirty_span_drop(struct ckpt_xen_dom *d, uint32_t domid,
+                                 uint64_t pfn)
+{
+    xen_pfn_t p = pfn;
+
+    if (xc_domain_decrease_reservation_exact(d->xch, domid, 1, 0, &p) < 0)
+        return fail(d, -COLO_EXEN,
+                    "domain %" PRIu32 ": freeing the page at pfn %#" PRIx64
+                    ": %s",
+                    domid, pfn, strerror(errno));
+    return 0;
+}
+
 int ckpt_xen_dom_finish(struct ckpt_xen_dom *d, uint32_t domid,
                         const struct ckpt_xen_newdom *nd, uint64_t store_gfn,
                         uint64_t console_gfn, const char *json)

@@ -69,6 +69,7 @@ struct ckpt_xen_job {
     /* COLO */
     bool svm_running;  /* save: the secondary has resumed once */
     bool dom_finished; /* restore: xenstore, console, introduce done */
+    uint64_t span_pfn; /* COLO restore: ckpt_xen_dom_dirty_span's page */
     enum { SVM_NONE, SVM_RESUMED, SVM_SUSPENDED } svm;
     struct event *ev_wait; /* restore: the source's CHECKPOINT_NEW */
     /* HVM: the device model */
@@ -509,6 +510,11 @@ static int colo_s_resume(struct ckpt_xen_job *j)
     if (first) {
         rc = ckpt_xen_dom_finish(j->d, j->domid, &j->rp.newdom, j->store_gfn,
                                  j->console_gfn, j->json);
+        /* libxc sized its dirty bitmap at the start: the page did it. */
+        if (rc >= 0 &&
+            ckpt_xen_dom_dirty_span_drop(j->d, j->domid, j->span_pfn) < 0)
+            colo_warn("domain %" PRIu32 ": %s", j->domid,
+                      ckpt_xen_dom_error(j->d));
         if (rc >= 0) {
             j->dom_finished = true;
             rc = ckpt_xen_dom_logdirty(j->d, j->domid, true);
@@ -1555,7 +1561,10 @@ int ckpt_xen_restore_start(struct ckpt_xen_job **ret, struct event_base *base,
         return rc;
     }
     j->created = true;
-    rc = start_helper(j, CKPT_XEN_OP_RESTORE);
+    if (j->stream == CKPT_XEN_STREAM_COLO)
+        rc = ckpt_xen_dom_dirty_span(d, j->domid, &j->rp.newdom, &j->span_pfn);
+    if (rc >= 0)
+        rc = start_helper(j, CKPT_XEN_OP_RESTORE);
     if (rc < 0) {
         ckpt_xen_dom_destroy(d, j->domid);
         j->created = false;

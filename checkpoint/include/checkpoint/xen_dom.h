@@ -193,6 +193,21 @@ int ckpt_xen_newdom_from_json(const char *json, size_t len,
 int ckpt_xen_dom_create(struct ckpt_xen_dom *d, struct ckpt_xen_newdom *nd,
                         uint32_t *ret_domid);
 /*
+ * COLO's copy, before xc_domain_restore: libxenguest sizes the bitmap of
+ * the pages the running copy dirtied (the list the primary sends again at
+ * each checkpoint) from XENMEM_maximum_gpfn when the restore starts. A
+ * fresh domain has nothing mapped, so only pfn 0 would ever be reported
+ * and the copy's own writes elsewhere would outlive every checkpoint. One
+ * page at a pfn past any the guest uses (4 GiB + its memory) raises that
+ * mark; *ret_pfn is it. ckpt_xen_dom_dirty_span_drop frees the page (the
+ * mark stays).
+ */
+int ckpt_xen_dom_dirty_span(struct ckpt_xen_dom *d, uint32_t domid,
+                            const struct ckpt_xen_newdom *nd,
+                            uint64_t *ret_pfn);
+int ckpt_xen_dom_dirty_span_drop(struct ckpt_xen_dom *d, uint32_t domid,
+                                 uint64_t pfn);
+/*
  * After a successful xc_domain_restore (libxl__build_post + the console):
  * the xenstore nodes (memory, store, console, cpus), introduce the domain
  * to xenstored, record the configuration JSON (if not NULL) where libxl

@@ -87,6 +87,20 @@ sdl = 0
 CFG
 }
 
+# nl_paging NAME: "hap" or "shadow": how Xen pages guest NAME (its domain
+# dump, debug key q; the last one in Xen's log counts).
+nl_paging() {
+    local id
+    id=$(nl_domid "$1")
+    [ -n "$id" ] || { echo none; return 1; }
+    xl debug-keys q
+    xl dmesg | awk -v d="domain $id:" '
+        /General information for domain/ { cur = index($0, d) > 0 }
+        cur && /paging assistance: hap / { m = "hap" }
+        cur && /paging assistance: shadow / { m = "shadow" }
+        END { print m ? m : "unknown" }'
+}
+
 # nl_tick_logs NAME: the console logs of guest NAME, oldest first.
 nl_tick_logs() {
     ls -tr "$NL_CONSOLE_DIR/guest-$1.log" \

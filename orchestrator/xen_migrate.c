@@ -77,10 +77,8 @@ static int send_ack_link(struct xprt_link *l)
 
 static void sock_timeouts(int fd)
 {
-    struct timeval tv = {.tv_sec = SOCK_TIMEOUT_S};
-
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    (void)colo_fd_set_timeouts(fd, SOCK_TIMEOUT_S * 1000u,
+                               SOCK_TIMEOUT_S * 1000u);
 }
 
 /* ==================== SOURCE ==================== */

@@ -297,13 +297,6 @@ static int send_state(int fd, uint32_t id)
     return xprt_rec_write_fd(fd, XPRT_LIBXL_CHECKPOINT_STATE, b, sizeof(b));
 }
 
-static void set_rcv_timeout(int fd, unsigned ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
-
 /* ---- Remus, the source: one checkpoint's end --------------------------- */
 
 static void colo_p_new(struct ckpt_xen_job *j);
@@ -537,7 +530,7 @@ static int colo_s_resume(struct ckpt_xen_job *j)
     if (send_state(j->fd, XPRT_CKPT_SVM_RESUMED) < 0)
         return XGR_CHECKPOINT_FAILOVER;
     if (j->ckpts == 1)
-        set_rcv_timeout(j->fd, colo_fo_ms(j));
+        (void)colo_fd_set_timeouts(j->fd, colo_fo_ms(j), 0);
     if (j->c.checkpoint)
         j->c.checkpoint(j, j->ckpts, 0, j->c.opaque);
     return XGR_CHECKPOINT_SUCCESS;
@@ -786,7 +779,7 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
                 return XGR_CHECKPOINT_ERROR; /* discard, do not take over */
             }
             if (j->ckpts == 1)
-                set_rcv_timeout(j->fd, fo);
+                (void)colo_fd_set_timeouts(j->fd, fo, 0);
             if (j->c.checkpoint)
                 j->c.checkpoint(j, j->ckpts, 0, j->c.opaque);
             return XGR_CHECKPOINT_SUCCESS;

@@ -1,10 +1,12 @@
 #include "common/fd.h"
 #include "common/error.h"
+#include "common/timeutil.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +41,23 @@ int colo_fd_set_cloexec(int fd, int on)
 int colo_fd_set_nonblock(int fd, int on)
 {
     return fd_flag(fd, F_GETFL, F_SETFL, O_NONBLOCK, on);
+}
+
+int colo_fd_set_timeouts(int fd, unsigned rcv_ms, unsigned snd_ms)
+{
+    struct timeval tv;
+
+    if (rcv_ms) {
+        tv = colo_ms_to_tv(rcv_ms);
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+            return -errno;
+    }
+    if (snd_ms) {
+        tv = colo_ms_to_tv(snd_ms);
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+            return -errno;
+    }
+    return 0;
 }
 
 int colo_write_all(int fd, const void *buf, size_t len)

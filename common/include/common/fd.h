@@ -13,6 +13,9 @@
 void colo_close(int *fd);
 int colo_fd_set_cloexec(int fd, int on);
 int colo_fd_set_nonblock(int fd, int on);
+/* A blocking socket's receive and send timeouts (SO_RCVTIMEO/SO_SNDTIMEO)
+ * in ms; 0 leaves that direction as it is. Returns 0 or -errno. */
+int colo_fd_set_timeouts(int fd, unsigned rcv_ms, unsigned snd_ms);
 /* Write/read exactly len bytes on a blocking fd, retrying EINTR.
  * read_all returns -COLO_ESTREAM_TRUNCATED on EOF after some bytes and
  * -COLO_EPEER_CLOSED on EOF before any. */

@@ -87,6 +87,32 @@ sdl = 0
 CFG
 }
 
+# nl_need_colo: end run.sh unless nested-run --colo gave it $COLO.
+nl_need_colo() {
+    [ -n "${COLO:-}" ] || nl_fail "no \$COLO (nested-run --colo)"
+}
+
+# nl_start_tick NAME [pvh|pv|hvm]: create tick guest NAME from
+# /tmp/NAME.cfg (nl_tick_cfg), timed as "create", and wait for its third
+# tick (120 s); run.sh ends if it does not come.
+nl_start_tick() {
+    nl_tick_cfg "$1" "${2:-pvh}" >"/tmp/$1.cfg"
+    nl_time create xl create "/tmp/$1.cfg" || nl_fail "xl create"
+    nl_wait_ticks "$1" 3 120 || nl_fail "the tick guest does not tick"
+}
+
+# nl_start_standby PORT: colo standby for guest tick on 127.0.0.1:PORT,
+# key /tmp/key, fencing with "xl destroy tick", logging to
+# /tmp/standby.log; its pid in $sb once it waits for a primary (60 s).
+# Not in $(...): the standby is a child of this shell.
+nl_start_standby() {
+    $COLO standby --listen "127.0.0.1:$1" --key-file /tmp/key \
+        --fence-cmd "xl destroy tick" >/tmp/standby.log 2>&1 &
+    sb=$!
+    nl_wait_log /tmp/standby.log "waiting for a primary" 60 $sb ||
+        { cat /tmp/standby.log; nl_fail "standby"; }
+}
+
 # nl_paging NAME: "hap" or "shadow": how Xen pages guest NAME (its domain
 # dump, debug key q; the last one in Xen's log counts).
 nl_paging() {

@@ -5,15 +5,13 @@
 # (the guest runs on), and a target that refuses the key (the guest runs
 # on). Ticks must go on after each step, never going back.
 . "$NESTED_LIB"
-[ -n "${COLO:-}" ] || nl_fail "no \$COLO (nested-run --colo)"
+nl_need_colo
 type=${NESTED_TICK_TYPE:-pvh}
 # HVM: exactly one device model (QEMU) runs, the live domain's.
 dm_check() {
     [ "$type" != hvm ] || nl_check_dms "$@"
 }
-nl_tick_cfg tick "$type" >/tmp/tick.cfg
-nl_time create xl create /tmp/tick.cfg || nl_fail "xl create"
-nl_wait_ticks tick 3 120 || nl_fail "the tick guest does not tick"
+nl_start_tick tick "$type"
 printf 'colo-nested-test-key-0123456789' >/tmp/key
 printf 'another-key-that-will-not-match!' >/tmp/badkey
 

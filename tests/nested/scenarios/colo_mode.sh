@@ -19,20 +19,14 @@
 # back at each checkpoint (it is reset to the primary's state), so it is
 # checked for running, not for monotony.
 . "$NESTED_LIB"
-[ -n "${COLO:-}" ] || nl_fail "no \$COLO (nested-run --colo)"
+nl_need_colo
 type=${NESTED_TICK_TYPE:-pvh}
-nl_tick_cfg tick "$type" >/tmp/tick.cfg
-nl_time create xl create /tmp/tick.cfg || nl_fail "xl create"
-nl_wait_ticks tick 3 120 || nl_fail "the tick guest does not tick"
+nl_start_tick tick "$type"
 printf 'colo-nested-test-key-0123456789' >/tmp/key
 plog=$NL_CONSOLE_DIR/guest-tick.log
 slog=$NL_CONSOLE_DIR/guest-tick--incoming.log
 
-$COLO standby --listen 127.0.0.1:8793 --key-file /tmp/key \
-    --fence-cmd "xl destroy tick" >/tmp/standby.log 2>&1 &
-sb=$!
-nl_wait_log /tmp/standby.log "waiting for a primary" 60 $sb ||
-    { cat /tmp/standby.log; nl_fail "standby"; }
+nl_start_standby 8793
 
 # 1. a clean end
 before=$(nl_ticks_max tick)

@@ -9,16 +9,14 @@
 # The ticks must go on after each step, never going back. colo's save file
 # is left in $COLO_OUT for the host-side check (verify-stream-v2).
 . "$NESTED_LIB"
-[ -n "${COLO:-}" ] || nl_fail "no \$COLO (nested-run --colo)"
+nl_need_colo
 type=${NESTED_TICK_TYPE:-pvh}
 # HVM: exactly one device model (QEMU) runs, the live domain's; none is
 # left behind by a save, a failed restore or a destroyed domain.
 dm_check() {
     [ "$type" != hvm ] || nl_check_dms "$@"
 }
-nl_tick_cfg tick "$type" >/tmp/tick.cfg
-nl_time create xl create /tmp/tick.cfg || nl_fail "xl create"
-nl_wait_ticks tick 3 120 || nl_fail "the tick guest does not tick"
+nl_start_tick tick "$type"
 
 # 1. colo save -> xl restore
 before=$(nl_ticks_max tick)

@@ -11,7 +11,7 @@
 #      runs the guest from the last committed checkpoint; its ticks go on.
 # The hosts meet through files in /share.
 . "$NESTED_LIB"
-[ -n "${COLO:-}" ] || nl_fail "no \$COLO (nested-run --colo)"
+nl_need_colo
 me=/share/host$COLO_HOST_ID
 peer=/share/host$((3 - COLO_HOST_ID))
 printf 'colo-nested-two-hosts-key-012345' >/tmp/key
@@ -55,9 +55,7 @@ fi
 
 # Host 1: the sender, then the standby.
 touch "$me/net-up"
-nl_tick_cfg tick pvh >/tmp/tick.cfg
-nl_time create xl create /tmp/tick.cfg || nl_fail "xl create"
-nl_wait_ticks tick 3 120 || nl_fail "the tick guest does not tick"
+nl_start_tick tick pvh
 nl_wait_file "$peer/listening" 300 || nl_fail "host 2 does not listen"
 nl_time migrate_remote $COLO migrate tick "$COLO_PEER_IP:8790" --key-file /tmp/key
 rc=$?

@@ -35,9 +35,7 @@ fi
 
 # Host 1: the sender.
 touch "$me/net-up"
-nl_tick_cfg tick pvh >/tmp/tick.cfg
-nl_time create xl create /tmp/tick.cfg || nl_fail "xl create"
-nl_wait_ticks tick 3 120 || nl_fail "the tick guest does not tick"
+nl_start_tick tick pvh
 nl_wait_peer "$peer/listening" 300 || nl_fail "host 2 does not listen"
 nl_time migrate_remote xl migrate -s "" tick "socat - TCP:$COLO_PEER_IP:$port"
 rc=$?

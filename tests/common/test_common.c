@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 Test(error, every_code_has_a_message_and_name)
@@ -95,6 +97,46 @@ Test(fd, read_all_reports_truncation)
     cr_expect_eq(colo_read_all(p[0], out, 8), -COLO_EPEER_CLOSED);
     colo_close(&p[0]);
     colo_close(&p[0]); /* harmless */
+}
+
+/* The kernel keeps socket timeouts in jiffies: up to 10 ms more. */
+#define cr_expect_timeout(fd, opt, ms)                                    \
+    do {                                                                  \
+        unsigned got_ = sock_timeout_ms(fd, opt);                         \
+        cr_expect(got_ >= (ms) && got_ <= (ms) + 10, "%s: %u ms, not %u", \
+                  #opt, got_, (unsigned)(ms));                            \
+    } while (0)
+
+static unsigned sock_timeout_ms(int fd, int opt)
+{
+    struct timeval tv;
+    socklen_t len = sizeof(tv);
+
+    cr_assert_eq(getsockopt(fd, SOL_SOCKET, opt, &tv, &len), 0);
+    return (unsigned)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
+}
+
+Test(fd, socket_timeouts_set_and_kept)
+{
+    int sv[2];
+    char c;
+
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    cr_expect_eq(colo_fd_set_timeouts(sv[0], 1500, 250), 0);
+    cr_expect_timeout(sv[0], SO_RCVTIMEO, 1500);
+    cr_expect_timeout(sv[0], SO_SNDTIMEO, 250);
+    /* 0 leaves a direction as it is. */
+    cr_expect_eq(colo_fd_set_timeouts(sv[0], 20, 0), 0);
+    cr_expect_timeout(sv[0], SO_RCVTIMEO, 20);
+    cr_expect_timeout(sv[0], SO_SNDTIMEO, 250);
+    /* A silent peer: the read ends with EAGAIN instead of blocking. */
+    errno = 0;
+    cr_expect_eq(read(sv[0], &c, 1), -1);
+    cr_expect(errno == EAGAIN || errno == EWOULDBLOCK, "errno %d", errno);
+    close(sv[0]);
+    close(sv[1]);
+    /* Not a socket: the error comes back. */
+    cr_expect_eq(colo_fd_set_timeouts(-1, 10, 10), -EBADF);
 }
 
 Test(fault, points_from_environment)

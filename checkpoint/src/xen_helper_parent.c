@@ -23,6 +23,7 @@
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/fd.h"
+#include "common/log.h"
 
 struct ckpt_xen_helper {
     struct event_base *base;
@@ -240,7 +241,10 @@ static int handle(struct ckpt_xen_helper *h, const struct ckpt_xen_msg *m)
             h->res.store_gfn = m->u64a;
             h->res.console_gfn = m->u64b;
         }
-        snprintf(h->res.error, sizeof(h->res.error), "%s", text);
+        /* A longer message is cut: it only explains the status. */
+        if (snprintf(h->res.error, sizeof(h->res.error), "%s", text) >=
+            (int)sizeof(h->res.error))
+            colo_debug("xen helper: its error message was cut");
         return 0;
     case CKPT_XEN_MSG_CALL: {
         struct ckpt_xen_call c = {.cb = (enum ckpt_xen_cb)m->u32a,

@@ -791,7 +791,7 @@ static json_t *with_devices(size_t n)
     size_t i;
 
     for (i = 0; i < n; i++) {
-        char id[16];
+        char id[24];
 
         snprintf(id, sizeof(id), "d%zu", i);
         json_array_append_new(
@@ -833,7 +833,7 @@ Test(config, caps_disks_props_args_strings)
         doc = base_doc();
         arr = json_array();
         for (i = 0; i < ORCH_CONFIG_MAX_DISKS + (size_t)over; i++) {
-            char id[16];
+            char id[24];
 
             snprintf(id, sizeof(id), "k%zu", i);
             json_array_append_new(
@@ -846,7 +846,7 @@ Test(config, caps_disks_props_args_strings)
         doc = base_doc();
         dev = json_pack("{s:s,s:s}", "driver", "x", "id", "p");
         for (i = 0; i < ORCH_CONFIG_MAX_PROPS + (size_t)over; i++) {
-            char key[16];
+            char key[24];
 
             snprintf(key, sizeof(key), "p%zu", i);
             json_object_set_new(dev, key, json_integer((json_int_t)i));

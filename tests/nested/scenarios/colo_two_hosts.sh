@@ -17,7 +17,7 @@ peer=/share/host$((3 - COLO_HOST_ID))
 printf 'colo-nested-two-hosts-key-012345' >/tmp/key
 
 if [ "$COLO_HOST_ID" = 2 ]; then
-    nl_wait_file "$peer/net-up" 240 || nl_fail "host 1 never came up"
+    nl_wait_peer "$peer/net-up" 240 || nl_fail "host 1 never came up"
     ping -c 2 -W 5 "$COLO_PEER_IP" || nl_fail "no ping to host 1"
     # 1. receive the guest
     $COLO receive --listen "$COLO_IP:8790" --key-file /tmp/key >"$me/receive.log" 2>&1 &
@@ -28,7 +28,7 @@ if [ "$COLO_HOST_ID" = 2 ]; then
     cat "$me/receive.log"
     [ "$nl_pid_rc" = 0 ] || nl_fail "colo receive exited with $nl_pid_rc"
     [ -n "$(nl_domid tick)" ] || nl_fail "no domain tick on host 2"
-    nl_wait_file "$peer/migrated" 60 || nl_fail "host 1 did not finish"
+    nl_wait_peer "$peer/migrated" 60 || nl_fail "host 1 did not finish"
     last1=$(cat "$peer/last-tick")
     first2=$(nl_ticks_min tick)
     echo "host 1 last tick $last1, host 2 first tick $first2"
@@ -36,7 +36,7 @@ if [ "$COLO_HOST_ID" = 2 ]; then
     nl_wait_ticks tick $((first2 + 3)) 60 || nl_fail "the guest does not tick on host 2"
     nl_check_ticks tick 0 || nl_fail "ticks on host 2 not continuous"
     # 2. protect it back to host 1, then die as its primary
-    nl_wait_file "$peer/standby" 120 || nl_fail "host 1 has no standby"
+    nl_wait_peer "$peer/standby" 120 || nl_fail "host 1 has no standby"
     $COLO protect tick "$COLO_PEER_IP:8792" --key-file /tmp/key --interval 200 \
         >"$me/protect.log" 2>&1 &
     pr=$!
@@ -56,7 +56,7 @@ fi
 # Host 1: the sender, then the standby.
 touch "$me/net-up"
 nl_start_tick tick pvh
-nl_wait_file "$peer/listening" 300 || nl_fail "host 2 does not listen"
+nl_wait_peer "$peer/listening" 300 || nl_fail "host 2 does not listen"
 nl_time migrate_remote $COLO migrate tick "$COLO_PEER_IP:8790" --key-file /tmp/key
 rc=$?
 nl_ticks_max tick >"$me/last-tick"
@@ -73,7 +73,7 @@ $COLO standby --listen "$COLO_IP:8792" --key-file /tmp/key \
 sb=$!
 nl_wait_log "$me/standby.log" "waiting for a primary" 60 $sb || nl_fail "colo standby"
 touch "$me/standby"
-nl_wait_file "$peer/dying" 900 || { cat "$me/standby.log"; nl_fail "host 2 never died"; }
+nl_wait_peer "$peer/dying" 900 || { cat "$me/standby.log"; nl_fail "host 2 never died"; }
 t0=$(nl_now_ms)
 nl_wait_pid $sb 120
 echo "failover $(($(nl_now_ms) - t0)) $nl_pid_rc" >>"$COLO_OUT/timings"

@@ -488,7 +488,9 @@ static void colo_p_new(struct ckpt_xen_job *j)
  * The source gone: FAILOVER; libxc returns 0 and on_done pauses the copy
  * for the owner's tie-breaker. */
 
-static unsigned colo_fo_ms(const struct ckpt_xen_job *j)
+/* The standby's deadline: this much silence from the source is a failover
+ * (Remus and COLO). */
+static unsigned failover_ms(const struct ckpt_xen_job *j)
 {
     return j->rp.failover_timeout_ms ? j->rp.failover_timeout_ms
                                      : REMUS_FAILOVER_MS;
@@ -530,7 +532,7 @@ static int colo_s_resume(struct ckpt_xen_job *j)
     if (send_state(j->fd, XPRT_CKPT_SVM_RESUMED) < 0)
         return XGR_CHECKPOINT_FAILOVER;
     if (j->ckpts == 1)
-        (void)colo_fd_set_timeouts(j->fd, colo_fo_ms(j), 0);
+        (void)colo_fd_set_timeouts(j->fd, failover_ms(j), 0);
     if (j->c.checkpoint)
         j->c.checkpoint(j, j->ckpts, 0, j->c.opaque);
     return XGR_CHECKPOINT_SUCCESS;
@@ -547,11 +549,11 @@ static void colo_s_new(evutil_socket_t fd, short what, void *arg)
     if (what & EV_TIMEOUT) {
         colo_warn("domain %" PRIu32 ": the source is silent for %u ms after "
                   "checkpoint %" PRIu64,
-                  j->domid, colo_fo_ms(j), j->ckpts);
+                  j->domid, failover_ms(j), j->ckpts);
         ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_FAILOVER);
         return;
     }
-    rc = read_state(j->fd, (int)colo_fo_ms(j), XPRT_CKPT_NEW, &code, why,
+    rc = read_state(j->fd, (int)failover_ms(j), XPRT_CKPT_NEW, &code, why,
                     sizeof(why));
     if (rc == 0) {
         ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_SUCCESS);
@@ -578,7 +580,7 @@ static void colo_s_new(evutil_socket_t fd, short what, void *arg)
 
 static void colo_s_wait(struct ckpt_xen_job *j)
 {
-    struct timeval tv = colo_ms_to_tv(colo_fo_ms(j));
+    struct timeval tv = colo_ms_to_tv(failover_ms(j));
 
     if (!j->ev_wait)
         j->ev_wait = event_new(j->base, j->fd, EV_READ, colo_s_new, j);
@@ -745,8 +747,6 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
     uint32_t type, len;
     int32_t code;
     char text[256];
-    unsigned fo = j->rp.failover_timeout_ms ? j->rp.failover_timeout_ms
-                                            : REMUS_FAILOVER_MS;
     int rc;
 
     for (int i = 0; i < 16; i++) {
@@ -779,7 +779,7 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
                 return XGR_CHECKPOINT_ERROR; /* discard, do not take over */
             }
             if (j->ckpts == 1)
-                (void)colo_fd_set_timeouts(j->fd, fo, 0);
+                (void)colo_fd_set_timeouts(j->fd, failover_ms(j), 0);
             if (j->c.checkpoint)
                 j->c.checkpoint(j, j->ckpts, 0, j->c.opaque);
             return XGR_CHECKPOINT_SUCCESS;

@@ -245,19 +245,10 @@ nl_assert_continues() {
     echo "ok: $1 continues: tick $2 -> $(nl_ticks_max "$1")"
 }
 
-# nl_wait_file PATH SECONDS: wait until PATH exists (e.g. written by the
-# other host in the shared /share); status 1 at the deadline.
-nl_wait_file() {
-    local end=$(($(nl_now_ms) + $2 * 1000))
-    until [ -e "$1" ]; do
-        [ "$(nl_now_ms)" -ge $end ] && { echo "nl_wait_file: no $1 after $2 s"; return 1; }
-        usleep 200000
-    done
-}
-
-# nl_wait_peer PATH SECONDS: like nl_wait_file for a file the other host
-# writes, but gives up early when the other host's run.sh has ended
-# (its /share/host<N>/status exists) without writing PATH.
+# nl_wait_peer PATH SECONDS: wait until PATH exists, a file the other host
+# writes in the shared /share (the two hosts meet through such files);
+# status 1 at the deadline, or at once when the other host's run.sh has
+# ended (its /share/host<N>/status exists) without writing PATH.
 nl_wait_peer() {
     local end=$(($(nl_now_ms) + $2 * 1000))
     local st=/share/host$((3 - COLO_HOST_ID))/status

@@ -4,7 +4,7 @@
 # colo_checkpoint is defined:
 #     include(${CMAKE_CURRENT_SOURCE_DIR}/xen_detect.cmake)
 # Defines COLO_XC_RESTORE_MEMFLAGS=0|1 on colo_checkpoint (PRIVATE). Without
-# the include, checkpoint/src/xen_helper_child.c falls back to the 4.17 form
+# the include, checkpoint/src/xen/helper_child.c falls back to the 4.17 form
 # and its call fails to compile against 4.22 (never silently wrong).
 include(CheckCSourceCompiles)
 include(CMakePushCheckState)

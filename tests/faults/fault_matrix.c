@@ -42,8 +42,8 @@ struct point {
                                 fault()) */
 };
 
-/* Wired points as of checkpoint/src/primary.c fault() calls and
- * checkpoint/src/secondary.c + qmp/src/devstate.c colo_fault() calls. */
+/* Wired points as of checkpoint/src/qemu/primary.c fault() calls and
+ * checkpoint/src/qemu/secondary.c + qmp/src/devstate.c colo_fault() calls. */
 static const struct point points[] = {
     /* 0: no fault point: SIGKILL the side's colo at checkpoint >= 10 (a
      * host crash at an arbitrary moment, after protection). */

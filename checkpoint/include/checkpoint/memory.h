@@ -1,8 +1,9 @@
 /*
  * Memory backends: where a checkpoint's pages come from (primary) and where
- * they go (secondary). The engines only talk to struct ckpt_memory through
- * its ops, so the QEMU RAM-file backend (here) and the Xen libxenguest
- * backend (a later issue) plug into the same engine.
+ * they go (secondary). The engines (primary.h, secondary.h) only talk to
+ * struct ckpt_memory through its ops; the one backend is QEMU's RAM file
+ * (here). Xen guests do not use these engines: libxenguest moves their
+ * memory (xen_job.h).
  *
  * Pages are 4 KiB (CKPT_PAGE_SIZE); a page is named by its pfn, the page
  * number inside guest RAM (pfn * 4096 is the guest-physical address for the

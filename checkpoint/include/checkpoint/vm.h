@@ -1,8 +1,8 @@
 /*
  * What the engines need from a running VM, behind one vtable: stop and
  * resume the guest, save its device state into a blob, and load a blob
- * (then resume). The QEMU implementation drives a QMP client; the Xen one
- * (later) suspends through libxc and saves QEMU's emulator context.
+ * (then resume). The one implementation drives QEMU's QMP client; Xen
+ * domains are suspended and saved by xen_job.h, not through this vtable.
  *
  * Every operation is asynchronous and has a deadline (timeout_ms, given at
  * creation). Contract of each op:

@@ -237,7 +237,7 @@ struct ckpt_xen_guest_ops; /* xen_seam.h */
 /* The real libxenguest table. */
 const struct ckpt_xen_guest_ops *ckpt_xen_real_ops(void);
 /* A fake libxc that writes/reads real libxc-format streams and drives the
- * callbacks in libxc's order (xen_fakexc.c); for tests. */
+ * callbacks in libxc's order (checkpoint/src/xen/fakexc.c); for tests. */
 const struct ckpt_xen_guest_ops *ckpt_xen_fake_ops(void);
 
 /*

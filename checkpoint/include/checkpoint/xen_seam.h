@@ -1,6 +1,6 @@
 /*
  * The helper's only door into libxenguest: a table of four functions with
- * libxenguest's own signatures (the 4.17 restore form; xen_helper_child.c
+ * libxenguest's own signatures (the 4.17 restore form; xen/helper_child.c
  * adapts to newer libraries). Tests swap it for ckpt_xen_fake_ops(), which
  * writes and reads real libxc-format streams. Included only by checkpoint/
  * sources: it pulls in xenctrl.h / xenguest.h.

@@ -1,6 +1,6 @@
 /*
- * Helper channel framing (see xen_helper.h and docs/xen.md) and the libxl
- * records colo writes around libxc's stream.
+ * Helper channel framing (see xen_helper.h and docs/xen.md). The libxl
+ * records colo writes around libxc's stream are libxl_rec.c's.
  */
 #include "checkpoint/xen_helper.h"
 
@@ -191,61 +191,4 @@ const char *ckpt_xen_cb_name(uint32_t cb)
     if (cb >= 1 && cb <= CKPT_XEN_CB_MAX)
         return names[cb];
     return "unknown";
-}
-
-/* ---- libxl layer ------------------------------------------------------- */
-
-int ckpt_xen_stream_begin(int fd)
-{
-    uint8_t hdr[XPRT_LIBXL_HDR_SIZE];
-    int rc;
-
-    xprt_libxl_hdr_encode(hdr);
-    rc = colo_write_all(fd, hdr, sizeof(hdr));
-    if (rc < 0)
-        return rc;
-    return xprt_rec_write_fd(fd, XPRT_LIBXL_LIBXC_CONTEXT, NULL, 0);
-}
-
-static int emulator_rec(int fd, uint32_t type, const void *data, size_t len)
-{
-    uint8_t h[8];
-    struct iovec iov[2] = {{h, 8}, {(void *)data, len}};
-
-    xprt_emulator_hdr_encode(h, XPRT_EMULATOR_QEMU_UPSTREAM, 0);
-    return xprt_rec_writev_fd(fd, type, iov, 2);
-}
-
-static int emulator_context(int fd, const void *emu, size_t emu_len)
-{
-    return emulator_rec(fd, XPRT_LIBXL_EMULATOR_CONTEXT, emu, emu_len);
-}
-
-int ckpt_xen_stream_emulator_xenstore(int fd, const void *data, size_t len)
-{
-    return emulator_rec(fd, XPRT_LIBXL_EMULATOR_XENSTORE_DATA, data, len);
-}
-
-int ckpt_xen_stream_checkpoint_end(int fd, const void *emu, size_t emu_len)
-{
-    int rc;
-
-    if (emu) {
-        rc = emulator_context(fd, emu, emu_len);
-        if (rc < 0)
-            return rc;
-    }
-    return xprt_rec_write_fd(fd, XPRT_LIBXL_CHECKPOINT_END, NULL, 0);
-}
-
-int ckpt_xen_stream_end(int fd, const void *emu, size_t emu_len)
-{
-    int rc;
-
-    if (emu) {
-        rc = emulator_context(fd, emu, emu_len);
-        if (rc < 0)
-            return rc;
-    }
-    return xprt_rec_write_fd(fd, XPRT_LIBXL_END, NULL, 0);
 }

@@ -19,6 +19,7 @@
 
 #include "checkpoint/xen_dm.h"
 #include "checkpoint/xen_helper.h"
+#include "libxl_rec.h"
 #include "common/buf.h"
 #include "common/error.h"
 #include "common/fd.h"
@@ -33,7 +34,6 @@
 #define SUSPEND_TIMEOUT_MS  60000
 #define PRECOPY_MAX_ROUNDS  5 /* libxc's simple_precopy_policy */
 #define PRECOPY_DIRTY_FLOOR 50
-#define LIBXL_REC_MAX       (16u << 20) /* cap on a libxl record body */
 #define REMUS_INTERVAL_MS   200
 #define REMUS_ACK_MS        10000
 #define REMUS_FAILOVER_MS   5000
@@ -163,140 +163,6 @@ static void job_end(struct ckpt_xen_job *j, int rc, const char *fmt, ...)
     event_active(j->ev_done, EV_TIMEOUT, 0);
 }
 
-/* ---- ACKs on the raw socket ------------------------------------------- */
-
-int ckpt_xen_send_ack(int fd, uint64_t v)
-{
-    uint8_t b[8];
-
-    colo_put_le64(b, v);
-    return xprt_rec_write_fd(fd, XPRT_COLO_ACK, b, sizeof(b));
-}
-
-int ckpt_xen_send_error(int fd, int code, const char *text)
-{
-    struct colo_buf b;
-    int rc;
-
-    colo_buf_init(&b, 0);
-    rc = xprt_error_write(&b, code, text);
-    if (rc >= 0)
-        rc = colo_write_all(fd, b.data, b.len);
-    colo_buf_dispose(&b);
-    return rc;
-}
-
-/* One record from the peer within ms, heartbeats skipped; an ERROR
- * becomes -COLO_EPEER_REJECTED (its code in *code when asked). */
-static int read_peer_rec(int fd, int ms, uint32_t *type, uint8_t *body,
-                         size_t cap, uint32_t *len, int32_t *code, char *why,
-                         size_t whysz)
-{
-    uint64_t end = colo_now_ns() + (uint64_t)ms * 1000000u;
-    uint8_t h[8];
-
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int64_t left = (int64_t)(end - colo_now_ns()) / 1000000;
-        uint32_t padded;
-        int rc;
-
-        if (left <= 0 || poll(&p, 1, (int)left) == 0) {
-            snprintf(why, whysz, "no answer from the peer in %d ms", ms);
-            return -ETIMEDOUT;
-        }
-        rc = colo_read_all(fd, h, sizeof(h));
-        if (rc < 0) {
-            snprintf(why, whysz, "the peer closed the connection (%s)",
-                     colo_strerror(rc));
-            return rc;
-        }
-        *type = colo_get_le32(h);
-        *len = colo_get_le32(h + 4);
-        padded = (*len + 7) & ~7u; /* wraps for a huge len: checked */
-        if (*len > cap || padded > cap) {
-            snprintf(why, whysz, "oversized record from the peer");
-            return -COLO_ESTREAM_TOO_BIG;
-        }
-        rc = colo_read_all(fd, body, padded);
-        if (rc < 0) {
-            snprintf(why, whysz, "the peer closed the connection (%s)",
-                     colo_strerror(rc));
-            return rc;
-        }
-        if (*type == XPRT_COLO_HEARTBEAT)
-            continue;
-        if (*type == XPRT_COLO_ERROR) {
-            int32_t c = 0;
-            char text[400] = "";
-
-            xprt_error_decode(body, *len, &c, text, sizeof(text));
-            if (code)
-                *code = c;
-            snprintf(why, whysz, "the peer says: %s", text);
-            return -COLO_EPEER_REJECTED;
-        }
-        return 0;
-    }
-}
-
-int ckpt_xen_read_ack(int fd, int ms, uint64_t *v, char *why, size_t whysz)
-{
-    uint8_t body[512];
-    uint32_t type, len;
-    int rc = read_peer_rec(fd, ms, &type, body, sizeof(body), &len, NULL, why,
-                           whysz);
-
-    if (rc < 0)
-        return rc;
-    if (type == XPRT_COLO_ACK && len == 8) {
-        *v = colo_get_le64(body);
-        return 0;
-    }
-    snprintf(why, whysz, "unexpected record 0x%08" PRIx32 " from the peer",
-             type);
-    return -COLO_ESTREAM_CORRUPT;
-}
-
-/* COLO: libxl's CHECKPOINT_STATE with the id want, within ms. */
-static int read_state(int fd, int ms, uint32_t want, int32_t *code, char *why,
-                      size_t whysz)
-{
-    static const char *const names[] = {"CHECKPOINT_NEW", "SVM_SUSPENDED",
-                                        "SVM_READY", "SVM_RESUMED"};
-    uint8_t body[512];
-    uint32_t type, len, id;
-    int rc = read_peer_rec(fd, ms, &type, body, sizeof(body), &len, code, why,
-                           whysz);
-
-    if (rc < 0)
-        return rc;
-    if (type != XPRT_LIBXL_CHECKPOINT_STATE ||
-        xprt_ckpt_state_decode(body, len, &id) < 0) {
-        snprintf(why, whysz,
-                 "unexpected record 0x%08" PRIx32 " from the peer (waiting "
-                 "for %s)",
-                 type, names[want & 3]);
-        return -COLO_ESTREAM_CORRUPT;
-    }
-    if (id != want) {
-        snprintf(why, whysz,
-                 "checkpoint state %" PRIu32 " from the peer, "
-                 "expected %s",
-                 id, names[want & 3]);
-        return -COLO_ESTREAM_CORRUPT;
-    }
-    return 0;
-}
-
-static int send_state(int fd, uint32_t id)
-{
-    uint8_t b[4];
-
-    xprt_ckpt_state_encode(b, id);
-    return xprt_rec_write_fd(fd, XPRT_LIBXL_CHECKPOINT_STATE, b, sizeof(b));
-}
-
 /* ---- Remus, the source: one checkpoint's end --------------------------- */
 
 static void colo_p_new(struct ckpt_xen_job *j);
@@ -412,8 +278,8 @@ static void colo_p_checkpoint(struct ckpt_xen_job *j)
 static void colo_p_resume(struct ckpt_xen_job *j)
 {
     char why[512] = "";
-    int rc = read_state(j->fd, (int)colo_ack_ms(j), XPRT_CKPT_SVM_READY, NULL,
-                        why, sizeof(why));
+    int rc = ckpt_xen_read_state(j->fd, (int)colo_ack_ms(j),
+                                 XPRT_CKPT_SVM_READY, NULL, why, sizeof(why));
 
     if (rc < 0) {
         colo_p_lost(j, "SVM_READY", why);
@@ -427,8 +293,8 @@ static void colo_p_resume(struct ckpt_xen_job *j)
     }
     j->suspended = false;
     j->last_pause_us = (colo_now_ns() - j->t_stop_ns) / 1000u;
-    rc = read_state(j->fd, (int)colo_ack_ms(j), XPRT_CKPT_SVM_RESUMED, NULL,
-                    why, sizeof(why));
+    rc = ckpt_xen_read_state(j->fd, (int)colo_ack_ms(j), XPRT_CKPT_SVM_RESUMED,
+                             NULL, why, sizeof(why));
     if (rc < 0) {
         colo_p_lost(j, "SVM_RESUMED", why);
         return;
@@ -468,7 +334,7 @@ static void colo_p_new(struct ckpt_xen_job *j)
         colo_p_end(j);
         return;
     }
-    rc = send_state(j->fd, XPRT_CKPT_NEW);
+    rc = ckpt_xen_send_state(j->fd, XPRT_CKPT_NEW);
     if (rc < 0) {
         colo_p_lost(j, "CHECKPOINT_NEW", colo_strerror(rc));
         return;
@@ -516,7 +382,7 @@ static int colo_s_resume(struct ckpt_xen_job *j)
         }
     }
     if (rc >= 0) {
-        if (send_state(j->fd, XPRT_CKPT_SVM_READY) < 0)
+        if (ckpt_xen_send_state(j->fd, XPRT_CKPT_SVM_READY) < 0)
             return XGR_CHECKPOINT_FAILOVER;
         /* A fresh domain only needs to run; later ones are made new for
          * the guest's full resume. */
@@ -529,7 +395,7 @@ static int colo_s_resume(struct ckpt_xen_job *j)
         return XGR_CHECKPOINT_ERROR;
     }
     j->svm = SVM_RESUMED;
-    if (send_state(j->fd, XPRT_CKPT_SVM_RESUMED) < 0)
+    if (ckpt_xen_send_state(j->fd, XPRT_CKPT_SVM_RESUMED) < 0)
         return XGR_CHECKPOINT_FAILOVER;
     if (j->ckpts == 1)
         (void)colo_fd_set_timeouts(j->fd, failover_ms(j), 0);
@@ -553,8 +419,8 @@ static void colo_s_new(evutil_socket_t fd, short what, void *arg)
         ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_FAILOVER);
         return;
     }
-    rc = read_state(j->fd, (int)failover_ms(j), XPRT_CKPT_NEW, &code, why,
-                    sizeof(why));
+    rc = ckpt_xen_read_state(j->fd, (int)failover_ms(j), XPRT_CKPT_NEW, &code,
+                             why, sizeof(why));
     if (rc == 0) {
         ckpt_xen_helper_reply(j->h, XGR_CHECKPOINT_SUCCESS);
         return;
@@ -603,9 +469,10 @@ static void colo_s_suspended(struct ckpt_xen_dom *d, int rc, void *opaque)
         return;
     }
     j->svm = SVM_SUSPENDED;
-    ckpt_xen_helper_reply(j->h, send_state(j->fd, XPRT_CKPT_SVM_SUSPENDED) < 0
-                                    ? XGR_CHECKPOINT_FAILOVER
-                                    : XGR_CHECKPOINT_SUCCESS);
+    ckpt_xen_helper_reply(
+        j->h, ckpt_xen_send_state(j->fd, XPRT_CKPT_SVM_SUSPENDED) < 0
+                  ? XGR_CHECKPOINT_FAILOVER
+                  : XGR_CHECKPOINT_SUCCESS);
 }
 
 static void colo_s_suspend(struct ckpt_xen_job *j)
@@ -637,40 +504,6 @@ static int colo_s_failover(struct ckpt_xen_job *j)
 }
 
 /* ---- Remus, the target: libxl's records of one checkpoint -------------- */
-
-/* One libxl record; *body malloc'd (the caller frees it), *type and *len
- * set even when it is refused. Capped at LIBXL_REC_MAX for the device
- * model's records and optional ones, at 4 KiB for the rest (libxl's own
- * are a few bytes). */
-static int read_rec_raw(int fd, uint32_t *type, uint32_t *len, uint8_t **body)
-{
-    uint8_t h[8];
-    size_t padded, cap;
-    int rc = colo_read_all(fd, h, sizeof(h));
-
-    *body = NULL;
-    if (rc < 0)
-        return rc;
-    *type = colo_get_le32(h);
-    *len = colo_get_le32(h + 4);
-    padded = ((size_t)*len + 7) & ~(size_t)7;
-    cap = *type == XPRT_LIBXL_EMULATOR_CONTEXT ||
-                  *type == XPRT_LIBXL_EMULATOR_XENSTORE_DATA ||
-                  (*type & 0x80000000u)
-              ? LIBXL_REC_MAX
-              : 4096;
-    if (padded > cap)
-        return -COLO_ESTREAM_TOO_BIG;
-    *body = malloc(padded ? padded : 1);
-    if (!*body)
-        return -ENOMEM;
-    rc = colo_read_all(fd, *body, padded);
-    if (rc < 0) {
-        free(*body);
-        *body = NULL;
-    }
-    return rc;
-}
 
 /* An EMULATOR_* record's body in place: its header checked (colo starts
  * one upstream QEMU: index 0) and stripped; the payload is len - 8 bytes. */
@@ -751,7 +584,7 @@ static int restore_checkpoint(struct ckpt_xen_job *j)
 
     for (int i = 0; i < 16; i++) {
         free(body);
-        rc = read_rec_raw(j->fd, &type, &len, &body);
+        rc = ckpt_xen_read_rec_raw(j->fd, &type, &len, &body);
         if (rc < 0) {
             colo_warn("domain %" PRIu32 ": the source is gone after "
                       "checkpoint %" PRIu64 " (%s)",
@@ -1005,8 +838,9 @@ static void save_suspended(struct ckpt_xen_dom *d, int rc, void *opaque)
         if (j->stream == CKPT_XEN_STREAM_COLO && j->svm_running) {
             char why[512] = "";
 
-            if (read_state(j->fd, (int)colo_ack_ms(j), XPRT_CKPT_SVM_SUSPENDED,
-                           NULL, why, sizeof(why)) < 0) {
+            if (ckpt_xen_read_state(j->fd, (int)colo_ack_ms(j),
+                                    XPRT_CKPT_SVM_SUSPENDED, NULL, why,
+                                    sizeof(why)) < 0) {
                 colo_p_lost(j, "SVM_SUSPENDED", why);
                 return;
             }
@@ -1366,7 +1200,7 @@ static int read_tail(struct ckpt_xen_job *j)
     for (int n = 0; n < 64; n++) {
         uint8_t *body;
         uint32_t type = 0, len = 0;
-        int rc = read_rec_raw(j->fd, &type, &len, &body);
+        int rc = ckpt_xen_read_rec_raw(j->fd, &type, &len, &body);
 
         if (rc == -COLO_ESTREAM_TOO_BIG) {
             job_end(j, rc,

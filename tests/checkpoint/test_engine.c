@@ -351,8 +351,7 @@ static void pair(void)
 static bool skip_without_qemu(void)
 {
     if (access(tguest_kernel_path(), R_OK) != 0) {
-        printf("SKIP: test guest kernel not built\n");
-        return true;
+        cr_skip_test("test guest kernel not built");
     }
     return false;
 }

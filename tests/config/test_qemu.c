@@ -63,8 +63,6 @@ static int have_qemu(void)
 static void init(void)
 {
     if (!have_qemu()) {
-        printf("SKIP: qemu-system-x86_64 not found\n");
-        fflush(stdout);
         cr_skip_test("qemu-system-x86_64 not found");
     }
     snprintf(dir, sizeof(dir), "/tmp/colo-cfgq-XXXXXX");

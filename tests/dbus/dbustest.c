@@ -31,8 +31,7 @@ static bool in_path(const char *name)
 bool dt_have_dbus(void)
 {
     if (!in_path("dbus-daemon") || !in_path("dbus-send")) {
-        printf("SKIP: dbus-daemon or dbus-send not installed (package dbus)\n");
-        return false;
+        cr_skip_test("dbus-daemon or dbus-send not installed (package dbus)");
     }
     return true;
 }

@@ -6,7 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* dbus-daemon and dbus-send in PATH; otherwise prints "SKIP: ...". */
+/* True when dbus-daemon and dbus-send are in PATH; otherwise skips the
+ * calling case (cr_skip_test: it does not return). */
 bool dt_have_dbus(void);
 /* Path of the built example helper. */
 const char *dt_helper_path(void);

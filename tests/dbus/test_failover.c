@@ -67,8 +67,7 @@ Test(dbus_failover, helper_state_follows_committed_checkpoint, .timeout = 150)
 
     if (access("/usr/bin/dbus-daemon", X_OK) != 0 ||
         access("/usr/bin/dbus-send", X_OK) != 0) {
-        fprintf(stderr, "SKIP: dbus-daemon or dbus-send is not installed\n");
-        cr_skip_test("no dbus-daemon");
+        cr_skip_test("dbus-daemon or dbus-send is not installed");
     }
     cr_assert_not_null(mkdtemp(dir));
     snprintf(cfg, sizeof(cfg), "%s/vm.json", dir);

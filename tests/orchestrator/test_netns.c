@@ -165,7 +165,6 @@ static int ns_setup(void)
 static void need_ns(void)
 {
     if (ns_setup() < 0) {
-        printf("SKIP: %s\n", skip_reason);
         cr_skip_test("%s", skip_reason);
     }
 }

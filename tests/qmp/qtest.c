@@ -1,5 +1,6 @@
 #include "qtest.h"
 
+#include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -49,8 +50,7 @@ bool qt_have_qemu(void)
 {
     if (access("/usr/bin/qemu-system-x86_64", X_OK) == 0)
         return true;
-    printf("SKIP: qemu-system-x86_64 not installed\n");
-    return false;
+    cr_skip_test("qemu-system-x86_64 not installed");
 }
 
 bool qt_kvm(void)

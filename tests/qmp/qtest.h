@@ -15,7 +15,8 @@ bool qt_run_until(struct event_base *base, const bool *flag, int ms);
 /* Run the loop until *counter >= want or ms elapsed. */
 bool qt_run_until_count(struct event_base *base, const int *counter, int want,
                         int ms);
-/* True when qemu-system-x86_64 is found; otherwise prints SKIP. */
+/* True when qemu-system-x86_64 is found; otherwise skips the calling case
+ * (cr_skip_test: it does not return). */
 bool qt_have_qemu(void);
 bool qt_kvm(void);
 /* argv for a bare QEMU without guest: -S -nodefaults -vga none ...; extra

@@ -210,8 +210,7 @@ Test(verify, cli_exit_codes)
 
     snprintf(exe, sizeof(exe), "%s/orchestrator/colo", COLO_BINARY_DIR);
     if (access(exe, X_OK) != 0) {
-        printf("SKIP: %s not built\n", exe);
-        return;
+        cr_skip_test("%s not built", exe);
     }
     colo_buf_init(&b, 0);
     colo_head(&b);

@@ -361,8 +361,7 @@ Test(xen, verify_stream_v2_oracle)
     const char *json = "{\"c_info\":{\"name\":\"vm1\"}}";
 
     if (access(ORACLE, X_OK) != 0) {
-        printf("SKIP: %s not installed (xen-utils-4.17)\n", ORACLE);
-        return;
+        cr_skip_test("%s not installed (xen-utils-4.17)", ORACLE);
     }
     colo_buf_init(&b, 0);
     plain_stream(&b, false);

@@ -104,16 +104,14 @@ static void teardown(void)
     }
 }
 
+/* Skips the calling case (cr_skip_test does not return) without
+ * namespaces; false otherwise. */
 static bool skip_if_no_ns(void)
 {
-    if (geteuid() != 0) {
-        printf("SKIP: not root, cannot create network namespaces\n");
-        return true;
-    }
-    if (have_ns != 1) {
-        printf("SKIP: `ip netns` / veth setup failed here\n");
-        return true;
-    }
+    if (geteuid() != 0)
+        cr_skip_test("not root, cannot create network namespaces");
+    if (have_ns != 1)
+        cr_skip_test("`ip netns` / veth setup failed here");
     return false;
 }
 

@@ -25,9 +25,8 @@ Test(real, no_hypervisor_fails_cleanly)
                                        .back_fd = -1};
 
     if (ckpt_xen_probe(why, sizeof(why)) == 0) {
-        printf("SKIP: a Xen hypervisor is present; real save/restore is "
-               "tested by the nested Xen tests\n");
-        return;
+        cr_skip_test("a Xen hypervisor is present; real save/restore is "
+                     "tested by the nested Xen tests");
     }
     cr_assert(strstr(why, "no Xen hypervisor"), "%s", why);
     fd = tutil_tmpfile();
@@ -89,8 +88,7 @@ Test(real, cli_save_restore_without_xen)
     const char *out = "/tmp/colo-xen-save-test.sav";
 
     if (ckpt_xen_probe(why, sizeof(why)) == 0) {
-        printf("SKIP: a Xen hypervisor is present\n");
-        return;
+        cr_skip_test("a Xen hypervisor is present");
     }
     unlink(out);
     cr_assert_eq(

@@ -694,6 +694,117 @@ static int check_devices(struct vctx *v, json_t *root)
     return rc < 0 ? rc : 0;
 }
 
+static int valid_mac(const char *s)
+{
+    if (strlen(s) != 17)
+        return 0;
+    for (int i = 0; i < 17; i++)
+        if (i % 3 == 2 ? s[i] != ':' : !isxdigit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+/* A NIC: {"id", "backend": "stream" | "tap", "path" | "ifname", "model",
+ * "mac"}; v->path points at it. devs: the devices, whose ids the NIC's
+ * device id (= its id) must not reuse. */
+static int check_nic(struct vctx *v, json_t *nic, json_t *devs)
+{
+    const char *s, *backend;
+    json_t *d;
+    size_t i;
+    char q[96];
+    int rc;
+
+    if (!json_is_object(nic))
+        return verr(v, "expected object, got %s", type_name(nic));
+    rc = get_string(v, nic, "id", 1, &s);
+    if (rc < 0)
+        return rc;
+    if (!valid_qemu_id(s))
+        return verr_key(v, "id", "expected an id (%s), got %s", QEMU_ID_RULE,
+                        quote(q, sizeof(q), s));
+    json_array_foreach(devs, i, d)
+    {
+        if (!strcmp(s, json_string_value(json_object_get(d, "id"))))
+            return verr_key(v, "id",
+                            "NIC id \"%s\" is also $.devices[%zu].id (a NIC's "
+                            "device has the NIC's id)",
+                            s, i);
+    }
+    rc = get_string_def(v, nic, "backend", "stream", &backend);
+    if (rc < 0)
+        return rc;
+    if (!strcmp(backend, "stream")) {
+        rc = get_path(v, nic, "path", 1, &s);
+        if (rc < 0)
+            return rc;
+        if (strlen(s) >= 108)
+            return verr_key(v, "path",
+                            "expected a unix socket path of at most 107 "
+                            "bytes, got %zu",
+                            strlen(s));
+        if (json_object_get(nic, "ifname"))
+            return verr_key(v, "ifname", "only for \"backend\": \"tap\"");
+    } else if (!strcmp(backend, "tap")) {
+        rc = get_string(v, nic, "ifname", 1, &s);
+        if (rc < 0)
+            return rc;
+        if (!valid_qemu_word(s) || strlen(s) > 15)
+            return verr_key(v, "ifname",
+                            "expected an interface name "
+                            "([A-Za-z0-9_.-]{1,15}), got %s",
+                            quote(q, sizeof(q), s));
+        if (json_object_get(nic, "path"))
+            return verr_key(v, "path", "only for \"backend\": \"stream\"");
+    } else {
+        return verr_key(v, "backend", "expected \"stream\" or \"tap\", got %s",
+                        quote(q, sizeof(q), backend));
+    }
+    rc = get_string_def(v, nic, "model", "virtio-net-pci", &s);
+    if (rc < 0)
+        return rc;
+    if (!valid_qemu_word(s))
+        return verr_key(v, "model",
+                        "expected a QEMU NIC device type "
+                        "([A-Za-z0-9_.-]{1,64}), got %s",
+                        quote(q, sizeof(q), s));
+    rc = get_string(v, nic, "mac", 0, &s);
+    if (rc < 0)
+        return rc;
+    if (s && !valid_mac(s))
+        return verr_key(v, "mac", "expected a MAC xx:xx:xx:xx:xx:xx, got %s",
+                        quote(q, sizeof(q), s));
+    return 0;
+}
+
+static int check_nics(struct vctx *v, json_t *root)
+{
+    json_t *nics, *n, *devs = json_object_get(root, "devices");
+    size_t i, old;
+    int rc = 0;
+
+    rc = get_typed(v, root, "nics", JSON_ARRAY, &nics);
+    if (rc < 0 || !nics)
+        return rc;
+    if (json_array_size(nics) > ORCH_CONFIG_MAX_NICS)
+        return verr_key(v, "nics", "expected at most %d NICs, got %zu",
+                        ORCH_CONFIG_MAX_NICS, json_array_size(nics));
+    old = path_push_key(v, "nics");
+    json_array_foreach(nics, i, n)
+    {
+        size_t o2 = path_push_index(v, i);
+
+        rc = check_nic(v, n, devs);
+        if (rc >= 0)
+            rc = check_unique_id(v, nics, i, "NIC", "nics");
+        path_pop(v, o2);
+        if (rc < 0)
+            break;
+    }
+    path_pop(v, old);
+    return rc < 0 ? rc : 0;
+}
+
 static int check_qemu(struct vctx *v, json_t *root)
 {
     json_t *q, *extra, *a;
@@ -817,6 +928,9 @@ static int check_qemu_vm(struct vctx *v, json_t *root, struct orch_vm_config *c)
     rc = check_devices(v, root);
     if (rc < 0)
         return rc;
+    rc = check_nics(v, root);
+    if (rc < 0)
+        return rc;
     rc = check_qemu(v, root);
     if (rc < 0)
         return rc;
@@ -889,8 +1003,8 @@ static int check_xen_doc(struct vctx *v, json_t *xen, struct orch_vm_config *c)
 /* colo's keys that describe a QEMU VM: a Xen configuration says them in
  * libxl's words instead, once. */
 static const char *const qemu_only_keys[] = {
-    "name",    "uuid",    "memory", "memory_mb", "vcpus", "kernel",
-    "ramdisk", "cmdline", "disks",  "devices",   "qemu",  NULL,
+    "name",    "uuid",  "memory",  "memory_mb", "vcpus", "kernel", "ramdisk",
+    "cmdline", "disks", "devices", "qemu",      "nics",  NULL,
 };
 
 static int check_xen_vm(struct vctx *v, json_t *root, const char *xen_base,
@@ -1175,6 +1289,21 @@ size_t orch_config_device_count(const struct orch_vm_config *c)
     return json_array_size(json_object_get(c->root, "devices"));
 }
 
+size_t orch_config_nic_count(const struct orch_vm_config *c)
+{
+    return c->type == ORCH_VM_QEMU
+               ? json_array_size(json_object_get(c->root, "nics"))
+               : 0;
+}
+
+const char *orch_config_nic_id(const struct orch_vm_config *c, size_t i)
+{
+    if (c->type != ORCH_VM_QEMU)
+        return NULL;
+    return json_string_value(json_object_get(
+        json_array_get(json_object_get(c->root, "nics"), i), "id"));
+}
+
 static ssize_t device_index(const struct orch_vm_config *c, const char *id)
 {
     json_t *devs = json_object_get(c->root, "devices"), *d;
@@ -1266,6 +1395,13 @@ int orch_config_device_add(struct orch_vm_config *c, const json_t *dev,
                  json_string_value(json_object_get(dev, "id")));
         return -EEXIST;
     }
+    for (size_t k = 0; k < orch_config_nic_count(c); k++)
+        if (!strcmp(orch_config_nic_id(c, k),
+                    json_string_value(json_object_get(dev, "id")))) {
+            verr_key(&v, "id", "device id \"%s\" is the id of $.nics[%zu]",
+                     orch_config_nic_id(c, k), k);
+            return -EEXIST;
+        }
     if (n >= ORCH_CONFIG_MAX_DEVICES) {
         vctx_init(&v, "<device-add>", "$.devices", err);
         return verr(&v, "expected at most %d devices", ORCH_CONFIG_MAX_DEVICES);
@@ -1558,6 +1694,34 @@ int orch_config_qemu_argv(const struct orch_vm_config *c,
     {
         av_add(&a, "-device");
         av_take(&a, device_arg(item));
+    }
+    list = json_object_get(root, "nics");
+    json_array_foreach(list, i, item)
+    {
+        const char *id = json_string_value(json_object_get(item, "id"));
+        const char *mac = json_string_value(json_object_get(item, "mac"));
+
+        av_add(&a, "-netdev");
+        if (!strcmp(json_string_value(json_object_get(item, "backend")),
+                    "tap")) {
+            av_addf(&a, "tap,id=%s,ifname=%s,script=no,downscript=no", id,
+                    json_string_value(json_object_get(item, "ifname")));
+        } else {
+            esc = orch_config_qemu_escape(
+                json_string_value(json_object_get(item, "path")));
+            if (esc)
+                av_addf(&a,
+                        "stream,id=%s,server=off,addr.type=unix,"
+                        "addr.path=%s",
+                        id, esc);
+            else
+                a.oom = 1;
+            free(esc);
+        }
+        av_add(&a, "-device");
+        av_addf(&a, "%s,id=%s,netdev=%s%s%s",
+                json_string_value(json_object_get(item, "model")), id, id,
+                mac ? ",mac=" : "", mac ? mac : "");
     }
 
     if (p->serial_path) {

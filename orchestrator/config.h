@@ -47,6 +47,7 @@
 #define ORCH_CONFIG_MAX_STRING  4096          /* any string colo reads */
 #define ORCH_CONFIG_MAX_DISKS   64
 #define ORCH_CONFIG_MAX_DEVICES 256
+#define ORCH_CONFIG_MAX_NICS    16
 #define ORCH_CONFIG_MAX_PROPS   64  /* properties per device */
 #define ORCH_CONFIG_MAX_EXTRA   256 /* qemu.extra_args entries */
 #define ORCH_CONFIG_MAX_MEM_MB  (16LL * 1024 * 1024) /* 16 TiB */
@@ -135,6 +136,10 @@ unsigned orch_config_vcpus(const struct orch_vm_config *c);
 size_t orch_config_device_count(const struct orch_vm_config *c);
 const json_t *orch_config_device_get(const struct orch_vm_config *c,
                                      const char *id);
+/* QEMU only: number of NICs ($.nics) and the id of NIC i (its netdev's and
+ * its device's id; NULL when out of range or for a Xen VM). */
+size_t orch_config_nic_count(const struct orch_vm_config *c);
+const char *orch_config_nic_id(const struct orch_vm_config *c, size_t i);
 
 /* ---- Mutation (mem-set, device-add, device-remove) ------------------------
  * Each either applies completely or leaves the configuration unchanged. */
@@ -179,7 +184,9 @@ struct orch_qemu_launch_params {
  *   -display none -machine M,memory-backend=ram[,suppress-vmdesc=on]
  *   -object memory-backend-file,id=ram,size=MAXM,mem-path=P,share=on
  *   -m MAXM -smp N -accel kvm|tcg [-cpu C] [-kernel K [-initrd R]
- *   [-append C]] [-drive ...]... [-device ...]... [-chardev file,...
+ *   [-append C]] [-drive ...]... [-device ...]...
+ *   [-netdev stream|tap,id=ID,... -device MODEL,id=ID,netdev=ID]...
+ *   [-chardev file,...
  *   -serial chardev:serial0] [-S] [-incoming defer -global ...]
  *   qemu.extra_args... p->extra_args...
  * Option values are escaped for QEMU's key=value syntax (commas doubled).

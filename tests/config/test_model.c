@@ -334,6 +334,28 @@ static const struct bad_case bad_cases[] = {
     {"{\"xen\": {\"c_info\": {\"name\": \"g\"}}, \"memory_mb\": 8}",
      "$.memory_mb", "not allowed in a Xen configuration"},
     {"{\"xen\": [], \"helpers\": []}", "$.xen", "expected object"},
+    {"{\"name\": \"a\", \"memory_mb\": 8, \"nics\": [{\"path\": \"/s\"}]}",
+     "$.nics[0].id", "required field is missing"},
+    {"{\"name\": \"a\", \"memory_mb\": 8, \"nics\": [{\"id\": \"n0\"}]}",
+     "$.nics[0].path", "required field is missing"},
+    {"{\"name\": \"a\", \"memory_mb\": 8, \"nics\": [{\"id\": \"n0\", "
+     "\"backend\": \"user\"}]}",
+     "$.nics[0].backend", "expected \"stream\" or \"tap\", got \"user\""},
+    {"{\"name\": \"a\", \"memory_mb\": 8, \"nics\": [{\"id\": \"n0\", "
+     "\"backend\": \"tap\", \"ifname\": \"a,b\"}]}",
+     "$.nics[0].ifname", "expected an interface name"},
+    {"{\"name\": \"a\", \"memory_mb\": 8, \"nics\": [{\"id\": \"n0\", "
+     "\"path\": \"/s\", \"mac\": \"52:54:00:12:34\"}]}",
+     "$.nics[0].mac", "expected a MAC"},
+    {"{\"name\": \"a\", \"memory_mb\": 8, \"nics\": [{\"id\": \"n0\", "
+     "\"path\": \"/s\"}, {\"id\": \"n0\", \"path\": \"/t\"}]}",
+     "$.nics[1].id", "duplicate NIC id \"n0\""},
+    {"{\"name\": \"a\", \"memory_mb\": 8, \"devices\": [{\"driver\": "
+     "\"virtio-rng-pci\", \"id\": \"n0\"}], \"nics\": [{\"id\": \"n0\", "
+     "\"path\": \"/s\"}]}",
+     "$.nics[0].id", "is also $.devices[0].id"},
+    {"{\"xen\": {\"c_info\": {\"name\": \"g\"}}, \"nics\": []}", "$.nics",
+     "not allowed in a Xen configuration"},
 };
 
 Test(config, malformed_configs_point_at_the_place)
@@ -697,6 +719,47 @@ Test(config, argv_full)
         if (!strcmp(argv[i], "-append"))
             cr_assert_str_eq(argv[i + 1], "console=ttyS0 root=/dev/vda");
     free(s);
+    orch_config_argv_free(argv);
+    orch_config_free(c);
+}
+
+Test(config, argv_nics)
+{
+    static const char text[] =
+        "{\"name\": \"n\", \"memory_mb\": 16, \"uuid\": "
+        "\"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\", \"nics\": ["
+        "{\"id\": \"net0\", \"path\": \"/tmp/w,s.sock\", \"mac\": "
+        "\"52:54:00:12:34:56\"},"
+        "{\"id\": \"net1\", \"backend\": \"tap\", \"ifname\": \"tap7\", "
+        "\"model\": \"e1000\"}]}";
+    struct orch_vm_config *c = parse_ok(text);
+    struct orch_qemu_launch_params p = {.ram_path = "/r", .kvm = ORCH_KVM_NO};
+    json_t *dev =
+        json_pack("{s:s,s:s}", "driver", "virtio-rng-pci", "id", "net1");
+    struct orch_config_error err;
+    char **argv = NULL, *s, *g;
+
+    cr_assert_eq(orch_config_qemu_argv(c, &p, &argv), 0);
+    s = join(argv);
+    cr_assert_not_null(
+        strstr(s, " -netdev stream,id=net0,server=off,addr.type=unix,"
+                  "addr.path=/tmp/w,,s.sock -device virtio-net-pci,id=net0,"
+                  "netdev=net0,mac=52:54:00:12:34:56 -netdev tap,id=net1,"
+                  "ifname=tap7,script=no,downscript=no -device e1000,id=net1,"
+                  "netdev=net1"),
+        "%s", s);
+    cr_assert_eq(orch_config_nic_count(c), 2);
+    cr_assert_str_eq(orch_config_nic_id(c, 1), "net1");
+    cr_assert_null(orch_config_nic_id(c, 2));
+    /* Defaults are written out; a device may not take a NIC's id. */
+    g = gen(c, 0);
+    cr_assert_not_null(strstr(g, "\"backend\":\"stream\""), "%s", g);
+    cr_assert_not_null(strstr(g, "\"model\":\"virtio-net-pci\""), "%s", g);
+    cr_assert_eq(orch_config_device_add(c, dev, &err), -EEXIST);
+    cr_assert_eq(orch_config_device_count(c), 0);
+    free(g);
+    free(s);
+    json_decref(dev);
     orch_config_argv_free(argv);
     orch_config_free(c);
 }

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "tguest.h"
+#include "tnet.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -77,24 +78,6 @@ static uint64_t pct(uint64_t *v, unsigned n, unsigned p)
     r = t[i < n ? i : n - 1];
     free(t);
     return r;
-}
-
-static int tcp_pair(int *a, int *b)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(sa);
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        listen(ls, 1) < 0 || getsockname(ls, (struct sockaddr *)&sa, &sl) < 0)
-        return -errno;
-    *a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (*a < 0 || connect(*a, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        return -errno;
-    *b = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-    close(ls);
-    return *b < 0 ? -errno : 0;
 }
 
 static int s_launch(void *arg, struct ckpt_secondary *s,
@@ -230,7 +213,7 @@ static int run_colo(size_t ram_mb, size_t dirty_mb, unsigned count,
     if (rc >= 0)
         rc = ckpt_primary_new(R.evb, &po, R.pmem, R.pvm, &pcbs, NULL, &R.p);
     if (rc >= 0)
-        rc = tcp_pair(&a, &b);
+        rc = tnet_tcp_pair(&a, &b);
     if (rc >= 0)
         rc = ckpt_secondary_start(R.s, b);
     if (rc >= 0)

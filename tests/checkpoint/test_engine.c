@@ -23,6 +23,8 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "tguest.h"
+#include "tloop.h"
+#include "tnet.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -39,8 +41,6 @@
 
 struct h {
     struct event_base *evb;
-    struct event *deadline;
-    bool timed_out;
 
     struct tguest *gp, *gs;
     struct tguest *standbys[512]; /* COLO: QEMUs started on gs's RAM */
@@ -80,43 +80,16 @@ static uint32_t counter_of(const uint8_t *ram)
     return c;
 }
 
-static void on_deadline(evutil_socket_t fd, short w, void *arg)
-{
-    H.timed_out = true;
-    event_base_loopbreak(H.evb);
-}
-
 /* Run the loop until cond() holds; false on the deadline. */
 static bool run_until(bool (*cond)(void), unsigned ms)
 {
-    struct timeval tv = colo_ms_to_tv(ms);
-
-    H.timed_out = false;
-    evtimer_add(H.deadline, &tv);
-    while (!cond() && !H.timed_out)
-        event_base_loop(H.evb, EVLOOP_ONCE);
-    evtimer_del(H.deadline);
-    return cond();
+    return tloop_until_fn(H.evb, cond, ms);
 }
 
 /* A TCP connection over 127.0.0.1: *a connects, *b is accepted. */
 static void tcp_pair(int *a, int *b)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(sa);
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    cr_assert_geq(ls, 0);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    cr_assert_eq(listen(ls, 1), 0);
-    cr_assert_eq(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
-    *a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(*a, 0);
-    cr_assert_eq(connect(*a, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    *b = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-    cr_assert_geq(*b, 0);
-    close(ls);
+    cr_assert_eq(tnet_tcp_pair(a, b), 0);
 }
 
 /* ---- secondary callbacks --------------------------------------------- */
@@ -272,7 +245,6 @@ static void setup_guest_rate(size_t ram_mb, size_t dirty_mb, unsigned rate)
                                                  : COLO_LOG_WARN);
     H.evb = event_base_new();
     cr_assert_not_null(H.evb);
-    H.deadline = evtimer_new(H.evb, on_deadline, NULL);
     H.gopts = tguest_opts_default();
     H.gopts.ram_mb = ram_mb;
     H.gopts.dirty_mb = dirty_mb;
@@ -304,8 +276,6 @@ static void teardown(void)
     tguest_free(H.gs);
     free(H.snap[0]);
     free(H.snap[1]);
-    if (H.deadline)
-        event_free(H.deadline);
     if (H.evb)
         event_base_free(H.evb);
 }

@@ -14,6 +14,9 @@
 #include "transport/colo_rec.h"
 #include "transport/link.h"
 
+#include "tloop.h"
+#include "tnet.h"
+
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -99,8 +102,6 @@ static const struct ckpt_vm_ops fvm_ops = {
 
 static struct {
     struct event_base *evb;
-    struct event *deadline;
-    bool timed_out;
     char dir[64];
     char ram_path[128];
     struct ckpt_secondary *s;
@@ -115,22 +116,9 @@ static struct {
     uint8_t image1[RAM_SIZE];
 } T;
 
-static void on_deadline(evutil_socket_t fd, short w, void *arg)
-{
-    T.timed_out = true;
-    event_base_loopbreak(T.evb);
-}
-
 static bool run_until(bool (*cond)(void), unsigned ms)
 {
-    struct timeval tv = colo_ms_to_tv(ms);
-
-    T.timed_out = false;
-    evtimer_add(T.deadline, &tv);
-    while (!cond() && !T.timed_out)
-        event_base_loop(T.evb, EVLOOP_ONCE);
-    evtimer_del(T.deadline);
-    return cond();
+    return tloop_until_fn(T.evb, cond, ms);
 }
 
 static int s_launch(void *arg, struct ckpt_secondary *s,
@@ -216,19 +204,7 @@ static const struct xprt_link_cbs p_cbs = {
 
 static void tcp_pair(int *a, int *b)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t sl = sizeof(sa);
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    cr_assert_eq(listen(ls, 1), 0);
-    cr_assert_eq(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
-    *a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_eq(connect(*a, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    *b = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-    cr_assert_geq(*b, 0);
-    close(ls);
+    cr_assert_eq(tnet_tcp_pair(a, b), 0);
 }
 
 static bool link_up(void)
@@ -331,7 +307,6 @@ static void setup(void)
     cr_assert_not_null(mkdtemp(T.dir));
     snprintf(T.ram_path, sizeof(T.ram_path), "%s/ram", T.dir);
     T.evb = event_base_new();
-    T.deadline = evtimer_new(T.evb, on_deadline, NULL);
     cr_assert_eq(ckpt_secondary_new(T.evb, &so, &s_cbs, NULL, &T.s), 0);
     tcp_pair(&a, &c);
     cr_assert_eq(ckpt_secondary_start(T.s, c), 0);
@@ -371,7 +346,6 @@ static void teardown(void)
 
     xprt_link_free(T.pl);
     ckpt_secondary_free(T.s);
-    event_free(T.deadline);
     event_base_free(T.evb);
     unlink(T.ram_path);
     snprintf(p, sizeof(p), "%s", T.dir);

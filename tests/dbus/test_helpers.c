@@ -19,6 +19,7 @@
 #include "common/fd.h"
 #include "dbus.h"
 #include "dbustest.h"
+#include "tloop.h"
 
 static char dir[256];
 static struct orch_dbus *d;
@@ -312,15 +313,10 @@ static void check_cb(struct orch_dbus *dd, int rc,
     r->done = true;
 }
 
-/* Run the loop until r->done or ms elapsed (a loopexit deadline). */
+/* Run the loop until r->done or ms elapsed (tloop.h). */
 static bool run_until(struct event_base *b, struct checkrec *r, int ms)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-
-    event_base_loopexit(b, &tv);
-    while (!r->done && !event_base_got_exit(b))
-        event_base_loop(b, EVLOOP_ONCE);
-    return r->done;
+    return tloop_until_flag(b, &r->done, (unsigned)ms);
 }
 
 Test(dbus, async_check_ok_hang_and_cancel)

@@ -17,6 +17,7 @@
  * deleted whatever happens (also on the next run, by name prefix + pid).
  */
 #include "fproc.h"
+#include "tnet.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -32,58 +33,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char ns_a[40], ns_b[40], if_a[16], if_b[16], addr_a[32], addr_b[32];
-static int have_ns;
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int sh(const char *fmt, ...)
-{
-    char cmd[600];
-    va_list ap;
-    int st;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    strncat(cmd, " >/dev/null 2>&1", sizeof(cmd) - strlen(cmd) - 1);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void ns_del(void)
-{
-    if (have_ns) {
-        sh("ip netns del %s", ns_a);
-        sh("ip netns del %s", ns_b);
-        have_ns = 0;
-    }
-}
+static struct tnet N;
 
 static int ns_setup(void)
 {
-    int n = getpid() % 250 + 1;
+    char why[160];
 
-    snprintf(ns_a, sizeof(ns_a), "colo-fp-%d-a", getpid());
-    snprintf(ns_b, sizeof(ns_b), "colo-fp-%d-b", getpid());
-    snprintf(if_a, sizeof(if_a), "cfa%d", getpid() % 100000);
-    snprintf(if_b, sizeof(if_b), "cfb%d", getpid() % 100000);
-    snprintf(addr_a, sizeof(addr_a), "10.198.%d.1", n);
-    snprintf(addr_b, sizeof(addr_b), "10.198.%d.2", n);
-    if (sh("ip netns add %s", ns_a) != 0)
-        return -1;
-    have_ns = 1;
-    if (sh("ip netns add %s", ns_b) ||
-        sh("ip link add %s netns %s type veth peer name %s netns %s", if_a,
-           ns_a, if_b, ns_b) ||
-        sh("ip -n %s addr add 10.198.%d.1/30 dev %s", ns_a, n, if_a) ||
-        sh("ip -n %s addr add 10.198.%d.2/30 dev %s", ns_b, n, if_b) ||
-        sh("ip -n %s link set %s up", ns_a, if_a) ||
-        sh("ip -n %s link set %s up", ns_b, if_b) ||
-        sh("ip -n %s link set lo up", ns_a) ||
-        sh("ip -n %s link set lo up", ns_b))
-        return -1;
-    return 0;
+    return tnet_setup(&N, "fp", 198, why, sizeof(why));
 }
 
 static long long status_int(const char *dir, const char *key, char *out,
@@ -114,7 +70,7 @@ static bool wait_ckpts(struct fenv *e, struct fproc *p, long long n,
 }
 
 /* A witness for the standby: a TCP listener on the primary's side of the
- * link (in ns_a), in a child that dies with us. Returns its pid. */
+ * link (in N.ns_a), in a child that dies with us. Returns its pid. */
 static pid_t witness_start(int port)
 {
     int ready[2];
@@ -131,7 +87,7 @@ static pid_t witness_start(int port)
         int nfd, fd, one = 1;
 
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        snprintf(path, sizeof(path), "/var/run/netns/%s", ns_a);
+        snprintf(path, sizeof(path), "/var/run/netns/%s", N.ns_a);
         nfd = open(path, O_RDONLY | O_CLOEXEC);
         if (nfd < 0 || setns(nfd, CLONE_NEWNET) < 0)
             _exit(1);
@@ -175,14 +131,14 @@ static int scenario(bool use_witness)
 
     printf("-- tie-breaker: %s\n",
            use_witness ? "witness beside the primary" : "fence command");
-    sh("ip -n %s link set %s up", ns_a, if_a);
+    tnet_sh("ip -n %s link set %s up", N.ns_a, N.if_a);
     if (use_witness) {
         wpid = witness_start(7499);
         if (wpid < 0) {
             printf("FAIL: witness did not start\n");
             return 1;
         }
-        snprintf(wit, sizeof(wit), "%s:7499", addr_a);
+        snprintf(wit, sizeof(wit), "%s:7499", N.addr_a);
     }
     if (fenv_setup(&e, "dirty=2 rate=16") < 0)
         goto out;
@@ -191,7 +147,7 @@ static int scenario(bool use_witness)
                       "ip",
                       "netns",
                       "exec",
-                      ns_a,
+                      N.ns_a,
                       (char *)fproc_colo_exe(),
                       "start",
                       e.cfg,
@@ -217,7 +173,7 @@ static int scenario(bool use_witness)
                       "ip",
                       "netns",
                       "exec",
-                      ns_b,
+                      N.ns_b,
                       (char *)fproc_colo_exe(),
                       "standby",
                       "--listen",
@@ -232,9 +188,9 @@ static int scenario(bool use_witness)
         char pat[80];
         long off;
 
-        snprintf(listen, sizeof(listen), "%s:0", addr_b);
+        snprintf(listen, sizeof(listen), "%s:0", N.addr_b);
         fproc_spawn(&s, av, NULL);
-        snprintf(pat, sizeof(pat), "waiting for a primary on %s:", addr_b);
+        snprintf(pat, sizeof(pat), "waiting for a primary on %s:", N.addr_b);
         off = fproc_wait_out(&s, pat, 0, 10000);
         if (off < 0) {
             fprintf(stderr, "standby did not listen:\n%s\n", s.buf);
@@ -243,7 +199,7 @@ static int scenario(bool use_witness)
         port = atoi(s.buf + off);
     }
     snprintf(args, sizeof(args),
-             "protect jobvm %s:%d --interval 50 --state-dir %s", addr_b, port,
+             "protect jobvm %s:%d --interval 50 --state-dir %s", N.addr_b, port,
              e.pdir);
     if (fproc_colo(args, out, sizeof(out), 30000) != 0) {
         fprintf(stderr, "protect failed: %s\n%s\n%s\n", out, p.buf, s.buf);
@@ -254,9 +210,9 @@ static int scenario(bool use_witness)
         goto out;
     }
     printf("protected over the veth: checkpoint %lld committed\n", got);
-    if (sh("ip netns exec %s tc qdisc add dev %s root netem delay 10ms "
-           "loss 1%% reorder 5%% 50%%",
-           ns_a, if_a) == 0) {
+    if (tnet_sh("ip netns exec %s tc qdisc add dev %s root netem delay 10ms "
+                "loss 1%% reorder 5%% 50%%",
+                N.ns_a, N.if_a) == 0) {
         before = got;
         if (!wait_ckpts(&e, &p, before + 20, 30000, &got)) {
             printf("FAIL: netem delay+loss+reorder: stuck at %lld\n", got);
@@ -266,14 +222,14 @@ static int scenario(bool use_witness)
                    "%lld -> %lld committed\n",
                    before, got);
         }
-        sh("ip netns exec %s tc qdisc del dev %s root", ns_a, if_a);
+        tnet_sh("ip netns exec %s tc qdisc del dev %s root", N.ns_a, N.if_a);
     } else {
         printf("note: tc netem unavailable, delay/loss step not run\n");
     }
 
     /* The partition: both hosts stay up. */
     before = status_int(e.pdir, "last_committed", out, sizeof(out));
-    if (sh("ip -n %s link set %s down", ns_a, if_a) != 0) {
+    if (tnet_sh("ip -n %s link set %s down", N.ns_a, N.if_a) != 0) {
         fprintf(stderr, "link down failed\n");
         goto out;
     }
@@ -337,14 +293,14 @@ int main(void)
         return 77; /* SKIP_RETURN_CODE: ctest counts it skipped */
     }
     if (ns_setup() < 0) {
-        ns_del();
+        tnet_del(&N);
         printf("SKIP: `ip netns` / veth setup failed here\n");
         fproc_summary("partition:", "partition: SKIP (no ip netns)");
         return 77; /* SKIP_RETURN_CODE: ctest counts it skipped */
     }
     rc = scenario(false);
     rc += scenario(true);
-    ns_del();
+    tnet_del(&N);
     fproc_summary("partition:", rc ? "partition: FAILED"
                                    : "partition: held (fence and witness)");
     return rc ? 1 : 0;

@@ -20,6 +20,7 @@
  */
 #include "fproc.h"
 #include "guest_abi.h"
+#include "tnet.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -35,88 +36,12 @@
 #include <time.h>
 #include <unistd.h>
 
-static char ns_a[40], ns_b[40], if_a[16], if_b[16], addr_a[32], addr_b[32];
-static bool have_ns;
+static struct tnet N;
 static char skip_reason[160];
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int sh(const char *fmt, ...)
-{
-    char cmd[1400];
-    va_list ap;
-    int st;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    strncat(cmd, " >/dev/null 2>&1", sizeof(cmd) - strlen(cmd) - 1);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* Run a shell command, capture its output; returns its exit code. */
-static int sh_out(char *out, size_t outsz, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int sh_out(char *out, size_t outsz, const char *fmt, ...)
-{
-    char cmd[1400];
-    va_list ap;
-    FILE *f;
-    size_t n;
-    int st;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    strncat(cmd, " 2>&1", sizeof(cmd) - strlen(cmd) - 1);
-    f = popen(cmd, "r");
-    if (!f) {
-        out[0] = '\0';
-        return -1;
-    }
-    n = fread(out, 1, outsz - 1, f);
-    out[n] = '\0';
-    st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* Namespaces a killed earlier run left behind (its pid is gone). */
-static void ns_del_stale(void)
-{
-    DIR *d = opendir("/var/run/netns");
-    struct dirent *de;
-
-    if (!d)
-        return;
-    while ((de = readdir(d))) {
-        int pid;
-        char path[64];
-
-        if (sscanf(de->d_name, "colo-nt-%d-", &pid) != 1 || pid == getpid())
-            continue;
-        snprintf(path, sizeof(path), "/proc/%d", pid);
-        if (access(path, F_OK) != 0)
-            sh("ip netns del %s", de->d_name);
-    }
-    closedir(d);
-}
-
-static void ns_del(void)
-{
-    if (have_ns) {
-        sh("ip netns del %s", ns_a);
-        sh("ip netns del %s", ns_b);
-        have_ns = false;
-    }
-}
 
 /* Returns 0, or -1 with skip_reason set. */
 static int ns_setup(void)
 {
-    int n = getpid() % 250 + 1;
-
     skip_reason[0] = '\0';
     if (geteuid() != 0) {
         snprintf(skip_reason, sizeof(skip_reason),
@@ -128,40 +53,10 @@ static int ns_setup(void)
                  "qemu-system-x86_64 not installed");
         return -1;
     }
-    ns_del_stale();
-    snprintf(ns_a, sizeof(ns_a), "colo-nt-%d-a", getpid());
-    snprintf(ns_b, sizeof(ns_b), "colo-nt-%d-b", getpid());
-    snprintf(if_a, sizeof(if_a), "cna%d", getpid() % 100000);
-    snprintf(if_b, sizeof(if_b), "cnb%d", getpid() % 100000);
-    snprintf(addr_a, sizeof(addr_a), "10.197.%d.1", n);
-    snprintf(addr_b, sizeof(addr_b), "10.197.%d.2", n);
-    /* A previous test of this run may have failed before its fini. */
-    sh("ip netns del %s", ns_a);
-    sh("ip netns del %s", ns_b);
-    if (sh("ip netns add %s", ns_a) != 0) {
-        snprintf(skip_reason, sizeof(skip_reason),
-                 "`ip netns add` failed here");
-        return -1;
-    }
-    have_ns = true;
-    if (sh("ip netns add %s", ns_b) ||
-        sh("ip link add %s netns %s type veth peer name %s netns %s", if_a,
-           ns_a, if_b, ns_b) ||
-        sh("ip -n %s addr add %s/30 dev %s", ns_a, addr_a, if_a) ||
-        sh("ip -n %s addr add %s/30 dev %s", ns_b, addr_b, if_b) ||
-        sh("ip -n %s link set %s up", ns_a, if_a) ||
-        sh("ip -n %s link set %s up", ns_b, if_b) ||
-        sh("ip -n %s link set lo up", ns_a) ||
-        sh("ip -n %s link set lo up", ns_b)) {
-        ns_del();
-        snprintf(skip_reason, sizeof(skip_reason),
-                 "veth / address setup in network namespaces failed here");
-        return -1;
-    }
-    return 0;
+    return tnet_setup(&N, "nt", 197, skip_reason, sizeof(skip_reason));
 }
 
-/* Skips the test (after printing the reason) when no namespaces. */
+/* Skips the test (with the reason) when no namespaces. */
 static void need_ns(void)
 {
     if (ns_setup() < 0) {
@@ -208,8 +103,8 @@ static void reap(struct fproc *p)
 /* A colo control command inside namespace ns, bounded by timeout(1). */
 static int colo_in(const char *ns, const char *args, char *out, size_t outsz)
 {
-    return sh_out(out, outsz, "timeout -s KILL 30 ip netns exec %s %s %s", ns,
-                  COLO_EXE, args);
+    return tnet_sh_out(out, outsz, "timeout -s KILL 30 ip netns exec %s %s %s",
+                       ns, COLO_EXE, args);
 }
 
 static uint32_t counter(const char *ram_path)
@@ -227,9 +122,10 @@ static long long rx_bytes(void)
 {
     char out[256];
 
-    if (sh_out(out, sizeof(out),
-               "ip netns exec %s cat /sys/class/net/%s/statistics/rx_bytes",
-               ns_b, if_b) != 0)
+    if (tnet_sh_out(
+            out, sizeof(out),
+            "ip netns exec %s cat /sys/class/net/%s/statistics/rx_bytes",
+            N.ns_b, N.if_b) != 0)
         return -1;
     return atoll(out);
 }
@@ -281,13 +177,13 @@ static void check_isolation(void)
 {
     char out[1024];
 
-    cr_assert_eq(sh_out(out, sizeof(out), "ip -n %s route show", ns_a), 0, "%s",
-                 out);
-    cr_assert_null(strstr(out, "default"), "route out of %s: %s", ns_a, out);
+    cr_assert_eq(tnet_sh_out(out, sizeof(out), "ip -n %s route show", N.ns_a),
+                 0, "%s", out);
+    cr_assert_null(strstr(out, "default"), "route out of %s: %s", N.ns_a, out);
     cr_assert_not_null(strstr(out, "/30"), "%s", out);
-    cr_assert_eq(sh_out(out, sizeof(out), "ip -n %s route show", ns_b), 0, "%s",
-                 out);
-    cr_assert_null(strstr(out, "default"), "route out of %s: %s", ns_b, out);
+    cr_assert_eq(tnet_sh_out(out, sizeof(out), "ip -n %s route show", N.ns_b),
+                 0, "%s", out);
+    cr_assert_null(strstr(out, "default"), "route out of %s: %s", N.ns_b, out);
 }
 
 static void start_primary(struct env *e, struct fproc *p)
@@ -295,13 +191,13 @@ static void start_primary(struct env *e, struct fproc *p)
     char *args[] = {"start",      e->cfg, "--state-dir", e->pdir,
                     "--key-file", e->key, NULL};
 
-    spawn_in(p, ns_a, args);
+    spawn_in(p, N.ns_a, args);
     cr_assert_geq(wait_out(p, "running (QEMU pid", 0, 30000), 0,
                   "primary did not start:\n%s", p->buf);
     cr_assert(counter_above(e->pram, 0, 10000), "guest not running");
 }
 
-/* A secondary (receive or standby) on addr_b in ns_b; returns the port. */
+/* A secondary (receive or standby) on N.addr_b in N.ns_b; returns the port. */
 static int start_secondary(struct env *e, struct fproc *s, const char *what,
                            const char *extra1, const char *extra2)
 {
@@ -311,9 +207,9 @@ static int start_secondary(struct env *e, struct fproc *s, const char *what,
                     (char *)extra2, NULL};
     long off;
 
-    snprintf(listen, sizeof(listen), "%s:0", addr_b);
-    snprintf(pat, sizeof(pat), "waiting for a primary on %s:", addr_b);
-    spawn_in(s, ns_b, args);
+    snprintf(listen, sizeof(listen), "%s:0", N.addr_b);
+    snprintf(pat, sizeof(pat), "waiting for a primary on %s:", N.addr_b);
+    spawn_in(s, N.ns_b, args);
     off = wait_out(s, pat, 0, 10000);
     cr_assert_geq(off, 0, "secondary did not listen:\n%s", s->buf);
     return atoi(s->buf + off);
@@ -338,7 +234,7 @@ static void fixture_fini(void)
     reap(&g_sec);
     if (g_env.dir[0])
         env_teardown(&g_env);
-    ns_del();
+    tnet_del(&N);
 }
 
 TestSuite(netns, .init = fixture_init, .fini = fixture_fini);
@@ -358,9 +254,9 @@ Test(netns, migrate_across_namespaces, .timeout = 150)
     port = start_secondary(e, s, "receive", NULL, NULL);
 
     rx0 = rx_bytes();
-    snprintf(args, sizeof(args), "migrate jobvm %s:%d --state-dir %s", addr_b,
+    snprintf(args, sizeof(args), "migrate jobvm %s:%d --state-dir %s", N.addr_b,
              port, e->pdir);
-    rc = colo_in(ns_a, args, out, sizeof(out));
+    rc = colo_in(N.ns_a, args, out, sizeof(out));
     cr_assert_eq(rc, 0,
                  "migrate failed (%d): %s\nprimary:\n%s\nsecondary:"
                  "\n%s",
@@ -388,12 +284,12 @@ Test(netns, migrate_across_namespaces, .timeout = 150)
         cr_expect(counter_above(e->sram, a, 10000), "counter stuck at %u", a);
     }
     snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", e->sdir);
-    cr_expect_eq(colo_in(ns_b, args, out, sizeof(out)), 0, "%s", out);
+    cr_expect_eq(colo_in(N.ns_b, args, out, sizeof(out)), 0, "%s", out);
     cr_expect(strstr(out, "\"role\":\"primary\"") ||
                   strstr(out, "\"host_state\":\"running\""),
               "%s", out);
     snprintf(args, sizeof(args), "stop jobvm --state-dir %s", e->sdir);
-    cr_expect_eq(colo_in(ns_b, args, out, sizeof(out)), 0, "%s", out);
+    cr_expect_eq(colo_in(N.ns_b, args, out, sizeof(out)), 0, "%s", out);
     cr_expect_eq(wait_exit(s, 10000), 0);
     reap(p);
     reap(s);
@@ -419,9 +315,9 @@ Test(netns, protect_then_primary_killed_failover, .timeout = 150)
 
     rx0 = rx_bytes();
     snprintf(args, sizeof(args),
-             "protect jobvm %s:%d --interval 50 --state-dir %s", addr_b, port,
+             "protect jobvm %s:%d --interval 50 --state-dir %s", N.addr_b, port,
              e->pdir);
-    rc = colo_in(ns_a, args, out, sizeof(out));
+    rc = colo_in(N.ns_a, args, out, sizeof(out));
     cr_assert_eq(rc, 0,
                  "protect failed (%d): %s\nprimary:\n%s\nsecondary:"
                  "\n%s",
@@ -429,7 +325,7 @@ Test(netns, protect_then_primary_killed_failover, .timeout = 150)
     /* Checkpoints commit (acked by the standby) over the veth. */
     snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", e->pdir);
     for (int i = 0; i < 200; i++) {
-        cr_assert_eq(colo_in(ns_a, args, out, sizeof(out)), 0, "%s", out);
+        cr_assert_eq(colo_in(N.ns_a, args, out, sizeof(out)), 0, "%s", out);
         ck = strstr(out, "\"checkpoints\":");
         if (ck && atoi(ck + 14) >= 10)
             break;
@@ -450,14 +346,14 @@ Test(netns, protect_then_primary_killed_failover, .timeout = 150)
                   s->buf);
     cr_expect(strstr(s->buf, "fence command exited 0") != NULL, "%s", s->buf);
     snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", e->sdir);
-    cr_assert_eq(colo_in(ns_b, args, out, sizeof(out)), 0, "%s", out);
+    cr_assert_eq(colo_in(N.ns_b, args, out, sizeof(out)), 0, "%s", out);
     cr_assert_not_null(strstr(out, "\"took_over_from\":"), "%s", out);
     cr_expect_geq(atoi(strstr(out, "\"took_over_from\":") + 17), 10, "%s", out);
     cr_expect_gt(counter(e->sram), 0);
     cr_expect(counter_above(e->sram, counter(e->sram), 10000),
               "secondary not running");
     snprintf(args, sizeof(args), "stop jobvm --state-dir %s", e->sdir);
-    cr_expect_eq(colo_in(ns_b, args, out, sizeof(out)), 0, "%s", out);
+    cr_expect_eq(colo_in(N.ns_b, args, out, sizeof(out)), 0, "%s", out);
     cr_expect_eq(wait_exit(s, 10000), 0);
     reap(p);
     reap(s);

@@ -18,6 +18,8 @@
  */
 #include "tguest.h"
 
+#include <jansson.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +43,7 @@
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/timeutil.h"
+#include "config.h" /* orchestrator/: orch_config_qemu_argv */
 
 #ifndef COLO_TGUEST_KERNEL
 #define COLO_TGUEST_KERNEL "colo-test-guest.elf"
@@ -50,7 +53,6 @@
 #define TGUEST_POLL_STEP_NS     (2 * 1000 * 1000) /* 2 ms */
 #define TGUEST_STDERR_MAX       (64 * 1024)
 #define TGUEST_SERIAL_MAX       (64 * 1024 * 1024)
-#define TGUEST_MAX_ARGS         64
 /* qboot (Debian's qemu-system-data ships it) instead of SeaBIOS: the guest
  * boots in ~0.1 s instead of ~3 s where KVM emulates real mode slowly. */
 #define TGUEST_QBOOT "/usr/share/qemu/qboot.rom"
@@ -197,50 +199,17 @@ uint32_t tguest_passes(const struct tguest *g)
 
 /* ---- argv ------------------------------------------------------------- */
 
-struct argv_builder {
-    char **v;
-    int n;
-    bool oom;
-};
-
-static void arg_add(struct argv_builder *b, const char *s)
-{
-    if (b->oom || b->n >= TGUEST_MAX_ARGS - 1) {
-        b->oom = true;
-        return;
-    }
-    b->v[b->n] = strdup(s);
-    if (!b->v[b->n])
-        b->oom = true;
-    else
-        b->n++;
-}
-
-static void arg_addf(struct argv_builder *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void arg_addf(struct argv_builder *b, const char *fmt, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    if (!s) {
-        b->oom = true;
-        return;
-    }
-    arg_add(b, s);
-    free(s);
-}
+/*
+ * The command line comes from colo's own builder (orch_config_qemu_argv,
+ * orchestrator/config.h) over a configuration describing the test guest,
+ * so a test's QEMU runs with what colo would give it. tguest adds what a
+ * configuration does not say: the qboot firmware, the serial log appended
+ * to across relaunches, the pre-opened QMP socket, opts.extra_args.
+ */
 
 void tguest_argv_free(char **argv)
 {
-    if (!argv)
-        return;
-    for (char **p = argv; *p; p++)
-        free(*p);
-    free(argv);
+    orch_config_argv_free(argv);
 }
 
 static bool use_kvm(const struct tguest_opts *o)
@@ -251,67 +220,75 @@ static bool use_kvm(const struct tguest_opts *o)
 char **tguest_build_argv(const struct tguest_opts *o, const struct tguest *g,
                          int qmp_fd)
 {
-    struct argv_builder b = {0};
     const char *qemu = getenv("COLO_QEMU");
+    struct orch_qemu_launch_params p = {
+        .ram_path = g->ram_path,
+        .paused = o->paused,
+        .incoming_defer = o->incoming_defer,
+        .kvm = use_kvm(o) ? ORCH_KVM_YES : ORCH_KVM_NO,
+    };
+    struct orch_config_error err;
+    struct orch_vm_config *c = NULL;
+    json_t *root, *firmware = json_array();
+    char serial[400], qmp[96], dirty[64];
+    const char **tail;
+    char **argv = NULL;
+    size_t n = 0, extra = 0;
 
-    b.v = calloc(TGUEST_MAX_ARGS, sizeof(*b.v));
-    if (!b.v)
-        return NULL;
-    arg_add(&b, qemu && *qemu ? qemu : "qemu-system-x86_64");
-    arg_add(&b, "-nodefaults");
-    arg_add(&b, "-vga");
-    arg_add(&b, "none");
-    arg_add(&b, "-display");
-    arg_add(&b, "none");
-    arg_add(&b, "-no-user-config");
+    for (const char *const *e = o->extra_args; e && *e; e++)
+        extra++;
+    tail = calloc(extra + 9, sizeof(*tail)); /* 8 of ours + NULL */
+    if (!tail || !firmware)
+        goto out;
     if (!o->seabios && access(TGUEST_QBOOT, R_OK) == 0) {
-        arg_add(&b, "-bios");
-        arg_add(&b, TGUEST_QBOOT);
+        json_array_append_new(firmware, json_string("-bios"));
+        json_array_append_new(firmware, json_string(TGUEST_QBOOT));
     }
-    arg_add(&b, "-machine");
-    arg_add(&b, o->incoming_defer ? "pc,memory-backend=ram,suppress-vmdesc=on"
-                                  : "pc,memory-backend=ram");
-    arg_add(&b, "-object");
-    arg_addf(&b, "memory-backend-file,id=ram,size=%zuM,mem-path=%s,share=on",
-             o->ram_mb, g->ram_path);
-    arg_add(&b, "-m");
-    arg_addf(&b, "%zuM", o->ram_mb);
-    if (!o->no_kernel) {
-        arg_add(&b, "-kernel");
-        arg_add(&b, tguest_kernel_path());
+    root =
+        json_pack("{s:s, s:I, s:i, s:{s:s, s:s, s:s, s:O}}", "name", "tguest",
+                  "memory_mb", (json_int_t)o->ram_mb, "vcpus", 1, "qemu",
+                  "binary", qemu && *qemu ? qemu : "qemu-system-x86_64",
+                  "machine", "pc", "accel", "auto", "extra_args", firmware);
+    if (root && !o->no_kernel) {
+        json_object_set_new(root, "kernel", json_string(tguest_kernel_path()));
         if (o->dirty_mb > 0) {
-            arg_add(&b, "-append");
-            arg_addf(&b, "dirty=%zu rate=%u", o->dirty_mb, o->dirty_rate_mbs);
+            snprintf(dirty, sizeof(dirty), "dirty=%zu rate=%u", o->dirty_mb,
+                     o->dirty_rate_mbs);
+            json_object_set_new(root, "cmdline", json_string(dirty));
         }
     }
-    arg_add(&b, "-chardev");
+    if (!root || orch_config_from_json(root, "tguest", &c, &err) < 0) {
+        if (root)
+            fprintf(stderr, "tguest: configuration refused: %s\n", err.text);
+        json_decref(root);
+        goto out;
+    }
+    json_decref(root);
     /* append: a relaunched guest adds to the same log. */
-    arg_addf(&b, "file,id=ser,path=%s,append=on", g->serial_path);
-    arg_add(&b, "-serial");
-    arg_add(&b, "chardev:ser");
+    snprintf(serial, sizeof(serial), "file,id=ser,path=%s,append=on",
+             g->serial_path);
+    tail[n++] = "-chardev";
+    tail[n++] = serial;
+    tail[n++] = "-serial";
+    tail[n++] = "chardev:ser";
     if (qmp_fd >= 0) {
-        arg_add(&b, "-chardev");
-        arg_addf(&b, "socket,id=qmp,fd=%d,server=on,wait=off", qmp_fd);
-        arg_add(&b, "-mon");
-        arg_add(&b, "chardev=qmp,mode=control");
+        snprintf(qmp, sizeof(qmp), "socket,id=qmp,fd=%d,server=on,wait=off",
+                 qmp_fd);
+        tail[n++] = "-chardev";
+        tail[n++] = qmp;
+        tail[n++] = "-mon";
+        tail[n++] = "chardev=qmp,mode=control";
     }
-    if (o->paused)
-        arg_add(&b, "-S");
-    if (o->incoming_defer) {
-        arg_add(&b, "-incoming");
-        arg_add(&b, "defer");
-        arg_add(&b, "-global");
-        arg_add(&b, "migration.send-configuration=off");
-    }
-    arg_add(&b, "-accel");
-    arg_add(&b, use_kvm(o) ? "kvm" : "tcg");
-    for (const char *const *p = o->extra_args; p && *p; p++)
-        arg_add(&b, *p);
-    if (b.oom) {
-        tguest_argv_free(b.v);
-        return NULL;
-    }
-    return b.v;
+    for (size_t i = 0; i < extra; i++)
+        tail[n++] = o->extra_args[i];
+    p.extra_args = tail;
+    if (orch_config_qemu_argv(c, &p, &argv) < 0)
+        argv = NULL;
+out:
+    orch_config_free(c);
+    json_decref(firmware);
+    free(tail);
+    return argv;
 }
 
 /* ---- prepare / free ---------------------------------------------------- */

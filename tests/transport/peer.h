@@ -14,6 +14,8 @@
 #include "common/timeutil.h"
 #include "transport/link.h"
 
+#include "tloop.h"
+
 struct peer {
     struct xprt_link *link;
     int up;
@@ -89,13 +91,7 @@ static const struct xprt_link_cbs peer_cbs = {
 static inline int run_until(struct event_base *base, const int *flag,
                             uint32_t timeout_ms)
 {
-    uint64_t end = colo_now_ns() + (uint64_t)timeout_ms * 1000000u;
-    struct timeval tv = {0, 10000};
-
-    while (!*flag && colo_now_ns() < end) {
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
+    tloop_until_int(base, flag, timeout_ms);
     return *flag;
 }
 

@@ -27,6 +27,7 @@
 #include "common/fd.h"
 #include "transport/link.h"
 #include "peer.h"
+#include "tnet.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define BULK_BYTES (256ull << 20)
@@ -42,54 +43,17 @@
 #define CHUNK (1u << 20)
 #define PORT  7411
 
-static char ns_a[32], ns_b[32], if_a[16], if_b[16], addr_b[32];
-static int have_ns;
+static struct tnet N;
+static char ns_why[160]; /* why there are no namespaces; "" when there are */
 static pid_t kids[2];
 static int nkids;
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int sh(const char *fmt, ...)
-{
-    char cmd[512];
-    va_list ap;
-    int st;
-
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    strncat(cmd, " >/dev/null 2>&1", sizeof(cmd) - strlen(cmd) - 1);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void setup(void)
 {
-    int n = getpid() % 250 + 1;
-
     signal(SIGPIPE, SIG_IGN);
-    snprintf(ns_a, sizeof(ns_a), "colo-xp-%d-a", getpid());
-    snprintf(ns_b, sizeof(ns_b), "colo-xp-%d-b", getpid());
-    snprintf(if_a, sizeof(if_a), "cxa%d", getpid() % 100000);
-    snprintf(if_b, sizeof(if_b), "cxb%d", getpid() % 100000);
-    snprintf(addr_b, sizeof(addr_b), "10.199.%d.2", n);
-    have_ns = 0;
     nkids = 0;
-    if (geteuid() != 0)
-        return;
-    if (sh("ip netns add %s", ns_a) != 0)
-        return;
-    have_ns = 1; /* from here on, teardown deletes */
-    if (sh("ip netns add %s", ns_b) ||
-        sh("ip link add %s netns %s type veth peer name %s netns %s", if_a,
-           ns_a, if_b, ns_b) ||
-        sh("ip -n %s addr add 10.199.%d.1/30 dev %s", ns_a, n, if_a) ||
-        sh("ip -n %s addr add 10.199.%d.2/30 dev %s", ns_b, n, if_b) ||
-        sh("ip -n %s link set %s up", ns_a, if_a) ||
-        sh("ip -n %s link set %s up", ns_b, if_b) ||
-        sh("ip -n %s link set lo up", ns_a) ||
-        sh("ip -n %s link set lo up", ns_b))
-        have_ns = 2; /* partial: skip, still clean up */
+    ns_why[0] = '\0';
+    tnet_setup(&N, "xp", 199, ns_why, sizeof(ns_why));
 }
 
 static void teardown(void)
@@ -98,20 +62,15 @@ static void teardown(void)
         kill(kids[i], SIGKILL);
         waitpid(kids[i], NULL, 0);
     }
-    if (have_ns) {
-        sh("ip netns del %s", ns_a);
-        sh("ip netns del %s", ns_b);
-    }
+    tnet_del(&N);
 }
 
 /* Skips the calling case (cr_skip_test does not return) without
  * namespaces; false otherwise. */
 static bool skip_if_no_ns(void)
 {
-    if (geteuid() != 0)
-        cr_skip_test("not root, cannot create network namespaces");
-    if (have_ns != 1)
-        cr_skip_test("`ip netns` / veth setup failed here");
+    if (ns_why[0])
+        cr_skip_test("%s", ns_why);
     return false;
 }
 
@@ -174,7 +133,7 @@ static void rx_accept(struct xprt_listener *ls, struct xprt_link *l, int rc,
     xprt_link_set_cbs(l, &peer_cbs, &x->p);
 }
 
-/* Child: receiver in ns_b. Reports through fd. Never returns. */
+/* Child: receiver in N.ns_b. Reports through fd. Never returns. */
 static void receiver(const struct role *r, int out, int ready)
 {
     struct event_base *b;
@@ -185,13 +144,13 @@ static void receiver(const struct role *r, int out, int ready)
     unsigned int len = 32;
 
     memset(&x, 0, sizeof(x));
-    if ((res.rc = enter_ns(ns_b)) < 0)
+    if ((res.rc = enter_ns(N.ns_b)) < 0)
         goto done;
     b = event_base_new();
     cfg_for(&cfg, r);
     x.p.md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(x.p.md, EVP_sha256(), NULL);
-    res.rc = xprt_listener_new(b, addr_b, PORT, &cfg, rx_accept, &x, &ls);
+    res.rc = xprt_listener_new(b, N.addr_b, PORT, &cfg, rx_accept, &x, &ls);
     (void)!write(ready, "r", 1);
     if (res.rc < 0)
         goto done;
@@ -206,7 +165,7 @@ done:
     _exit(0);
 }
 
-/* Child: sender in ns_a. */
+/* Child: sender in N.ns_a. */
 static void sender(const struct role *r, int out)
 {
     struct event_base *b;
@@ -220,14 +179,14 @@ static void sender(const struct role *r, int out)
 
     memset(&p, 0, sizeof(p));
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-    if ((res.rc = enter_ns(ns_a)) < 0)
+    if ((res.rc = enter_ns(N.ns_a)) < 0)
         goto done;
     b = event_base_new();
     cfg_for(&cfg, r);
     chunk = malloc(CHUNK);
     for (size_t i = 0; i < CHUNK; i++)
         chunk[i] = (uint8_t)(i * 2654435761u >> 13);
-    res.rc = xprt_link_connect(b, addr_b, PORT, &cfg, &peer_cbs, &p, &p.link);
+    res.rc = xprt_link_connect(b, N.addr_b, PORT, &cfg, &peer_cbs, &p, &p.link);
     if (res.rc < 0)
         goto done;
     for (int i = 0; i < 500 && !p.up && !p.err; i++)
@@ -366,7 +325,7 @@ Test(netns, link_down_raises_peer_gone)
     run_until(wait, &never, iv * misses * 2);
     event_base_free(wait);
     t0 = colo_now_ns();
-    cr_assert_eq(sh("ip -n %s link set %s down", ns_a, if_a), 0);
+    cr_assert_eq(tnet_sh("ip -n %s link set %s down", N.ns_a, N.if_a), 0);
     collect(b, &tx);
     collect(a, &rx);
     cr_assert_eq(tx.up, 1);
@@ -394,17 +353,17 @@ Test(netns, connect_timeout_when_link_down)
 
     if (skip_if_no_ns())
         return;
-    cr_assert_eq(sh("ip -n %s link set %s down", ns_b, if_b), 0);
-    /* Connect from ns_a in this (test) process: switch back afterwards. */
+    cr_assert_eq(tnet_sh("ip -n %s link set %s down", N.ns_b, N.if_b), 0);
+    /* Connect from N.ns_a in this (test) process: switch back afterwards. */
     fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     cr_assert(fd >= 0);
-    cr_assert_eq(enter_ns(ns_a), 0);
+    cr_assert_eq(enter_ns(N.ns_a), 0);
     b = event_base_new();
     test_cfg(&cfg, test_key);
     cfg.connect_timeout_ms = 300;
     memset(&c, 0, sizeof(c));
     t0 = colo_now_ns();
-    rc = xprt_link_connect(b, addr_b, PORT, &cfg, &peer_cbs, &c, &c.link);
+    rc = xprt_link_connect(b, N.addr_b, PORT, &cfg, &peer_cbs, &c, &c.link);
     if (rc == 0)
         run_until(b, &c.err, 5000);
     cr_assert_eq(setns(fd, CLONE_NEWNET), 0);

@@ -1,4 +1,4 @@
-/* Helpers shared by the qmp tests: loop-driven waits, a bare QEMU. */
+/* The QMP fixture (qmp, dbus tests): loop-driven waits, a bare QEMU. */
 #ifndef COLO_TEST_QMP_QTEST_H
 #define COLO_TEST_QMP_QTEST_H
 
@@ -9,8 +9,8 @@
 #include "qmp/launch.h"
 #include "qmp/qmp.h"
 
-/* Run the loop until *flag or ms elapsed; returns *flag. Never sleeps:
- * the deadline is an event_base_loopexit() timer. */
+/* Run the loop until *flag or ms elapsed; returns *flag. Never sleeps
+ * (tloop.h: the deadline is a timer on the base). */
 bool qt_run_until(struct event_base *base, const bool *flag, int ms);
 /* Run the loop until *counter >= want or ms elapsed. */
 bool qt_run_until_count(struct event_base *base, const int *counter, int want,

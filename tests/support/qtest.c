@@ -10,40 +10,17 @@
 
 #include "common/fd.h"
 #include "common/timeutil.h"
+#include "tloop.h"
 
 bool qt_run_until(struct event_base *base, const bool *flag, int ms)
 {
-    uint64_t deadline = colo_now_ns() + (uint64_t)ms * 1000000ull;
-
-    while (!*flag) {
-        uint64_t now = colo_now_ns();
-        struct timeval tv;
-
-        if (now >= deadline)
-            break;
-        tv = colo_ms_to_tv((deadline - now) / 1000000ull + 1);
-        event_base_loopexit(base, &tv);
-        event_base_loop(base, EVLOOP_ONCE);
-    }
-    return *flag;
+    return tloop_until_flag(base, flag, (unsigned)ms);
 }
 
 bool qt_run_until_count(struct event_base *base, const int *counter, int want,
                         int ms)
 {
-    uint64_t deadline = colo_now_ns() + (uint64_t)ms * 1000000ull;
-
-    while (*counter < want) {
-        uint64_t now = colo_now_ns();
-        struct timeval tv;
-
-        if (now >= deadline)
-            break;
-        tv = colo_ms_to_tv((deadline - now) / 1000000ull + 1);
-        event_base_loopexit(base, &tv);
-        event_base_loop(base, EVLOOP_ONCE);
-    }
-    return *counter >= want;
+    return tloop_until_count(base, counter, want, (unsigned)ms);
 }
 
 bool qt_have_qemu(void)

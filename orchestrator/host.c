@@ -21,6 +21,7 @@
 #include "common/fd.h"
 #include "common/log.h"
 #include "qmp/launch.h"
+#include "checkpoint/outbuf.h"
 #include "qmp/qmp.h"
 #include "transport/link.h"
 
@@ -73,6 +74,7 @@ struct orch_host {
 
     /* Primary role: a migrate or protect job. */
     struct ckpt_primary *prim;
+    struct ckpt_outbuf *outbuf; /* Remus output commit (NICs only) */
     enum ckpt_mode job_mode;
     struct orch_ctl_req *job_req;
     bool job_follow;
@@ -407,6 +409,74 @@ static void job_finish(struct orch_host *h, int rc, const char *msg,
     }
 }
 
+/* End output commit: every held epoch leaves, in order. */
+static void outbuf_end(struct orch_host *h)
+{
+    if (!h->outbuf)
+        return;
+    ckpt_outbuf_release_all(h->outbuf);
+    ckpt_outbuf_free(h->outbuf);
+    h->outbuf = NULL;
+}
+
+static void outbuf_want_checkpoint(void *arg)
+{
+    struct orch_host *h = arg;
+
+    if (h->prim)
+        ckpt_primary_checkpoint_now(h->prim);
+}
+
+static int prim_paused(void *arg, uint64_t n)
+{
+    struct orch_host *h = arg;
+
+    return h->outbuf ? ckpt_outbuf_epoch(h->outbuf, n) : 0;
+}
+
+/* Remus with NICs: hold each epoch's output until its checkpoint is
+ * acked (checkpoint/outbuf.h). */
+static int outbuf_start(struct orch_host *h)
+{
+    size_t n = orch_config_nic_count(h->cfg);
+    const char *ids[ORCH_CONFIG_MAX_NICS];
+    struct ckpt_outbuf_opts oo = {
+        .dir = h->vm_dir,
+        .netdevs = ids,
+        .n_netdevs = n,
+        .want_checkpoint = outbuf_want_checkpoint,
+        .arg = h,
+    };
+    struct qmp_client *c = ckpt_vm_qemu_client(h->vm);
+
+    outbuf_end(h);
+    if (n == 0)
+        return 0;
+    if (!c)
+        return -EOPNOTSUPP;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = orch_config_nic_id(h->cfg, i);
+    return ckpt_outbuf_new(h->base, c, &oo, &h->outbuf);
+}
+
+static json_t *outbuf_json(struct orch_host *h)
+{
+    struct ckpt_outbuf_stats os;
+
+    if (!h->outbuf)
+        return NULL;
+    ckpt_outbuf_get_stats(h->outbuf, &os);
+    return json_pack("{s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "held_packets",
+                     (json_int_t)os.held, "held_epochs", (int)os.epochs_held,
+                     "released_packets", (json_int_t)os.released,
+                     "dropped_packets", (json_int_t)os.dropped,
+                     "early_checkpoints", (json_int_t)os.early, "errors",
+                     (json_int_t)os.errors, "release_delay_p50_us",
+                     (json_int_t)os.delay_p50_us, "release_delay_p99_us",
+                     (json_int_t)os.delay_p99_us, "release_delay_max_us",
+                     (json_int_t)os.delay_max_us);
+}
+
 static void prim_event(void *arg, const struct ckpt_event *ev)
 {
     struct orch_host *h = arg;
@@ -423,6 +493,8 @@ static void prim_event(void *arg, const struct ckpt_event *ev)
     switch (ev->type) {
     case CKPT_EV_CHECKPOINT:
         colo_log_set_checkpoint(ev->ckpt);
+        if (h->outbuf)
+            ckpt_outbuf_commit(h->outbuf, (uint64_t)ev->ckpt);
         if (!h->job_acked) {
             h->job_acked = true;
             colo_info("VM protected: checkpoint %lld acked by %s",
@@ -435,6 +507,8 @@ static void prim_event(void *arg, const struct ckpt_event *ev)
         colo_warn("VM is UNPROTECTED: the secondary %s is gone (%s); the "
                   "guest runs on here",
                   h->peer, colo_strerror(ev->rc));
+        /* Nothing is held any more: what the guest sent goes out. */
+        outbuf_end(h);
         job_finish(h, ev->rc, "the secondary is gone: VM unprotected", NULL);
         break;
     case CKPT_EV_ROUND:
@@ -453,6 +527,7 @@ static void prim_done(void *arg, int rc, const struct ckpt_stats *st)
     json_t *res = stats_json(st);
     enum ckpt_mode mode = h->job_mode;
 
+    outbuf_end(h);
     ckpt_primary_free(h->prim);
     h->prim = NULL;
     if (h->state == HOST_JOB)
@@ -503,6 +578,7 @@ static void job_connected(void *arg, int fd_or_rc)
         rc = ckpt_primary_start(h->prim, fd_or_rc);
     if (rc < 0) {
         colo_err("cannot reach %s: %s", h->peer, colo_strerror(rc));
+        outbuf_end(h);
         ckpt_primary_free(h->prim);
         h->prim = NULL;
         h->state = HOST_RUNNING;
@@ -528,6 +604,7 @@ static void job_helpers_checked(struct orch_dbus *d, int rc,
     }
     free(host);
     if (rc < 0) {
+        outbuf_end(h);
         ckpt_primary_free(h->prim);
         h->prim = NULL;
         h->state = HOST_RUNNING;
@@ -563,6 +640,7 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
         ckpt_primary_state(h->prim) == CKPT_P_UNPROTECTED) {
         /* Re-pair after the secondary was lost: a fresh engine, whose
          * first checkpoint is a full sync. */
+        outbuf_end(h);
         ckpt_primary_free(h->prim);
         h->prim = NULL;
         h->state = HOST_RUNNING;
@@ -599,9 +677,20 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
         (unsigned)json_integer_value(json_object_get(a, "max_rounds"));
     po.max_checkpoints =
         (uint64_t)json_integer_value(json_object_get(a, "max_checkpoints"));
+    if (po.mode == CKPT_MODE_REMUS) {
+        rc = outbuf_start(h);
+        if (rc < 0) {
+            colo_err("output commit: %s", colo_strerror(rc));
+            goto fail;
+        }
+        if (h->outbuf)
+            cbs.paused = prim_paused;
+    }
     rc = ckpt_primary_new(h->base, &po, h->mem, h->vm, &cbs, h, &h->prim);
-    if (rc < 0)
+    if (rc < 0) {
+        outbuf_end(h);
         goto fail;
+    }
     h->job_mode = po.mode;
     if (po.mode != CKPT_MODE_MIGRATE) {
         /* Kept to re-pair after a reconfiguration (reconf_*). */
@@ -632,6 +721,7 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
                                 &h->conn);
     }
     if (rc < 0) {
+        outbuf_end(h);
         ckpt_primary_free(h->prim);
         h->prim = NULL;
         h->job_req = NULL;
@@ -1425,6 +1515,8 @@ static void ctl_status(struct orch_host *h, struct orch_ctl_req *req)
     if (h->took_over_from >= 0)
         json_object_set_new(j, "took_over_from",
                             json_integer(h->took_over_from));
+    if (h->outbuf)
+        json_object_set_new(j, "output", outbuf_json(h));
     orch_ctl_req_finish(req, 0, NULL, j);
 }
 
@@ -1527,6 +1619,8 @@ static void host_dispose(struct orch_host *h)
     }
     if (h->job_req)
         job_finish(h, -COLO_ECANCELLED, "colo is stopping", NULL);
+    ckpt_outbuf_free(h->outbuf); /* QEMU goes too: nothing to release */
+    h->outbuf = NULL;
     ckpt_primary_free(h->prim);
     orch_xen_recv_free(h->xrecv);
     ckpt_secondary_free(h->sec);

@@ -23,6 +23,7 @@ enum tcp_phase { TCP_IDLE, TCP_SYN_SENT, TCP_ESTABLISHED, TCP_DONE };
 
 struct client {
     int fd;
+    unsigned conn; /* accept ordinal, from 1 */
     size_t len;
     uint8_t buf[4 + MAX_FRAME];
 };
@@ -42,6 +43,7 @@ struct netpeer {
     /* UDP "count N" values in arrival order, with their arrival time. */
     uint32_t *udp;
     long long *udp_ms;
+    unsigned *udp_conn;
     size_t n_udp, cap_udp;
     /* The one TCP exchange in progress. */
     enum tcp_phase phase;
@@ -267,7 +269,8 @@ static void on_arp(struct netpeer *np, const uint8_t *f, size_t len)
     send_frame(np, r, sizeof(r));
 }
 
-static void on_frame(struct netpeer *np, const uint8_t *f, size_t len)
+static void on_frame(struct netpeer *np, unsigned conn, const uint8_t *f,
+                     size_t len)
 {
     const uint8_t *ip, *l4;
     size_t ihl, tot;
@@ -304,15 +307,20 @@ static void on_frame(struct netpeer *np, const uint8_t *f, size_t len)
                 size_t cap = np->cap_udp ? np->cap_udp * 2 : 1024;
                 uint32_t *u = realloc(np->udp, cap * sizeof(*u));
                 long long *m = u ? realloc(np->udp_ms, cap * sizeof(*m)) : NULL;
+                unsigned *cn =
+                    m ? realloc(np->udp_conn, cap * sizeof(*cn)) : NULL;
 
                 if (u)
                     np->udp = u;
-                if (!u || !m)
+                if (m)
+                    np->udp_ms = m;
+                if (!u || !m || !cn)
                     return;
-                np->udp_ms = m;
+                np->udp_conn = cn;
                 np->cap_udp = cap;
             }
             np->udp_ms[np->n_udp] = netpeer_now_ms(np);
+            np->udp_conn[np->n_udp] = conn;
             np->udp[np->n_udp++] = v;
             pthread_cond_broadcast(&np->cv);
         }
@@ -337,7 +345,7 @@ static int client_read(struct netpeer *np, struct client *c)
             return -1;
         if (c->len - off < 4 + fl)
             break;
-        on_frame(np, c->buf + off + 4, fl);
+        on_frame(np, c->conn, c->buf + off + 4, fl);
         off += 4 + fl;
     }
     memmove(c->buf, c->buf + off, c->len - off);
@@ -408,7 +416,7 @@ static void *peer_thread(void *arg)
                 }
                 np->cl[i].fd = fd;
                 np->cl[i].len = 0;
-                np->connections++;
+                np->cl[i].conn = ++np->connections;
             } else if (client_read(np, &np->cl[idx[k]]) < 0) {
                 close(np->cl[idx[k]].fd);
                 np->cl[idx[k]].fd = -1;
@@ -484,6 +492,7 @@ void netpeer_free(struct netpeer *np)
     pthread_cond_destroy(&np->cv);
     free(np->udp);
     free(np->udp_ms);
+    free(np->udp_conn);
     free(np);
 }
 
@@ -534,6 +543,21 @@ static void deadline_in(struct timespec *ts, int ms)
 static int cv_wait_until(struct netpeer *np, const struct timespec *dl)
 {
     return pthread_cond_clockwait(&np->cv, &np->mu, CLOCK_MONOTONIC, dl);
+}
+
+size_t netpeer_udp_get(struct netpeer *np, struct netpeer_udp *out, size_t max)
+{
+    size_t n;
+
+    pthread_mutex_lock(&np->mu);
+    n = np->n_udp;
+    for (size_t i = 0; i < n && i < max; i++) {
+        out[i].v = np->udp[i];
+        out[i].conn = np->udp_conn[i];
+        out[i].ms = np->udp_ms[i];
+    }
+    pthread_mutex_unlock(&np->mu);
+    return n;
 }
 
 int netpeer_wait_udp_above(struct netpeer *np, uint32_t v, int timeout_ms,

@@ -47,6 +47,14 @@ unsigned netpeer_connections(struct netpeer *np); /* accepted so far */
 /* The values N of the UDP datagrams "count N\n" received so far, in arrival
  * order (at most max); returns how many there are in all. */
 size_t netpeer_udp_values(struct netpeer *np, uint32_t *out, size_t max);
+/* The same with the connection each came on (1 = the first QEMU that
+ * connected, 2 = the next, ...) and its arrival time (netpeer_now_ms). */
+struct netpeer_udp {
+    uint32_t v;
+    unsigned conn;
+    long long ms;
+};
+size_t netpeer_udp_get(struct netpeer *np, struct netpeer_udp *out, size_t max);
 /* Wait (bounded) for a UDP "count N" with N > v; 0 (N in *got when got is
  * not NULL) or -ETIMEDOUT. */
 int netpeer_wait_udp_above(struct netpeer *np, uint32_t v, int timeout_ms,

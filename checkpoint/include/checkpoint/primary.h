@@ -103,6 +103,13 @@ struct ckpt_primary_opts {
 struct ckpt_primary_cbs {
     void (*event)(void *arg, const struct ckpt_event *ev);
     void (*done)(void *arg, int rc, const struct ckpt_stats *stats);
+    /* Optional, protect only: the guest is paused for checkpoint n and its
+     * state captured; the engine resumes it ("cont") right after this
+     * returns, so QMP commands queued here on the VM's client run while
+     * the guest is still paused (output commit: ckpt_outbuf_epoch). A
+     * negative return is a failed checkpoint: the engine ends protection
+     * as if the secondary were lost (CKPT_EV_UNPROTECTED). */
+    int (*paused)(void *arg, uint64_t n);
 };
 
 /* mem and vm are borrowed and must outlive the engine. */

@@ -539,6 +539,15 @@ static void saved(void *arg, int rc, uint8_t *blob, size_t len)
         pump(p);
         return;
     }
+    if (p->cbs.paused) {
+        rc = p->cbs.paused(p->arg, p->n);
+        if (rc < 0) {
+            colo_err("primary: checkpoint %llu: output commit failed: %s",
+                     (unsigned long long)p->n, colo_strerror(rc));
+            link_lost(p, rc); /* resumes the guest, unprotected */
+            return;
+        }
+    }
     set_state(p, CKPT_P_RESUMING);
     rc = p->vm->ops->cont(p->vm, cont_done, p);
     if (rc < 0)

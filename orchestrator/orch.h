@@ -8,6 +8,8 @@
 #ifndef COLO_ORCH_H
 #define COLO_ORCH_H
 
+#include <stdio.h>
+
 enum orch_exit {
     ORCH_EXIT_OK = 0,
     ORCH_EXIT_FAIL = 1,   /* the job failed */
@@ -33,5 +35,8 @@ int orch_exit_code(int rc);
 /* Print "colo: <cmd>: <msg>\n" and return ORCH_EXIT_USAGE. */
 int orch_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* `colo --version`: colo's version, the QEMU it is tested against, the Xen
+ * libraries and interfaces it was built against (version.c). */
+void orch_print_version(FILE *f);
 
 #endif

@@ -10,10 +10,12 @@
 #include "host.h"
 #include "netutil.h"
 #include "orch.h"
+#include "progress.h"
 #include "qsave.h"
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/timeutil.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -180,9 +182,9 @@ static int run_secondary(const char *cmd, int argc, char **argv, bool standby)
               "needs a tie-breaker; without one, wait for 'colo failover'.\n"
               "      --listen HOST:PORT  where to listen (default "
               "0.0.0.0:8790)\n"
-              "      --witness HOST:PORT take over only if this endpoint "
+              "      --witness HOST:PORT  take over only if this endpoint "
               "answers\n"
-              "      --fence-cmd CMD     take over only if CMD exits 0\n"
+              "      --fence-cmd CMD   take over only if CMD exits 0\n"
             : "Usage: colo receive [--listen HOST:PORT] [OPTIONS]\n"
               "Receive a VM migrated with 'colo migrate' and run it here.\n"
               "The configuration comes with the VM.\n"
@@ -214,9 +216,7 @@ int orch_cmd_standby(int argc, char **argv)
 struct client_ctx {
     bool json;
     bool quiet;
-    bool tty;      /* stdout is a terminal: a progress bar */
-    bool bar_open; /* the bar line needs its newline */
-    long long first_dirty;
+    struct orch_progress *bar; /* stderr is a terminal: a progress bar */
 };
 
 static void print_progress(json_t *line, void *arg)
@@ -224,6 +224,12 @@ static void print_progress(json_t *line, void *arg)
     struct client_ctx *cc = arg;
     const char *ev = json_string_value(json_object_get(line, "event"));
 
+    if (cc->bar) {
+        if (orch_progress_event(cc->bar, line, colo_now_ns()))
+            return;
+        /* Anything else printed goes below the bar. */
+        orch_progress_end(cc->bar);
+    }
     if (cc->json) {
         char *s = json_dumps(line, JSON_COMPACT);
 
@@ -243,45 +249,13 @@ static void print_progress(json_t *line, void *arg)
             json_integer_value(json_object_get(line, "bytes_sent")) /
                 1048576.0);
     } else if (ev && strcmp(ev, "round") == 0) {
-        long long dirty = (long long)json_integer_value(
-            json_object_get(line, "dirty_pages_last"));
-
-        /* On a terminal one line that updates in place: a bar of how far
-         * the dirty set has shrunk (it converges towards the stop). */
-        if (cc->tty) {
-            int fill =
-                dirty <= 0
-                    ? 30
-                    : 30 - (int)(30.0 * (double)dirty /
-                                 (double)(cc->first_dirty ? cc->first_dirty
-                                                          : dirty));
-
-            if (!cc->first_dirty)
-                cc->first_dirty = dirty;
-            if (fill < 0)
-                fill = 0;
-            printf(
-                "\rmigrating [%.*s%*s] round %lld, %lld pages dirty, "
-                "%.1f MiB sent   ",
-                fill, "##############################", 30 - fill, "",
-                (long long)json_integer_value(json_object_get(line, "rounds")),
-                dirty,
-                json_integer_value(json_object_get(line, "bytes_sent")) /
-                    1048576.0);
-            cc->bar_open = true;
-        } else {
-            printf(
-                "precopy round %lld  dirty %lld pages  sent %.1f MiB\n",
-                (long long)json_integer_value(json_object_get(line, "rounds")),
-                dirty,
-                json_integer_value(json_object_get(line, "bytes_sent")) /
-                    1048576.0);
-        }
-    } else if (ev) {
-        if (cc->bar_open) {
-            printf("\n");
-            cc->bar_open = false;
-        }
+        printf("precopy round %lld  dirty %lld pages  sent %.1f MiB\n",
+               (long long)json_integer_value(json_object_get(line, "rounds")),
+               (long long)json_integer_value(
+                   json_object_get(line, "dirty_pages_last")),
+               json_integer_value(json_object_get(line, "bytes_sent")) /
+                   1048576.0);
+    } else if (ev && strcmp(ev, "progress") != 0) {
         printf("%s%s%s\n", ev, json_object_get(line, "error") ? ": " : "",
                json_object_get(line, "error")
                    ? json_string_value(json_object_get(line, "error"))
@@ -326,6 +300,8 @@ static int ctl_request(const char *cmd, const char *state_dir, const char *vm,
         goto out;
     }
     fin = orch_ctl_call(path, req, timeout_ms, print_progress, cc, &err);
+    if (cc->bar)
+        orch_progress_end(cc->bar); /* errors go below the bar */
     if (!fin) {
         fprintf(stderr, "colo: %s: %s\n", cmd, err);
         rc = ORCH_EXIT_FAIL;
@@ -363,6 +339,7 @@ static int run_job(const char *cmd, int argc, char **argv)
     };
     bool protect = strcmp(cmd, "protect") == 0;
     struct client_ctx cc = {.json = colo_log_get_json()};
+    struct orch_progress bar;
     const char *state_dir = NULL, *mode = protect ? "remus" : "migrate";
     unsigned long interval = 0, downtime = 0, rounds = 0, count = 0;
     bool follow = false;
@@ -380,12 +357,22 @@ static int run_job(const char *cmd, int argc, char **argv)
                        "'colo standby') every\ninterval; returns once the "
                        "first checkpoint is acked (--follow: keeps\n"
                        "printing checkpoints).\n"
-                       "      --count N    stop after N checkpoints\n");
+                       "      --mode remus|colo  Remus (default) or COLO "
+                       "checkpointing\n"
+                       "      --interval MS     time between checkpoints\n"
+                       "      --follow          print every checkpoint until "
+                       "protection ends\n"
+                       "      --count N         stop after N checkpoints\n");
             else
                 printf("Usage: colo migrate VM HOST[:PORT] [--downtime MS] "
                        "[--max-rounds N]\n"
                        "Move VM, running, to HOST (running 'colo receive'): "
-                       "precopy rounds,\nthen a short stop-and-copy.\n");
+                       "precopy rounds,\nthen a short stop-and-copy. On a "
+                       "terminal a progress bar shows bytes,\nrate, ETA, "
+                       "dirty rate and round.\n"
+                       "      --downtime MS     stop-and-copy once the rest "
+                       "fits in MS\n"
+                       "      --max-rounds N    at most N precopy rounds\n");
             printf("      --state-dir DIR   where the VM's control socket "
                    "is\n      --json            JSON event lines\n");
             return ORCH_EXIT_OK;
@@ -426,10 +413,16 @@ static int run_job(const char *cmd, int argc, char **argv)
                     (json_int_t)interval, "downtime_ms", (json_int_t)downtime,
                     "max_rounds", (json_int_t)rounds, "max_checkpoints",
                     (json_int_t)count, "follow", follow);
-    cc.tty = !cc.json && isatty(STDOUT_FILENO);
+    if (!cc.json && isatty(STDERR_FILENO)) {
+        /* A progress bar on the terminal; the server sends "progress"
+         * events for it. Not with --json, not into a pipe or file. */
+        orch_progress_init(&bar, stderr, protect);
+        cc.bar = &bar;
+        json_object_set_new(req, "progress_ms", json_integer(250));
+    }
     rc = ctl_request(cmd, state_dir, argv[optind], req, &cc, 0, &fin);
-    if (cc.bar_open)
-        printf("\n");
+    if (cc.bar)
+        orch_progress_end(cc.bar);
     if (rc == ORCH_EXIT_OK && !cc.json) {
         if (protect)
             printf("VM %s protected by %s (%s mode)\n", argv[optind],

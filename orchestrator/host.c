@@ -79,6 +79,11 @@ struct orch_host {
     struct orch_ctl_req *job_req;
     bool job_follow;
     bool job_acked; /* protect: first checkpoint acked */
+    /* A client that draws a progress bar asked for "progress" events
+     * every progress_ms while a migrate runs or a protect's first (full)
+     * checkpoint is on its way; 0: none. */
+    unsigned progress_ms;
+    struct event *progress_timer;
     struct orch_connect *conn;
     char *peer;
     char *job_host;   /* while the helpers are checked */
@@ -398,9 +403,48 @@ static void launch_up(struct qmp_qemu *q, int rc, const char *status, void *arg)
 
 /* ==================== PRIMARY ROLE ==================== */
 
+/* "progress" events for a client's progress bar: the engine's statistics
+ * (bytes_sent grows while a round is on the wire) and the RAM size, the
+ * whole of a migrate's first round and of a protect's first checkpoint. */
+static void progress_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct orch_host *h = arg;
+    struct ckpt_stats st;
+    json_t *j;
+
+    (void)fd;
+    (void)what;
+    if (!h->job_req || !h->prim ||
+        (h->job_mode != CKPT_MODE_MIGRATE && h->job_acked)) {
+        evtimer_del(h->progress_timer);
+        return;
+    }
+    ckpt_primary_get_stats(h->prim, &st);
+    j = stats_json(&st);
+    json_object_set_new(j, "event", json_string("progress"));
+    set_int(j, "ram_bytes", (int64_t)h->ram_size);
+    orch_ctl_req_event(h->job_req, j);
+    json_decref(j);
+}
+
+static void progress_start(struct orch_host *h, unsigned ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    if (!ms)
+        return;
+    if (!h->progress_timer)
+        h->progress_timer =
+            event_new(h->base, -1, EV_PERSIST, progress_tick, h);
+    if (h->progress_timer)
+        evtimer_add(h->progress_timer, &tv);
+}
+
 static void job_finish(struct orch_host *h, int rc, const char *msg,
                        json_t *result)
 {
+    if (h->progress_timer)
+        evtimer_del(h->progress_timer);
     if (h->job_req) {
         orch_ctl_req_finish(h->job_req, rc, msg, result);
         h->job_req = NULL;
@@ -701,6 +745,13 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
     h->job_req = req;
     h->job_follow = json_is_true(json_object_get(a, "follow"));
     h->job_acked = false;
+    if (req) {
+        json_int_t pms = json_integer_value(json_object_get(a, "progress_ms"));
+
+        /* 50 ms .. 10 s; anything else: no progress events. */
+        h->progress_ms = pms >= 50 && pms <= 10000 ? (unsigned)pms : 0;
+        progress_start(h, h->progress_ms);
+    }
     h->state = HOST_JOB;
     colo_info("%s to %s",
               po.mode == CKPT_MODE_MIGRATE ? "migrating" : "protecting",
@@ -1641,6 +1692,8 @@ static void host_dispose(struct orch_host *h)
         event_free(h->sig_term);
     if (h->exit_timer)
         event_free(h->exit_timer);
+    if (h->progress_timer)
+        event_free(h->progress_timer);
     if (h->ram_path)
         unlink(h->ram_path);
     if (h->vm_dir)

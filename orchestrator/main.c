@@ -32,14 +32,29 @@ static void print_help(FILE *f)
         "\n"
         "Global options:\n"
         "  -h, --help           show this help (COMMAND --help for a command)\n"
-        "  -V, --version        show the version\n"
+        "  -V, --version        show the version and the QEMU and Xen APIs\n"
         "  -v, --verbose        more log output (repeat for debug)\n"
         "  -q, --quiet          errors only\n"
         "      --json           log and events as JSON lines\n"
         "\n"
-        "Exit codes: 0 success, 1 job failed, 2 usage error, 3 bad config\n"
-        "or input, 4 peer failed or refused, 5 QEMU failed, 6 corrupt "
-        "stream.\n");
+        "Exit codes:\n"
+        "  0 success, 1 job failed, 2 usage error, 3 bad config or input,\n"
+        "  4 peer failed or refused, 5 QEMU failed, 6 corrupt stream.\n"
+        "\n"
+        "Environment:\n"
+        "  COLO_STATE_DIR       the state directory when a command has no\n"
+        "                       --state-dir (default /run/colo as root,\n"
+        "                       else $XDG_RUNTIME_DIR/colo, else\n"
+        "                       /tmp/colo-UID)\n"
+        "\n"
+        "Files:\n"
+        "  STATE/VM.sock        a VM's control socket (status, stop, ...)\n"
+        "  STATE/VM/            its RAM file and serial log\n"
+        "  /etc/colo/NAME.conf  settings of the systemd services\n"
+        "                       colo-standby@NAME and colo-receive@NAME\n"
+        "\n"
+        "See also: qemu-system-x86_64(1), xl(1), the documents in\n"
+        "/usr/share/doc/colo (README.md, docs/).\n");
 }
 
 int main(int argc, char **argv)
@@ -62,7 +77,7 @@ int main(int argc, char **argv)
             print_help(stdout);
             return ORCH_EXIT_OK;
         case 'V':
-            printf("colo %s\n", COLO_VERSION);
+            orch_print_version(stdout);
             return ORCH_EXIT_OK;
         case 'v':
             verbose++;

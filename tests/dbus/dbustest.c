@@ -38,7 +38,7 @@ bool dt_have_dbus(void)
 
 const char *dt_helper_path(void)
 {
-    return COLO_BINARY_DIR "/tests/dbus/colo-dbus-helper";
+    return COLO_DBUS_HELPER; /* examples/dbus-helper builds it */
 }
 
 void dt_tmpdir(char *buf, size_t sz)

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Generate colo(1) from the CLI's own help text.
+
+    gen-man.py COLO-BINARY OUTPUT
+
+The one source of the page is what `colo --help` and `colo COMMAND --help`
+print (orchestrator/main.c and the cmd_*.c files), so the page cannot drift
+from the program: a new command or option shows up in both. The page has
+NAME, SYNOPSIS, DESCRIPTION, then one section per heading of `colo --help`
+("Global options:" -> GLOBAL OPTIONS, "Exit codes:" -> EXIT STATUS, ...)
+and COMMANDS with a subsection per command. Only python3's standard library
+is used (no pandoc/help2man: help2man has no page-per-subcommand layout).
+
+Help text conventions the parser relies on:
+  - a heading is a line at column 0 ending in ':'
+  - an item is an indented line: a term, two or more spaces, a description;
+    a more deeply indented line without such a split continues the item
+  - anything else is running text ("See also: ..." at column 0 too)
+"""
+import os
+import re
+import subprocess
+import sys
+
+NAME = ("checkpoint orchestrator for QEMU and Xen guests: live migration and "
+        "Remus/COLO high availability")
+SECTIONS = {
+    "global options": "GLOBAL OPTIONS",
+    "exit codes": "EXIT STATUS",
+    "environment": "ENVIRONMENT",
+    "files": "FILES",
+}
+
+
+def run(colo, *args):
+    env = dict(os.environ)
+    # A sanitizer build may run this: the help must not fail on LSan.
+    env["ASAN_OPTIONS"] = "detect_leaks=0"
+    env["LC_ALL"] = "C"
+    p = subprocess.run([colo, *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env, check=False,
+                       universal_newlines=True)
+    if p.returncode != 0:
+        sys.exit("gen-man: '%s %s' exited %d: %s" %
+                 (colo, " ".join(args), p.returncode, p.stderr))
+    return p.stdout
+
+
+def esc(text):
+    """Escape running text for roff."""
+    text = text.replace("\\", "\\e")
+    # Options' dashes are minus signs (copy and paste must give ASCII '-'):
+    # leading dashes of words, and every dash of a word starting with '-'.
+    return re.sub(r"(?<![\w-])-[-\w]*",
+                  lambda m: m.group(0).replace("-", "\\-"), text)
+
+
+def line(text):
+    """A roff text line: never starts with a control character."""
+    text = esc(text)
+    if text.startswith((".", "'")):
+        text = "\\&" + text
+    return text
+
+
+def term(t):
+    """An item term: options and names bold, their arguments italic."""
+    words = t.split(" ")
+    out = []
+    for i, w in enumerate(words):
+        if i == 0 or w.startswith("-") or w.endswith(","):
+            out.append("\\fB" + esc(w) + "\\fR")
+        else:
+            out.append("\\fI" + esc(w) + "\\fR")
+    return " ".join(out)
+
+
+def synopsis(s):
+    """'colo start CONFIG [OPTIONS]': program and command bold, rest roman
+    with metavariables italic."""
+    out = []
+    for i, w in enumerate(s.split(" ")):
+        if i == 0 or (i == 1 and re.match(r"^[a-z][a-z-]*$", w)):
+            out.append("\\fB" + esc(w) + "\\fR")
+        else:
+            out.append(re.sub(r"[A-Z][A-Z0-9_]*(?:\[?:[A-Z]+\]?)?",
+                              lambda m: "\\fI" + m.group(0) + "\\fR", esc(w)))
+    return " ".join(out)
+
+
+ITEM = re.compile(r"^( +)(\S(?:.*?\S)?)  +(\S.*)$")
+
+
+def body(lines, out):
+    """Items (.TP) and running text (.PP) of one block of help text."""
+    item_indent = None
+    para = False
+    for raw in lines:
+        if not raw.strip():
+            item_indent, para = None, False
+            continue
+        indent = len(raw) - len(raw.lstrip(" "))
+        m = ITEM.match(raw)
+        if item_indent is not None and indent > item_indent + 2 and (
+                not m or not m.group(2).startswith("-")):
+            out.append(line(raw.strip()))  # continues the item
+            continue
+        if m and indent > 0:
+            out.append(".TP")
+            out.append(term(m.group(2)))
+            out.append(line(m.group(3)))
+            item_indent, para = indent, False
+            continue
+        if not para:
+            out.append(".PP")
+            para = True
+        item_indent = None
+        out.append(line(raw.strip()))
+
+
+def split_sections(text):
+    """[(heading or None, [lines])] at headings 'Word words:'."""
+    secs = [(None, [])]
+    for raw in text.splitlines():
+        if re.match(r"^[A-Z][A-Za-z ]*:$", raw):
+            secs.append((raw[:-1], []))
+        else:
+            secs[-1][1].append(raw)
+    return secs
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: gen-man.py COLO-BINARY OUTPUT")
+    colo, output = sys.argv[1], sys.argv[2]
+    version = run(colo, "--version").splitlines()[0].split()[-1]
+    top = run(colo, "--help")
+    secs = split_sections(top)
+
+    date = ""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        import time
+        date = time.strftime("%Y-%m-%d", time.gmtime(
+            int(os.environ["SOURCE_DATE_EPOCH"])))
+    out = [
+        '.\\" Generated by dist/gen-man.py from the output of'
+        " 'colo --help' and 'colo COMMAND --help'. Do not edit.",
+        '.TH COLO 1 "%s" "colo %s" "User Commands"' % (date, version),
+        ".nh",
+        ".SH NAME",
+        "colo \\- " + esc(NAME),
+        ".SH SYNOPSIS",
+    ]
+    intro = secs[0][1]
+    usage = [l for l in intro if l.startswith("Usage: ")]
+    if not usage:
+        sys.exit("gen-man: 'colo --help' has no Usage: line")
+    out.append(synopsis(usage[0][len("Usage: "):]))
+    out.append(".SH DESCRIPTION")
+    body([l for l in intro if not l.startswith("Usage: ")], out)
+
+    commands = []
+    later = []
+    for heading, lines in secs[1:]:
+        if heading == "Commands":
+            for l in lines:
+                m = ITEM.match(l)
+                if m:
+                    commands.append((m.group(2), m.group(3)))
+            continue
+        later.append((heading, lines))
+
+    # Global options first, then the commands, then the rest in order.
+    for heading, lines in later:
+        if heading.lower() == "global options":
+            out.append(".SH GLOBAL OPTIONS")
+            body(lines, out)
+    out.append(".SH COMMANDS")
+    for name, summary in commands:
+        text = run(colo, name, "--help").splitlines()
+        out.append(".SS " + name)
+        if text and text[0].startswith("Usage: "):
+            out.append(".PP")
+            out.append(synopsis(text[0][len("Usage: "):]))
+            text = text[1:]
+        body(text, out)
+    see_also = None
+    for heading, lines in later:
+        key = heading.lower()
+        if key == "global options":
+            continue
+        # "See also: ..." is running text at the end of the last section.
+        for i, l in enumerate(lines):
+            if l.startswith("See also:"):
+                see_also = " ".join(x.strip() for x in lines[i:]
+                                    if x.strip())[len("See also:"):].strip()
+                lines = lines[:i]
+                break
+        out.append(".SH " + SECTIONS.get(key, heading.upper()))
+        body(lines, out)
+    if see_also:
+        out.append(".SH SEE ALSO")
+        refs = re.sub(r"([\w.-]+)\((\d)\)", r"\\fB\1\\fR(\2)", esc(see_also))
+        out.append(refs)
+    with open(output, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()

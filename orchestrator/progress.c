@@ -27,12 +27,12 @@ static uint64_t jint(json_t *ev, const char *key)
     return v > 0 ? (uint64_t)v : 0;
 }
 
-static void fmt_mib(char *buf, size_t size, double bytes)
+static void fmt_mib(char *buf, size_t size, double bytes, const char *suffix)
 {
     if (bytes >= 10240.0 * 1048576.0)
-        snprintf(buf, size, "%.1f GiB", bytes / 1073741824.0);
+        snprintf(buf, size, "%.1f GiB%s", bytes / 1073741824.0, suffix);
     else
-        snprintf(buf, size, "%.1f MiB", bytes / 1048576.0);
+        snprintf(buf, size, "%.1f MiB%s", bytes / 1048576.0, suffix);
 }
 
 void orch_progress_format(const struct orch_progress *pg, uint64_t now_ns,
@@ -55,16 +55,14 @@ void orch_progress_format(const struct orch_progress *pg, uint64_t now_ns,
     memset(bar + fill, '-', (size_t)(BAR_WIDTH - fill));
     bar[BAR_WIDTH] = '\0';
 
-    fmt_mib(sent, sizeof(sent), (double)pg->bytes_sent);
+    fmt_mib(sent, sizeof(sent), (double)pg->bytes_sent, "");
     if (pg->rate_bps > 0) {
-        fmt_mib(rate, sizeof(rate), pg->rate_bps);
-        strcat(rate, "/s");
+        fmt_mib(rate, sizeof(rate), pg->rate_bps, "/s");
     } else {
         snprintf(rate, sizeof(rate), "-- MiB/s");
     }
     if (pg->dirty_bps > 0) {
-        fmt_mib(dirty, sizeof(dirty), pg->dirty_bps);
-        strcat(dirty, "/s");
+        fmt_mib(dirty, sizeof(dirty), pg->dirty_bps, "/s");
     } else {
         snprintf(dirty, sizeof(dirty), "-- MiB/s");
     }

@@ -72,6 +72,10 @@ static void summary(const char *name, const struct xprt_verify_summary *s)
     printf(", pages %llu, device state %llu bytes, config %llu bytes\n",
            (unsigned long long)s->pages, (unsigned long long)s->devstate_bytes,
            (unsigned long long)s->config_bytes);
+    if (s->disk_writes)
+        printf("  disk writes %llu, %llu bytes\n",
+               (unsigned long long)s->disk_writes,
+               (unsigned long long)s->disk_bytes);
 }
 
 int orch_cmd_verify_stream(int argc, char **argv)

@@ -238,3 +238,116 @@ Test(verify, cli_exit_codes)
     cr_assert_eq(run_cli("/nonexistent/colo", err, sizeof(err)), 1);
     colo_buf_dispose(&b);
 }
+
+/* Disk records: DISK_INFO only in a FULL checkpoint, DISK_WRITE only for an
+ * announced disk and inside its size; codec caps. */
+static void disk_ckpt(struct colo_buf *b, uint64_t n, bool info, uint32_t disk,
+                      uint64_t off, uint32_t len, uint32_t flags)
+{
+    static uint8_t data[8192];
+    struct xprt_disk_info d = {.disk = 0, .size = 1 << 20};
+
+    strcpy(d.id, "disk0");
+    cr_assert_eq(xprt_ckpt_begin_write(b, n, info ? XPRT_CKPT_FLAG_FULL : 0),
+                 0);
+    if (info)
+        cr_assert_eq(xprt_disk_info_write(b, &d), 0);
+    cr_assert_eq(xprt_disk_write_write(b, disk, flags, off, data, len), 0);
+    cr_assert_eq(xprt_devstate_write(b, XPRT_DEVSTATE_QEMU_XEN_SAVE, "dev", 3),
+                 0);
+    cr_assert_eq(xprt_ckpt_end_write(b, n), 0);
+}
+
+Test(verify, disk_records)
+{
+    struct {
+        bool info2;
+        uint32_t disk;
+        uint64_t off;
+        uint32_t len, flags;
+        int rc;
+        const char *why;
+    } cases[] = {
+        {false, 0, 4096, 8192, 0, 0, NULL},
+        {false, 0, (1 << 20) - 512, 512, 0, 0, NULL},
+        {false, 0, 0, 1 << 20, XPRT_DISK_WRITE_ZEROES, 0, NULL},
+        {false, 0, (1 << 20) - 512, 1024, 0, -COLO_ESTREAM_CORRUPT,
+         "past the end"},
+        {false, 1, 0, 512, 0, -COLO_ESTREAM_CORRUPT, "without its DISK_INFO"},
+        {true, 0, 0, 512, 0, -COLO_ESTREAM_CORRUPT, "outside a FULL"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct colo_buf b;
+        struct xprt_verifier v;
+        int rc;
+
+        colo_buf_init(&b, 0);
+        colo_head(&b);
+        disk_ckpt(&b, 1, true, 0, 0, 4096, 0);
+        if (cases[i].info2) {
+            /* DISK_INFO in a checkpoint that is not FULL. */
+            struct xprt_disk_info d = {.disk = 0, .size = 1 << 20};
+
+            cr_assert_eq(xprt_ckpt_begin_write(&b, 2, 0), 0);
+            cr_assert_eq(xprt_disk_info_write(&b, &d), 0);
+        } else {
+            disk_ckpt(&b, 2, false, cases[i].disk, cases[i].off, cases[i].len,
+                      cases[i].flags);
+        }
+        xprt_rec_write_buf(&b, XPRT_COLO_END, NULL, 0);
+        rc = verify(&b, &v);
+        cr_assert_eq(rc, cases[i].rc, "case %zu: %d %s", i, rc,
+                     xprt_verifier_why(&v));
+        if (cases[i].why)
+            cr_assert_not_null(strstr(xprt_verifier_why(&v), cases[i].why),
+                               "case %zu: %s", i, xprt_verifier_why(&v));
+        else
+            cr_assert_eq(v.sum.disk_writes, 2);
+        xprt_verifier_dispose(&v);
+        colo_buf_dispose(&b);
+    }
+}
+
+Test(verify, disk_codec_caps)
+{
+    uint8_t body[XPRT_DISK_WRITE_HEAD_SIZE + 16];
+    struct xprt_disk_write_view w;
+    struct xprt_disk_info d;
+    struct colo_buf b;
+
+    /* A data length over the cap, a ZEROES with data, a disk index over
+     * the cap, a length that does not match the body. */
+    xprt_disk_write_head_encode(body, 0, 0, 0, XPRT_DISK_WRITE_MAX + 1);
+    cr_assert_eq(xprt_disk_write_decode(body, sizeof(body), &w),
+                 -COLO_ESTREAM_TOO_BIG);
+    xprt_disk_write_head_encode(body, 0, XPRT_DISK_WRITE_ZEROES, 0, 16);
+    cr_assert_eq(xprt_disk_write_decode(body, sizeof(body), &w),
+                 -COLO_ESTREAM_CORRUPT);
+    cr_assert_eq(xprt_disk_write_decode(body, XPRT_DISK_WRITE_HEAD_SIZE, &w),
+                 0);
+    xprt_disk_write_head_encode(body, XPRT_DISK_MAX, 0, 0, 16);
+    cr_assert_eq(xprt_disk_write_decode(body, sizeof(body), &w),
+                 -COLO_ESTREAM_TOO_BIG);
+    xprt_disk_write_head_encode(body, 0, 0, 0, 15);
+    cr_assert_eq(xprt_disk_write_decode(body, sizeof(body), &w),
+                 -COLO_ESTREAM_CORRUPT);
+    xprt_disk_write_head_encode(body, 0, 0, UINT64_MAX - 4, 16);
+    cr_assert_eq(xprt_disk_write_decode(body, sizeof(body), &w),
+                 -COLO_ESTREAM_CORRUPT);
+    /* DISK_INFO: round trip; id over the cap refused by the writer. */
+    colo_buf_init(&b, 0);
+    memset(&d, 0, sizeof(d));
+    d.disk = 3;
+    d.size = 12345;
+    strcpy(d.id, "root");
+    cr_assert_eq(xprt_disk_info_write(&b, &d), 0);
+    memset(&d, 0, sizeof(d));
+    cr_assert_eq(xprt_disk_info_decode(b.data + 8, 24 + 4, &d), 0);
+    cr_assert_eq(d.disk, 3);
+    cr_assert_eq(d.size, 12345);
+    cr_assert_str_eq(d.id, "root");
+    cr_assert_eq(xprt_disk_info_decode(b.data + 8, 24 + 3, &d),
+                 -COLO_ESTREAM_CORRUPT);
+    colo_buf_dispose(&b);
+}

@@ -348,11 +348,124 @@ int xprt_error_decode(const uint8_t *body, size_t len, int32_t *ret_code,
 
 /* ---- generic check ---------------------------------------------------- */
 
+/* ---- DISK_INFO, DISK_WRITE ------------------------------------------- */
+
+#define DISK_INFO_FIXED 24u
+
+int xprt_disk_info_write(struct colo_buf *out, const struct xprt_disk_info *d)
+{
+    uint8_t b[DISK_INFO_FIXED + XPRT_DISK_ID_MAX];
+    size_t il = strnlen(d->id, sizeof(d->id));
+
+    if (d->disk >= XPRT_DISK_MAX || il > XPRT_DISK_ID_MAX || d->flags ||
+        d->size > XPRT_DISK_SIZE_MAX)
+        return -EINVAL;
+    colo_put_le32(b, d->disk);
+    colo_put_le32(b + 4, 0);
+    put_le64(b + 8, d->size);
+    colo_put_le32(b + 16, (uint32_t)il);
+    colo_put_le32(b + 20, 0);
+    memcpy(b + DISK_INFO_FIXED, d->id, il);
+    return xprt_rec_write_buf(out, XPRT_COLO_DISK_INFO, b,
+                              DISK_INFO_FIXED + il);
+}
+
+int xprt_disk_info_decode(const uint8_t *body, size_t len,
+                          struct xprt_disk_info *ret)
+{
+    uint32_t il;
+
+    memset(ret, 0, sizeof(*ret));
+    if (len < DISK_INFO_FIXED)
+        return -COLO_ESTREAM_CORRUPT;
+    ret->disk = colo_get_le32(body);
+    ret->flags = colo_get_le32(body + 4);
+    ret->size = colo_get_le64(body + 8);
+    il = colo_get_le32(body + 16);
+    if (il > XPRT_DISK_ID_MAX || ret->size > XPRT_DISK_SIZE_MAX ||
+        ret->disk >= XPRT_DISK_MAX)
+        return -COLO_ESTREAM_TOO_BIG;
+    if (len != DISK_INFO_FIXED + il || ret->flags || colo_get_le32(body + 20) ||
+        memchr(body + DISK_INFO_FIXED, '\0', il))
+        return -COLO_ESTREAM_CORRUPT;
+    memcpy(ret->id, body + DISK_INFO_FIXED, il);
+    ret->id[il] = '\0';
+    return 0;
+}
+
+void xprt_disk_write_head_encode(uint8_t out[XPRT_DISK_WRITE_HEAD_SIZE],
+                                 uint32_t disk, uint32_t flags, uint64_t offset,
+                                 uint32_t length)
+{
+    colo_put_le32(out, disk);
+    colo_put_le32(out + 4, flags);
+    put_le64(out + 8, offset);
+    colo_put_le32(out + 16, length);
+    colo_put_le32(out + 20, 0);
+}
+
+static int disk_write_check(uint32_t disk, uint32_t flags, uint64_t offset,
+                            uint32_t length)
+{
+    uint32_t max = (flags & XPRT_DISK_WRITE_ZEROES) ? XPRT_DISK_ZEROES_MAX
+                                                    : XPRT_DISK_WRITE_MAX;
+
+    if (disk >= XPRT_DISK_MAX || length > max)
+        return -COLO_ESTREAM_TOO_BIG;
+    if (!length || (flags & ~XPRT_DISK_WRITE_ZEROES) ||
+        offset > (1ull << 63) - length)
+        return -COLO_ESTREAM_CORRUPT;
+    return 0;
+}
+
+int xprt_disk_write_write(struct colo_buf *out, uint32_t disk, uint32_t flags,
+                          uint64_t offset, const void *data, uint32_t length)
+{
+    uint8_t h[XPRT_DISK_WRITE_HEAD_SIZE];
+    bool zeroes = flags & XPRT_DISK_WRITE_ZEROES;
+    struct iovec iov[2] = {{h, sizeof(h)}, {(void *)data, zeroes ? 0 : length}};
+
+    if (disk_write_check(disk, flags, offset, length) < 0 || (!zeroes && !data))
+        return -EINVAL;
+    xprt_disk_write_head_encode(h, disk, flags, offset, length);
+    return xprt_rec_writev_buf(out, XPRT_COLO_DISK_WRITE, iov, zeroes ? 1 : 2);
+}
+
+int xprt_disk_write_decode(const uint8_t *body, size_t len,
+                           struct xprt_disk_write_view *ret)
+{
+    int rc;
+
+    memset(ret, 0, sizeof(*ret));
+    if (len < XPRT_DISK_WRITE_HEAD_SIZE)
+        return -COLO_ESTREAM_CORRUPT;
+    ret->disk = colo_get_le32(body);
+    ret->flags = colo_get_le32(body + 4);
+    ret->offset = colo_get_le64(body + 8);
+    ret->length = colo_get_le32(body + 16);
+    rc = disk_write_check(ret->disk, ret->flags, ret->offset, ret->length);
+    if (rc < 0)
+        return rc;
+    if (colo_get_le32(body + 20))
+        return -COLO_ESTREAM_CORRUPT;
+    if (ret->flags & XPRT_DISK_WRITE_ZEROES) {
+        if (len != XPRT_DISK_WRITE_HEAD_SIZE)
+            return -COLO_ESTREAM_CORRUPT;
+        return 0;
+    }
+    if (len != XPRT_DISK_WRITE_HEAD_SIZE + (size_t)ret->length)
+        return -COLO_ESTREAM_CORRUPT;
+    ret->data = body + XPRT_DISK_WRITE_HEAD_SIZE;
+    return 0;
+}
+
 int xprt_colo_rec_check(uint32_t type, const uint8_t *body, size_t len)
 {
     union {
         struct xprt_colo_hello hello;
         struct xprt_ram_pages_view pages;
+        struct xprt_disk_info disk;
+        struct xprt_disk_write_view dw;
     } u;
     const char *json;
     const uint8_t *blob;
@@ -380,6 +493,10 @@ int xprt_colo_rec_check(uint32_t type, const uint8_t *body, size_t len)
         return len == 8 ? 0 : -COLO_ESTREAM_CORRUPT;
     case XPRT_COLO_ERROR:
         return xprt_error_decode(body, len, &st, NULL, 0);
+    case XPRT_COLO_DISK_INFO:
+        return xprt_disk_info_decode(body, len, &u.disk);
+    case XPRT_COLO_DISK_WRITE:
+        return xprt_disk_write_decode(body, len, &u.dw);
     default:
         if (xprt_is_colo_type(type) && (type & XPRT_COLO_OPTIONAL_BIT) &&
             type < XPRT_COLO_LINK_FIRST)

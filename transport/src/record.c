@@ -736,7 +736,9 @@ const char *xprt_rec_type_name(enum xprt_layer layer, uint32_t type)
                                        "CHECKPOINT_END",
                                        "ACK",
                                        "HEARTBEAT",
-                                       "ERROR"};
+                                       "ERROR",
+                                       "DISK_INFO",
+                                       "DISK_WRITE"};
 
     if (layer == XPRT_LAYER_LIBXL && type <= XPRT_LIBXL_REC_KNOWN_MAX)
         return libxl[type];

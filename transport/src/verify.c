@@ -85,6 +85,7 @@ static int colo_record(struct xprt_verifier *v, const struct xprt_item *it)
                        (unsigned long long)v->sum.last_ckpt,
                        (unsigned long long)v->sum.last_ckpt + 1);
         v->in_ckpt = true;
+        v->open_full = flags & XPRT_CKPT_FLAG_FULL;
         v->open_n = n;
         return 0;
     case XPRT_COLO_CHECKPOINT_END:
@@ -124,6 +125,37 @@ static int colo_record(struct xprt_verifier *v, const struct xprt_item *it)
                        "DEVICE_STATE outside a checkpoint");
         v->sum.devstate_bytes += it->length - XPRT_DEVSTATE_HEAD_SIZE;
         return 0;
+    case XPRT_COLO_DISK_INFO: {
+        struct xprt_disk_info d;
+
+        if (!v->in_ckpt || !v->open_full)
+            return bad(v, it, -COLO_ESTREAM_CORRUPT,
+                       "DISK_INFO outside a FULL checkpoint");
+        xprt_disk_info_decode(it->body, it->length, &d); /* reader checked */
+        v->disk_size[d.disk] = d.size + 1;
+        return 0;
+    }
+    case XPRT_COLO_DISK_WRITE: {
+        struct xprt_disk_write_view w;
+
+        if (!v->in_ckpt)
+            return bad(v, it, -COLO_ESTREAM_CORRUPT,
+                       "DISK_WRITE outside a checkpoint");
+        xprt_disk_write_decode(it->body, it->length, &w);
+        if (!v->disk_size[w.disk])
+            return bad(v, it, -COLO_ESTREAM_CORRUPT,
+                       "DISK_WRITE to disk %u without its DISK_INFO", w.disk);
+        if (w.offset + w.length > v->disk_size[w.disk] - 1)
+            return bad(v, it, -COLO_ESTREAM_CORRUPT,
+                       "DISK_WRITE of %u octets at %llu past the end of disk "
+                       "%u (%llu octets)",
+                       w.length, (unsigned long long)w.offset, w.disk,
+                       (unsigned long long)(v->disk_size[w.disk] - 1));
+        v->sum.disk_writes++;
+        if (!(w.flags & XPRT_DISK_WRITE_ZEROES))
+            v->sum.disk_bytes += w.length;
+        return 0;
+    }
     case XPRT_COLO_END:
         if (v->in_ckpt)
             return bad(v, it, -COLO_ESTREAM_TRUNCATED,

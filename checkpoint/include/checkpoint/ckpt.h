@@ -72,6 +72,13 @@ struct ckpt_stats {
     uint32_t rounds;      /* precopy rounds including the final one */
     uint64_t total_us;    /* migrate: start .. ack of the final ckpt */
     uint64_t downtime_us; /* migrate: stop .. ack of the final ckpt */
+
+    /* Disks (checkpoint/disk.h), primary. */
+    uint64_t disk_sync_done;   /* full sync: image bytes passed */
+    uint64_t disk_sync_total;  /* full sync: image bytes in all */
+    uint64_t disk_sync_us;     /* last full sync's duration */
+    uint64_t disk_writes_last; /* DISK_WRITE records of the last ckpt */
+    uint64_t disk_bytes_last;  /* their data octets */
 };
 
 #define CKPT_STATS_WINDOW 1024

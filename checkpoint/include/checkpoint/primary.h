@@ -10,6 +10,10 @@
  *   Precopy     migrate: round k captured while the guest runs, records
  *               queued, waiting for the link to drain (timer: io_timeout)
  *   Stopping    "stop" sent (timer: vm op deadline)
+ *   DiskSync    protect with disks, first checkpoint to a new secondary:
+ *               the tee was attached while the guest was stopped; BEGIN(n,
+ *               FULL), DISK_INFO and the images' non-zero extents are sent
+ *               while the guest runs (timer: io_timeout)
  *   Capturing   guest paused: pages captured, device-state save pending
  *               (timer: vm op deadline)                     + pageset
  *   Resuming    "cont" sent (timer: vm op deadline); protect only
@@ -34,6 +38,8 @@
  *   ckpt_primary_free:   any -> gone; no callback after it. Does not free
  *                        mem or vm (borrowed).
  * Internal: Hello -> Precopy (migrate) | Stopping (protect);
+ *   with disks: Hello -> Stopping (tee attach, cont) -> DiskSync ->
+ *   Stopping (checkpoint n, whose BEGIN went out with the sync);
  *   Precopy -> Precopy (next round) | Stopping (converged / max rounds);
  *   Stopping -> Capturing -> Resuming (protect) | Sending (migrate);
  *   Resuming -> Sending -> WaitAck -> Interval (protect) | Done (migrate);
@@ -73,6 +79,7 @@ enum ckpt_primary_state {
     CKPT_P_INTERVAL,
     CKPT_P_UNPROTECTED,
     CKPT_P_DONE,
+    CKPT_P_DISK_SYNC,
 };
 
 struct ckpt_primary_opts {
@@ -98,6 +105,12 @@ struct ckpt_primary_opts {
 
     unsigned hello_timeout_ms; /* 0: 10000 */
     unsigned io_timeout_ms;    /* link drain deadline (0: 30000) */
+
+    /* protect: the VM's replicated disks (checkpoint/disk.h); borrowed,
+     * must outlive the engine; NULL: none. The engine attaches it when it
+     * pairs and detaches it when the secondary is lost or it ends. Remus
+     * only (COLO mode with disks is refused: -ENOTSUP). */
+    struct ckpt_disk_tee *disks;
 };
 
 struct ckpt_primary_cbs {

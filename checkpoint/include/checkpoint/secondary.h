@@ -150,6 +150,11 @@ struct ckpt_secondary_opts {
     unsigned launch_timeout_ms; /* 0: 30000 */
     bool send_digest;           /* put a digest of the committed image in
                                    every ACK (costs a pass over RAM) */
+    /* This host's images of the VM's replicated disks (checkpoint/disk.h);
+     * borrowed, must outlive the engine; NULL: a primary that sends
+     * DISK_INFO is refused. DISK_WRITEs of checkpoint n are applied at
+     * END(n), before memory and before ACK(n). */
+    struct ckpt_disk_stage *disks;
 };
 
 int ckpt_secondary_new(struct event_base *base,

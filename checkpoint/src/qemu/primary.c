@@ -11,6 +11,8 @@
  */
 #include "checkpoint/primary.h"
 
+#include "checkpoint/disk.h"
+
 #include "common/error.h"
 #include "common/fault.h"
 #include "common/fd.h"
@@ -29,6 +31,7 @@
 enum send_step {
     SEND_BEGIN = 0,
     SEND_PAGES,
+    SEND_DISK,
     SEND_DEVSTATE,
     SEND_END,
     SEND_DONE,
@@ -70,6 +73,13 @@ struct ckpt_primary {
     size_t devstate_len;
     uint8_t head[XPRT_RAM_PAGES_HEAD_SIZE(CKPT_MAX_PAGES_PER_RECORD)];
 
+    /* Disks. */
+    bool begin_sent;   /* BEGIN(n) went out with the full disk sync */
+    size_t disk_idx;   /* next sealed write to send */
+    uint8_t *sync_buf; /* CKPT_DISK_SYNC_CHUNK */
+    uint64_t t_sync_ns;
+    uint64_t sync_logged;
+
     /* Timing. */
     uint64_t t_stop_ns;  /* stop sent */
     uint64_t t_start_ns; /* migrate start */
@@ -94,7 +104,7 @@ static const char *const state_names[] = {
     [CKPT_P_CAPTURING] = "capturing", [CKPT_P_RESUMING] = "resuming",
     [CKPT_P_SENDING] = "sending",     [CKPT_P_WAIT_ACK] = "wait-ack",
     [CKPT_P_INTERVAL] = "interval",   [CKPT_P_UNPROTECTED] = "unprotected",
-    [CKPT_P_DONE] = "done",
+    [CKPT_P_DONE] = "done",           [CKPT_P_DISK_SYNC] = "disk-sync",
 };
 
 const char *ckpt_primary_state_name(enum ckpt_primary_state s)
@@ -162,6 +172,14 @@ static void drop_link(struct ckpt_primary *p)
     p->link = NULL;
 }
 
+/* The secondary is gone or protection ends: guest writes go on to the
+ * local image only (the tee's NBD child fails at once, quorum goes on). */
+static void disks_detach(struct ckpt_primary *p)
+{
+    if (p->o.disks)
+        ckpt_disk_tee_detach(p->o.disks, ckpt_vm_qemu_client(p->vm));
+}
+
 /* Terminal: -> Done, done(rc) as the very last thing. */
 static void finish(struct ckpt_primary *p, int rc)
 {
@@ -171,6 +189,7 @@ static void finish(struct ckpt_primary *p, int rc)
         return;
     p->done_called = true;
     drop_link(p);
+    disks_detach(p);
     set_state(p, CKPT_P_DONE);
     ckpt_primary_get_stats(p, &st);
     if (p->cbs.done)
@@ -244,6 +263,8 @@ static void link_lost(struct ckpt_primary *p, int rc)
     colo_warn("primary: secondary lost in state %s: %s", state_names[p->state],
               colo_strerror(rc));
     drop_link(p);
+    disks_detach(p);
+    p->begin_sent = false;
     p->st.link_up = false;
     p->st.is_protected = false;
     p->deferred_rc = rc;
@@ -345,6 +366,16 @@ static int send_pages(struct ckpt_primary *p)
     return 0;
 }
 
+static int send_disk_write(struct ckpt_primary *p, const struct ckpt_disk_wr *w)
+{
+    uint8_t h[XPRT_DISK_WRITE_HEAD_SIZE];
+    struct iovec iov[2] = {{h, sizeof(h)}, {(void *)w->data, w->length}};
+    bool zeroes = w->flags & XPRT_DISK_WRITE_ZEROES;
+
+    xprt_disk_write_head_encode(h, w->disk, w->flags, w->offset, w->length);
+    return xprt_link_sendv(p->link, XPRT_COLO_DISK_WRITE, iov, zeroes ? 1 : 2);
+}
+
 /* Queue as much as the link takes. Returns 1 when the batch is queued. */
 static int pump_some(struct ckpt_primary *p)
 {
@@ -368,7 +399,23 @@ static int pump_some(struct ckpt_primary *p)
                 rc = send_pages(p);
                 break;
             }
-            p->step = p->send_devstate ? SEND_DEVSTATE : SEND_DONE;
+            p->step = p->send_devstate ? SEND_DISK : SEND_DONE;
+            break;
+        case SEND_DISK:
+            if (p->o.disks &&
+                p->disk_idx < ckpt_disk_tee_sealed_count(p->o.disks)) {
+                struct ckpt_disk_wr w;
+
+                if (fault(p, COLO_FAULT_MID_DISK))
+                    return -COLO_EFAULT_INJECTED;
+                ckpt_disk_tee_sealed(p->o.disks, p->disk_idx++, &w);
+                p->st.disk_writes_last++;
+                if (!(w.flags & XPRT_DISK_WRITE_ZEROES))
+                    p->st.disk_bytes_last += w.length;
+                rc = send_disk_write(p, &w);
+                break;
+            }
+            p->step = SEND_DEVSTATE;
             break;
         case SEND_DEVSTATE: {
             uint8_t h[XPRT_DEVSTATE_HEAD_SIZE];
@@ -454,10 +501,17 @@ static void pump(struct ckpt_primary *p)
     arm_timer(p, p->o.ack_timeout_ms);
 }
 
+static void sync_pump(struct ckpt_primary *p);
+
 static void link_writable(struct xprt_link *l, void *arg)
 {
     struct ckpt_primary *p = arg;
 
+    if (p->state == CKPT_P_DISK_SYNC) {
+        evtimer_del(p->timer);
+        sync_pump(p);
+        return;
+    }
     if (p->state == CKPT_P_SENDING || p->state == CKPT_P_PRECOPY) {
         evtimer_del(p->timer);
         pump(p);
@@ -530,9 +584,14 @@ static void saved(void *arg, int rc, uint8_t *blob, size_t len)
         resume_after_loss(p);
         return;
     }
-    /* Migrate: BEGIN went out with the first precopy round. */
-    p->step = protecting(p) ? SEND_BEGIN : SEND_PAGES;
+    /* Migrate: BEGIN went out with the first precopy round; protect with
+     * disks: with the full disk sync. */
+    p->step = protecting(p) && !p->begin_sent ? SEND_BEGIN : SEND_PAGES;
+    p->begin_sent = false;
     p->send_devstate = true;
+    p->disk_idx = 0;
+    p->st.disk_writes_last = 0;
+    p->st.disk_bytes_last = 0;
     if (!protecting(p)) {
         /* Migrate: the guest stays stopped; send now. */
         set_state(p, CKPT_P_SENDING);
@@ -576,6 +635,13 @@ static void stop_done(void *arg, int rc)
         die(p, false);
         return;
     }
+    /* Every guest write of the epoch has completed on every quorum child
+     * (QEMU drained them before stop returned): seal them for n. */
+    if (p->o.disks && ckpt_disk_tee_attached(p->o.disks) &&
+        ckpt_disk_tee_cut(p->o.disks) < 0) {
+        finish(p, -EPROTO);
+        return;
+    }
     set_state(p, CKPT_P_CAPTURING);
     capture_pages(p, &rc);
     if (rc < 0) {
@@ -596,6 +662,8 @@ static void start_stop(struct ckpt_primary *p)
 
     set_state(p, CKPT_P_STOPPING);
     p->t_stop_ns = colo_now_ns();
+    if (p->o.disks)
+        ckpt_disk_tee_unthrottle(p->o.disks); /* stop drains the writes */
     rc = p->vm->ops->stop(p->vm, stop_done, p);
     if (rc < 0)
         finish(p, rc);
@@ -706,6 +774,8 @@ static void on_ack(struct ckpt_primary *p, uint64_t n, int32_t status)
     }
     p->last_acked = (int64_t)n;
     p->st.last_committed = (int64_t)n;
+    if (p->o.disks)
+        ckpt_disk_tee_release(p->o.disks);
     p->st.checkpoints++;
     if (!protecting(p)) {
         uint64_t now = colo_now_ns();
@@ -728,6 +798,188 @@ static void on_ack(struct ckpt_primary *p, uint64_t n, int32_t status)
     emit(p, CKPT_EV_CHECKPOINT, (int64_t)n, 0);
 }
 
+/* ------------------------------------------------------------------ */
+/* Disks: attach the tee at a point in time, then the full sync         */
+
+static void sync_done(struct ckpt_primary *p)
+{
+    uint64_t us = (colo_now_ns() - p->t_sync_ns) / 1000;
+
+    p->st.disk_sync_us = us;
+    colo_info("disk sync: %llu MiB of images in %llu ms (%.1f MiB/s); "
+              "checkpoint %llu follows",
+              (unsigned long long)(p->st.disk_sync_total >> 20),
+              (unsigned long long)(us / 1000),
+              us ? (double)p->st.disk_sync_total / (1 << 20) * 1e6 / (double)us
+                 : 0.0,
+              (unsigned long long)p->n);
+    if (fault(p, COLO_FAULT_BEFORE_SUSPEND)) {
+        die(p, false);
+        return;
+    }
+    start_stop(p); /* checkpoint n: its BEGIN is out (begin_sent) */
+}
+
+static void sync_pump(struct ckpt_primary *p)
+{
+    while (xprt_link_may_write(p->link)) {
+        struct ckpt_disk_wr w;
+        int rc = ckpt_disk_tee_sync_next(p->o.disks, p->sync_buf, &w);
+
+        ckpt_disk_tee_sync_progress(p->o.disks, &p->st.disk_sync_done,
+                                    &p->st.disk_sync_total);
+        if (p->st.disk_sync_done >= p->sync_logged + (256u << 20)) {
+            p->sync_logged = p->st.disk_sync_done;
+            colo_info("disk sync: %llu of %llu MiB",
+                      (unsigned long long)(p->st.disk_sync_done >> 20),
+                      (unsigned long long)(p->st.disk_sync_total >> 20));
+        }
+        if (rc < 0) {
+            colo_err("disk sync: reading the image failed: %s",
+                     colo_strerror(rc));
+            link_lost(p, rc);
+            return;
+        }
+        if (rc == 0) {
+            sync_done(p);
+            return;
+        }
+        if (rc == 2) {
+            arm_timer(p, 0); /* zeroes only so far: from the loop again */
+            return;
+        }
+        if (fault(p, COLO_FAULT_MID_DISK) && p->st.disk_sync_done > w.length) {
+            die(p, false);
+            return;
+        }
+        rc = send_disk_write(p, &w);
+        if (rc < 0) {
+            link_lost(p, rc);
+            return;
+        }
+    }
+    arm_timer(p, p->o.io_timeout_ms);
+}
+
+static void disk_cont_done(void *arg, int rc)
+{
+    struct ckpt_primary *p = arg;
+    struct colo_buf b;
+    uint8_t body[16];
+
+    if (vm_returned(p))
+        return;
+    if (rc < 0) {
+        finish(p, rc);
+        return;
+    }
+    p->guest_stopped = false;
+    if (!p->link) {
+        resume_after_loss(p);
+        return;
+    }
+    p->n++;
+    colo_log_set_checkpoint((int64_t)p->n);
+    xprt_ckpt_begin_encode(body, p->n, XPRT_CKPT_FLAG_FULL);
+    rc = xprt_link_send(p->link, XPRT_COLO_CHECKPOINT_BEGIN, body, 16);
+    colo_buf_init(&b, 0);
+    for (size_t i = 0; rc >= 0 && i < ckpt_disk_tee_count(p->o.disks); i++) {
+        struct xprt_disk_info d;
+
+        rc = ckpt_disk_tee_info(p->o.disks, i, &d);
+        if (rc >= 0)
+            rc = xprt_disk_info_write(&b, &d);
+    }
+    if (rc >= 0)
+        rc = xprt_link_send_raw(p->link, b.data, b.len);
+    colo_buf_dispose(&b);
+    if (rc < 0) {
+        link_lost(p, rc);
+        return;
+    }
+    p->begin_sent = true;
+    p->t_sync_ns = colo_now_ns();
+    p->sync_logged = 0;
+    ckpt_disk_tee_sync_reset(p->o.disks);
+    set_state(p, CKPT_P_DISK_SYNC);
+    sync_pump(p);
+}
+
+static void disk_attached(void *arg, int rc)
+{
+    struct ckpt_primary *p = arg;
+
+    if (vm_returned(p))
+        return;
+    if (rc < 0) {
+        colo_err("primary: attaching the disk tee failed: %s",
+                 colo_strerror(rc));
+        link_lost(p, rc); /* resumes the guest, unprotected */
+        return;
+    }
+    if (!p->link) {
+        resume_after_loss(p);
+        return;
+    }
+    set_state(p, CKPT_P_RESUMING);
+    rc = p->vm->ops->cont(p->vm, disk_cont_done, p);
+    if (rc < 0)
+        finish(p, rc);
+    else
+        p->vm_busy = true;
+}
+
+static void disk_stopped(void *arg, int rc)
+{
+    struct ckpt_primary *p = arg;
+    struct qmp_client *q = ckpt_vm_qemu_client(p->vm);
+
+    if (rc >= 0)
+        p->guest_stopped = true;
+    if (vm_returned(p))
+        return;
+    if (rc < 0) {
+        finish(p, rc);
+        return;
+    }
+    if (!p->link) {
+        resume_after_loss(p);
+        return;
+    }
+    rc = q ? ckpt_disk_tee_attach(p->o.disks, q, disk_attached, p) : -ENOTSUP;
+    if (rc < 0) {
+        link_lost(p, rc);
+        return;
+    }
+    p->vm_busy = true;
+}
+
+static void disk_pair_start(struct ckpt_primary *p)
+{
+    int rc;
+
+    if (p->o.mode == CKPT_MODE_COLO) {
+        colo_err("primary: COLO mode with replicated disks is not supported "
+                 "(the secondary's running copy needs its own overlay)");
+        link_lost(p, -ENOTSUP);
+        return;
+    }
+    if (!p->sync_buf)
+        p->sync_buf = malloc(CKPT_DISK_SYNC_CHUNK);
+    if (!p->sync_buf) {
+        link_lost(p, -ENOMEM);
+        return;
+    }
+    /* Point in time T: attach while the guest is stopped. */
+    set_state(p, CKPT_P_STOPPING);
+    p->t_stop_ns = colo_now_ns();
+    rc = p->vm->ops->stop(p->vm, disk_stopped, p);
+    if (rc < 0)
+        finish(p, rc);
+    else
+        p->vm_busy = true;
+}
+
 static void on_peer_hello(struct ckpt_primary *p, const struct xprt_item *it)
 {
     struct xprt_colo_hello h;
@@ -744,7 +996,9 @@ static void on_peer_hello(struct ckpt_primary *p, const struct xprt_item *it)
     p->last_acked = -1;
     p->full_next = true;
     p->mem->ops->reset_shadow(p->mem);
-    if (protecting(p)) {
+    if (protecting(p) && p->o.disks) {
+        disk_pair_start(p);
+    } else if (protecting(p)) {
         start_checkpoint(p);
     } else {
         p->t_start_ns = colo_now_ns();
@@ -859,6 +1113,14 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     switch (p->state) {
     case CKPT_P_INTERVAL:
         start_checkpoint(p);
+        return;
+    case CKPT_P_DISK_SYNC:
+        if (xprt_link_may_write(p->link)) {
+            sync_pump(p); /* a zero-only stretch: go on */
+            return;
+        }
+        colo_err("primary: timeout in state %s", state_names[p->state]);
+        link_lost(p, -ETIMEDOUT);
         return;
     case CKPT_P_DONE:
         /* The goodbye did not drain in time. */
@@ -1028,6 +1290,11 @@ void ckpt_primary_free(struct ckpt_primary *p)
         event_free(p->deferred);
     xprt_link_free(p->link);
     ckpt_pageset_dispose(&p->ps);
+    if (p->o.disks) {
+        ckpt_disk_tee_abandon(p->o.disks);
+        ckpt_disk_tee_detach(p->o.disks, ckpt_vm_qemu_client(p->vm));
+    }
+    free(p->sync_buf);
     free(p->devstate);
     free(p->vm_name);
     free(p->vm_config);

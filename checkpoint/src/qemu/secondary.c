@@ -8,6 +8,8 @@
  */
 #include "checkpoint/secondary.h"
 
+#include "checkpoint/disk.h"
+
 #include "common/error.h"
 #include "common/fault.h"
 #include "common/fd.h"
@@ -177,6 +179,8 @@ static void drop_staged(struct ckpt_secondary *s)
     s->dev_staged_len = 0;
     s->in_ckpt = false;
     s->pages_cur = 0;
+    if (s->o.disks)
+        ckpt_disk_stage_drop(s->o.disks);
 }
 
 static void finish(struct ckpt_secondary *s, enum ckpt_secondary_state st,
@@ -585,6 +589,52 @@ static int on_devstate(struct ckpt_secondary *s, const struct xprt_item *it)
     return 0;
 }
 
+static int on_disk_info(struct ckpt_secondary *s, const struct xprt_item *it)
+{
+    struct xprt_disk_info d;
+    char why[256] = "";
+    int rc = xprt_disk_info_decode(it->body, it->length, &d);
+
+    if (rc < 0)
+        return rc;
+    if (!s->in_ckpt || !(s->cur_flags & XPRT_CKPT_FLAG_FULL))
+        return -COLO_ESTREAM_CORRUPT;
+    if (!s->o.disks || s->mode != CKPT_MODE_REMUS) {
+        snprintf(why, sizeof(why), "%s",
+                 !s->o.disks ? "this secondary has no disks configured"
+                             : "replicated disks need Remus mode");
+        rc = -COLO_EPEER_REJECTED;
+    } else {
+        rc = ckpt_disk_stage_info(s->o.disks, &d, why, sizeof(why));
+    }
+    if (rc < 0) {
+        colo_err("secondary: disk %u (%s) refused: %s", d.disk, d.id, why);
+        send_error(s, rc, why);
+        return -COLO_EPEER_REJECTED; /* ERROR sent: not again */
+    }
+    return 0;
+}
+
+static int on_disk_write(struct ckpt_secondary *s, const struct xprt_item *it)
+{
+    struct xprt_disk_write_view w;
+    int rc = xprt_disk_write_decode(it->body, it->length, &w);
+
+    if (rc < 0)
+        return rc;
+    if (!s->in_ckpt || !s->o.disks)
+        return -COLO_ESTREAM_CORRUPT;
+    if (colo_fault_ckpt(COLO_FAULT_MID_DISK, (int64_t)s->cur_n))
+        return -COLO_EFAULT_INJECTED;
+    /* Nothing committed yet: no image to protect, write it straight. */
+    rc = ckpt_disk_stage_write(s->o.disks, &w, s->st.last_committed < 0);
+    if (rc == -COLO_ESTREAM_CORRUPT)
+        colo_err("secondary: DISK_WRITE to disk %u (%u octets at %llu) "
+                 "outside its image or before its DISK_INFO",
+                 w.disk, w.length, (unsigned long long)w.offset);
+    return rc;
+}
+
 static int on_end(struct ckpt_secondary *s, const struct xprt_item *it)
 {
     uint64_t n;
@@ -595,8 +645,17 @@ static int on_end(struct ckpt_secondary *s, const struct xprt_item *it)
         return rc;
     if (!s->in_ckpt || n != s->cur_n || !s->dev_staged)
         return -COLO_ESTREAM_CORRUPT;
-    /* The whole checkpoint is here: commit memory, then device state. */
+    /* The whole checkpoint is here: commit disks, memory, then device
+     * state. */
     set_state(s, CKPT_S_COMMITTING);
+    if (s->o.disks) {
+        rc = ckpt_disk_stage_commit(s->o.disks);
+        if (rc < 0) {
+            colo_err("secondary: applying the disk writes of %llu failed: %s",
+                     (unsigned long long)n, colo_strerror(rc));
+            return rc;
+        }
+    }
     if (s->mode == CKPT_MODE_COLO)
         return colo_commit_start(s);
     rc = s->mem->ops->commit(s->mem, n, s->cur_flags & XPRT_CKPT_FLAG_FULL);
@@ -743,6 +802,12 @@ static void link_record(struct xprt_link *l, const struct xprt_item *it,
             break;
         case XPRT_COLO_DEVICE_STATE:
             rc = on_devstate(s, it);
+            break;
+        case XPRT_COLO_DISK_INFO:
+            rc = on_disk_info(s, it);
+            break;
+        case XPRT_COLO_DISK_WRITE:
+            rc = on_disk_write(s, it);
             break;
         case XPRT_COLO_CHECKPOINT_END:
             rc = on_end(s, it);

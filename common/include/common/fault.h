@@ -29,6 +29,8 @@ enum colo_fault_point {
     COLO_FAULT_AFTER_ACK = 7,
     COLO_FAULT_DEVICE_LOAD = 8,
     COLO_FAULT_FAILOVER = 9,
+    COLO_FAULT_MID_DISK = 10, /* between two DISK_WRITEs of a checkpoint
+                                 (or of the full disk sync) */
     COLO_FAULT_MAX
 };
 

@@ -61,7 +61,9 @@ enum xprt_colo_rec {
     XPRT_COLO_ACK = 0x80C00007u,
     XPRT_COLO_HEARTBEAT = 0x80C00008u, /* link-level; swallowed by links */
     XPRT_COLO_ERROR = 0x80C00009u,
-    XPRT_COLO_REC_KNOWN_LAST = XPRT_COLO_ERROR,
+    XPRT_COLO_DISK_INFO = 0x80C0000Au,
+    XPRT_COLO_DISK_WRITE = 0x80C0000Bu,
+    XPRT_COLO_REC_KNOWN_LAST = XPRT_COLO_DISK_WRITE,
     /* link-internal handshake (link.h; docs/protocol.md "Handshake") */
     XPRT_LINK_HELLO = 0x80C0F001u,
     XPRT_LINK_AUTH = 0x80C0F002u,
@@ -171,6 +173,50 @@ int xprt_ack_decode(const uint8_t *body, size_t len, uint64_t *ret_n,
 void xprt_ckpt_begin_encode(uint8_t out[16], uint64_t n, uint32_t flags);
 void xprt_ckpt_end_encode(uint8_t out[16], uint64_t n);
 void xprt_ack_encode(uint8_t out[16], uint64_t n, int32_t status);
+
+/* ---- DISK_INFO: u32 disk, u32 flags (0), u64 size, u32 id_len,
+ *                 u32 reserved, id (no NUL) -------------------------------
+ * Opens a disk's full sync inside a FULL checkpoint: the receiver's image
+ * of disk `disk` becomes all zeroes of `size` octets, then the
+ * checkpoint's DISK_WRITEs fill it. */
+#define XPRT_DISK_MAX        64u          /* disks per VM */
+#define XPRT_DISK_ID_MAX     64u          /* id octets */
+#define XPRT_DISK_WRITE_MAX  (4u << 20)   /* data octets per DISK_WRITE */
+#define XPRT_DISK_ZEROES_MAX (1u << 30)   /* length of a ZEROES DISK_WRITE */
+#define XPRT_DISK_SIZE_MAX   (1ull << 50) /* 1 PiB */
+struct xprt_disk_info {
+    uint32_t disk;
+    uint32_t flags;
+    uint64_t size;
+    char id[XPRT_DISK_ID_MAX + 1]; /* NUL-terminated */
+};
+int xprt_disk_info_write(struct colo_buf *out, const struct xprt_disk_info *d);
+int xprt_disk_info_decode(const uint8_t *body, size_t len,
+                          struct xprt_disk_info *ret);
+
+/* ---- DISK_WRITE: u32 disk, u32 flags (bit 0 ZEROES), u64 offset,
+ *                  u32 length, u32 reserved, data (length octets; none
+ *                  with ZEROES) -------------------------------------------
+ * One guest write of the checkpoint's epoch (or a full-sync extent),
+ * applied in stream order. Caps: disk < XPRT_DISK_MAX, data length
+ * 1..XPRT_DISK_WRITE_MAX, ZEROES length 1..XPRT_DISK_ZEROES_MAX, offset +
+ * length <= 2^63. */
+#define XPRT_DISK_WRITE_ZEROES    (1u << 0)
+#define XPRT_DISK_WRITE_HEAD_SIZE 24u
+void xprt_disk_write_head_encode(uint8_t out[XPRT_DISK_WRITE_HEAD_SIZE],
+                                 uint32_t disk, uint32_t flags, uint64_t offset,
+                                 uint32_t length);
+int xprt_disk_write_write(struct colo_buf *out, uint32_t disk, uint32_t flags,
+                          uint64_t offset, const void *data, uint32_t length);
+struct xprt_disk_write_view {
+    uint32_t disk;
+    uint32_t flags;
+    uint64_t offset;
+    uint32_t length;
+    const uint8_t *data; /* NULL with ZEROES */
+};
+int xprt_disk_write_decode(const uint8_t *body, size_t len,
+                           struct xprt_disk_write_view *ret);
 
 /* ---- HEARTBEAT: u64 sender's monotonic ns (informative) ------------------ */
 /* ---- ERROR: i32 code (-COLO_E* / -errno), u32 text_len, text (no NUL) ---- */

@@ -8,7 +8,9 @@
  *                 BEGIN is the previous one + 1; RAM_PAGES and
  *                 DEVICE_STATE only inside a checkpoint; RAM_PAGES page
  *                 size equals HELLO's; every body decodes (codecs' caps);
- *                 END only outside a checkpoint.
+ *                 END only outside a checkpoint; DISK_INFO only inside a
+ *                 FULL checkpoint; DISK_WRITE only inside a checkpoint,
+ *                 for a disk announced by a DISK_INFO, within its size.
  *   libxl streams emulator records carry a known emulator id; libxc
  *                 CHECKPOINT and libxl CHECKPOINT_END pair up (the reader
  *                 enforces the order); PAGE_DATA count/pfn/length agree.
@@ -33,6 +35,8 @@ struct xprt_verify_summary {
     uint64_t pages;                 /* RAM_PAGES / PAGE_DATA pages */
     uint64_t devstate_bytes;        /* DEVICE_STATE / EMULATOR_CONTEXT bodies */
     uint64_t config_bytes;          /* xl JSON / VM_CONFIG */
+    uint64_t disk_writes;           /* DISK_WRITE records */
+    uint64_t disk_bytes;            /* their data octets */
     uint32_t page_size;             /* colo HELLO */
     char vm_name[256];              /* colo HELLO */
 };
@@ -43,7 +47,9 @@ struct xprt_verifier {
     bool seen_hello;
     bool in_ckpt;
     bool have_ckpt;
+    bool open_full; /* the open checkpoint is FULL */
     uint64_t open_n;
+    uint64_t disk_size[64]; /* DISK_INFO sizes (+1; 0: not announced) */
     int err;
     char why[320];
 };

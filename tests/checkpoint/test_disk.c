@@ -340,12 +340,16 @@ static bool q_is_up(void)
     return H.q_up;
 }
 
+static bool no_qemu(void)
+{
+    return access(tguest_kernel_path(), R_OK) != 0 ||
+           access("/usr/bin/qemu-system-x86_64", X_OK) != 0;
+}
+
 static bool skip_without_qemu(void)
 {
-    if (access(tguest_kernel_path(), R_OK) != 0) {
-        printf("SKIP: test guest kernel not built\n");
-        return true;
-    }
+    if (no_qemu())
+        cr_skip_test("QEMU or the test guest kernel is missing");
     return false;
 }
 
@@ -356,6 +360,8 @@ static void setup(void)
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 
     memset(&H, 0, sizeof(H));
+    if (no_qemu())
+        return; /* each case skips */
     /* As colo's host process does (orchestrator/host.c). */
     signal(SIGPIPE, SIG_IGN);
     colo_log_set_level(getenv("CKPT_TEST_DEBUG") ? COLO_LOG_DEBUG

@@ -50,10 +50,11 @@ install)
     [ -f "$dest/$f" ] || bad "not installed: /$f"
   done
   # Nothing else: the list above is the documented one.
+  declare -A listed=()
+  for f in "${expected[@]}"; do listed[$f]=1; done
   while IFS= read -r f; do
     f=${f#"$dest"/}
-    printf '%s\n' "${expected[@]}" | grep -qxF "$f" ||
-      bad "installed but not listed: /$f"
+    [ -n "${listed[$f]:-}" ] || bad "installed but not listed: /$f"
   done < <(find "$dest" -type f -o -type l)
   for f in usr/bin/colo usr/libexec/colo/colo-dbus-helper; do
     [ -x "$dest/$f" ] || bad "not executable: /$f"

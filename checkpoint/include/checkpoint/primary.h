@@ -52,6 +52,9 @@
  *              (the destination may have committed and run: the caller
  *              decides).
  *   VM operation failed (QEMU died / refused): -> Done, done(rc).
+ * These are all: primary.c changes the state only in set_state(), which
+ * checks each change against a table of them (legal_next) and aborts on
+ * any other.
  *
  * Callbacks: event() any number of times; done() exactly once, as the last
  * thing the engine does for that run; the engine may be freed inside both.

@@ -119,8 +119,35 @@ enum ckpt_primary_state ckpt_primary_state(const struct ckpt_primary *p)
     return p->state;
 }
 
+/* The legal transitions of checkpoint/primary.h, as the states each state
+ * may go to. Besides these, every state may go to Done (cancel, failure,
+ * the end of a migrate) and be entered again (Precopy's next round). */
+#define TO(s) (1u << (s))
+static const unsigned legal_next[] = {
+    [CKPT_P_IDLE] = TO(CKPT_P_HELLO),
+    [CKPT_P_HELLO] =
+        TO(CKPT_P_PRECOPY) | TO(CKPT_P_STOPPING) | TO(CKPT_P_UNPROTECTED),
+    [CKPT_P_PRECOPY] = TO(CKPT_P_STOPPING) | TO(CKPT_P_UNPROTECTED),
+    [CKPT_P_STOPPING] = TO(CKPT_P_CAPTURING) | TO(CKPT_P_UNPROTECTED),
+    [CKPT_P_CAPTURING] =
+        TO(CKPT_P_RESUMING) | TO(CKPT_P_SENDING) | TO(CKPT_P_UNPROTECTED),
+    [CKPT_P_RESUMING] = TO(CKPT_P_SENDING) | TO(CKPT_P_UNPROTECTED),
+    [CKPT_P_SENDING] = TO(CKPT_P_WAIT_ACK) | TO(CKPT_P_UNPROTECTED),
+    [CKPT_P_WAIT_ACK] = TO(CKPT_P_INTERVAL) | TO(CKPT_P_UNPROTECTED),
+    [CKPT_P_INTERVAL] = TO(CKPT_P_STOPPING) | TO(CKPT_P_UNPROTECTED),
+    [CKPT_P_UNPROTECTED] = TO(CKPT_P_HELLO),
+    [CKPT_P_DONE] = 0,
+};
+
+/* The only place the state changes. An illegal transition is a bug in
+ * this file: it is reported and the process aborts (in every build). */
 static void set_state(struct ckpt_primary *p, enum ckpt_primary_state s)
 {
+    if (s != p->state && s != CKPT_P_DONE && !(legal_next[p->state] & TO(s))) {
+        colo_err("primary: BUG: illegal state transition %s -> %s",
+                 state_names[p->state], state_names[s]);
+        abort();
+    }
     colo_debug("primary: %s -> %s", state_names[p->state], state_names[s]);
     p->state = s;
     p->st.state = state_names[s];

@@ -103,8 +103,33 @@ enum ckpt_secondary_state ckpt_secondary_state(const struct ckpt_secondary *s)
     return s->state;
 }
 
+/* The legal transitions of checkpoint/secondary.h, as the states each
+ * state may go to. Besides these, every state may go to Done (cancel,
+ * failure, a Xen hand-over) and be entered again (Lost on an explicit
+ * failover). */
+#define TO(st) (1u << (st))
+static const unsigned legal_next[] = {
+    [CKPT_S_IDLE] = TO(CKPT_S_HELLO),
+    [CKPT_S_HELLO] = TO(CKPT_S_LAUNCHING),
+    [CKPT_S_LAUNCHING] = TO(CKPT_S_RECEIVING),
+    [CKPT_S_RECEIVING] = TO(CKPT_S_COMMITTING) | TO(CKPT_S_LOST),
+    [CKPT_S_COMMITTING] = TO(CKPT_S_RECEIVING) | TO(CKPT_S_RESUMING),
+    [CKPT_S_LOST] = TO(CKPT_S_RESUMING),
+    [CKPT_S_RESUMING] = TO(CKPT_S_RUNNING),
+    [CKPT_S_RUNNING] = 0,
+    [CKPT_S_DONE] = 0,
+};
+
+/* The only place the state changes. An illegal transition is a bug in
+ * this file: it is reported and the process aborts (in every build). */
 static void set_state(struct ckpt_secondary *s, enum ckpt_secondary_state st)
 {
+    if (st != s->state && st != CKPT_S_DONE &&
+        !(legal_next[s->state] & TO(st))) {
+        colo_err("secondary: BUG: illegal state transition %s -> %s",
+                 state_names[s->state], state_names[st]);
+        abort();
+    }
     colo_debug("secondary: %s -> %s", state_names[s->state], state_names[st]);
     s->state = st;
     s->st.state = state_names[st];

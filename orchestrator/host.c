@@ -471,6 +471,18 @@ static void outbuf_want_checkpoint(void *arg)
         ckpt_primary_checkpoint_now(h->prim);
 }
 
+static void outbuf_failed(void *arg, int rc)
+{
+    struct orch_host *h = arg;
+
+    colo_err("output commit failed (%s): the guest's output can no longer "
+             "be held; ending protection and releasing what is held",
+             colo_strerror(rc));
+    outbuf_end(h);
+    if (h->prim)
+        ckpt_primary_cancel(h->prim);
+}
+
 static int prim_paused(void *arg, uint64_t n)
 {
     struct orch_host *h = arg;
@@ -489,6 +501,7 @@ static int outbuf_start(struct orch_host *h)
         .netdevs = ids,
         .n_netdevs = n,
         .want_checkpoint = outbuf_want_checkpoint,
+        .failed = outbuf_failed,
         .arg = h,
     };
     struct qmp_client *c = ckpt_vm_qemu_client(h->vm);
@@ -721,6 +734,9 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
         (unsigned)json_integer_value(json_object_get(a, "max_rounds"));
     po.max_checkpoints =
         (uint64_t)json_integer_value(json_object_get(a, "max_checkpoints"));
+    if (po.mode == CKPT_MODE_COLO && orch_config_nic_count(h->cfg) > 0)
+        colo_warn("COLO mode does not hold or compare network output yet "
+                  "(docs/output.md): the guest's output leaves at once");
     if (po.mode == CKPT_MODE_REMUS) {
         rc = outbuf_start(h);
         if (rc < 0) {

@@ -31,7 +31,8 @@
  * QMP commands go out in order on one connection and QEMU runs them in
  * order, so a release never overtakes the buffer of a later epoch. If QEMU
  * refuses an object-add, that epoch's output is not held: the error is
- * counted (stats.errors) and reported; the owner should end protection.
+ * counted (stats.errors) and failed() is called once; the owner ends
+ * protection (and releases everything).
  *
  * One filter-buffer holds at most 10,000 packets and silently drops the
  * rest (QEMU's net queue limit). A timer (every 10 ms while an epoch is
@@ -59,6 +60,10 @@ struct ckpt_outbuf_opts {
     unsigned qmp_timeout_ms; /* 0: 5000 */
     /* The open epoch reached early_at packets (once per epoch). */
     void (*want_checkpoint)(void *arg);
+    /* QEMU refused or failed a filter command: output is no longer held
+     * as promised (once; rc < 0). May free o only via release_all+free
+     * after returning to the loop (it is called from a QMP callback). */
+    void (*failed)(void *arg, int rc);
     void *arg;
 };
 

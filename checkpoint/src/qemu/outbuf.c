@@ -40,6 +40,8 @@ struct ckpt_outbuf {
     size_t n_nd;
     unsigned early_at, timeout_ms;
     void (*want)(void *arg);
+    void (*failed)(void *arg, int rc);
+    bool failed_sent;
     void *arg;
     struct event *poll;
     struct epoch ep[MAX_EPOCHS]; /* oldest first */
@@ -110,6 +112,10 @@ static void reply_cb(struct qmp_client *c, int rc, json_t *ret,
         o->st.errors++;
         colo_err("output commit: QEMU refused a filter command: %s%s%s",
                  colo_strerror(rc), desc ? ": " : "", desc ? desc : "");
+        if (!o->failed_sent && o->failed) {
+            o->failed_sent = true;
+            o->failed(o->arg, rc);
+        }
     }
 }
 
@@ -269,6 +275,7 @@ int ckpt_outbuf_new(struct event_base *base, struct qmp_client *c,
         o->early_at = CKPT_OUTBUF_QEMU_CAP;
     o->timeout_ms = opts->qmp_timeout_ms ? opts->qmp_timeout_ms : 5000;
     o->want = opts->want_checkpoint;
+    o->failed = opts->failed;
     o->arg = opts->arg;
     o->dir = strdup(opts->dir);
     o->nd = calloc(opts->n_netdevs, sizeof(*o->nd));

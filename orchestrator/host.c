@@ -717,6 +717,16 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
         job_reply(h, req, -EINVAL, "bad target or mode", NULL);
         return;
     }
+    if (po.mode == CKPT_MODE_COLO && orch_config_nic_count(h->cfg) > 0) {
+        /* Its secondary runs the guest too: with the same NICs its
+         * output would reach the world uncompared. */
+        free(host);
+        job_reply(h, req, -EOPNOTSUPP,
+                  "COLO mode does not compare network output yet "
+                  "(docs/output.md): protect a VM with NICs in Remus mode",
+                  NULL);
+        return;
+    }
     free(h->peer);
     if (asprintf(&h->peer, "%s:%u", host, port) < 0)
         h->peer = NULL;
@@ -734,9 +744,6 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
         (unsigned)json_integer_value(json_object_get(a, "max_rounds"));
     po.max_checkpoints =
         (uint64_t)json_integer_value(json_object_get(a, "max_checkpoints"));
-    if (po.mode == CKPT_MODE_COLO && orch_config_nic_count(h->cfg) > 0)
-        colo_warn("COLO mode does not hold or compare network output yet "
-                  "(docs/output.md): the guest's output leaves at once");
     if (po.mode == CKPT_MODE_REMUS) {
         rc = outbuf_start(h);
         if (rc < 0) {

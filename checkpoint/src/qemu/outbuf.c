@@ -331,9 +331,10 @@ int ckpt_outbuf_epoch(struct ckpt_outbuf *o, uint64_t k)
         if (rc >= 0 && prev && prev->dump_live)
             rc = del_object(o, "od", i, prev->k);
     }
-    if (rc < 0)
-        return rc;
-    if (prev && prev->dump_live) {
+    /* Recorded even when a command could not be sent: what was added must
+     * be deleted by the release_all that follows the failure (deleting
+     * objects that never came only adds errors). */
+    if (prev && prev->dump_live && rc >= 0) {
         sample(o, prev); /* the guest is paused: its epoch is complete */
         prev->dump_live = false;
         prev->frozen = epoch_count(o, prev, true);
@@ -345,7 +346,7 @@ int ckpt_outbuf_epoch(struct ckpt_outbuf *o, uint64_t k)
     o->n_ep++;
     o->early_sent = false;
     evtimer_add(o->poll, &tv);
-    return 0;
+    return rc < 0 ? rc : 0;
 }
 
 void ckpt_outbuf_commit(struct ckpt_outbuf *o, uint64_t k)

@@ -291,16 +291,21 @@ static int read_xl_header(int fd, char **json, char *why, size_t whysz)
         snprintf(why, whysz, "not an xl save file (%s)", colo_strerror(rc));
         return rc == -COLO_EPEER_CLOSED ? -COLO_ESTREAM_TRUNCATED : rc;
     }
-    opt = colo_get_le32(fixed + 44);
-    if (memcmp(fixed + 32, "\x04\x03\x02\x01", 4) != 0)
-        opt = __builtin_bswap32(opt);
-    if (opt > XPRT_XL_OPT_MAX_DEFAULT) {
+    /* The fixed part says how much optional data follows (the parser
+     * reads it in either byte order and checks it against the cap). */
+    n = xprt_xl_hdr_parse(fixed, sizeof(fixed), 0, &h);
+    if (n == -COLO_ESTREAM_TOO_BIG) {
         snprintf(why, whysz,
                  "xl header: %" PRIu32 " bytes of optional data "
                  "is over the cap",
-                 opt);
-        return -COLO_ESTREAM_TOO_BIG;
+                 h.optional_data_len);
+        return (int)n;
     }
+    if (n < 0) {
+        snprintf(why, whysz, "not an xl save file: %s", colo_strerror((int)n));
+        return (int)n;
+    }
+    opt = h.optional_data_len;
     all = malloc(sizeof(fixed) + opt + 1);
     if (!all)
         return -ENOMEM;

@@ -168,6 +168,7 @@ static int read_key(const struct orch_host_opts *o, char **ret_key)
 {
     uint8_t *key = NULL;
     size_t len = 0;
+    char why[512];
     int rc;
 
     *ret_key = NULL;
@@ -178,9 +179,9 @@ static int read_key(const struct orch_host_opts *o, char **ret_key)
                  "default (use --insecure to run without authentication)");
         return -COLO_ECONFIG;
     }
-    rc = xprt_key_read_file(o->key_file, &key, &len);
+    rc = xprt_key_read_file(o->key_file, &key, &len, why, sizeof(why));
     if (rc < 0) {
-        colo_err("key file %s: %s", o->key_file, colo_strerror(rc));
+        colo_err("key file %s", why);
         return rc;
     }
     if (memchr(key, '\0', len)) {

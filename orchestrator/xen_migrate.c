@@ -278,7 +278,7 @@ static void save_done(struct ckpt_xen_job *j, int rc, const char *why,
 }
 
 static int read_key_opt(const char *key_file, bool insecure, uint8_t **key,
-                        size_t *len)
+                        size_t *len, char *why, size_t whysz)
 {
     *key = NULL;
     *len = 0;
@@ -290,7 +290,7 @@ static int read_key_opt(const char *key_file, bool insecure, uint8_t **key,
                         "without authentication)\n");
         return -COLO_ECONFIG;
     }
-    return xprt_key_read_file(key_file, key, len);
+    return xprt_key_read_file(key_file, key, len, why, whysz);
 }
 
 /* colo protect: SIGINT/SIGTERM end protection cleanly (the next
@@ -425,11 +425,10 @@ static int xen_source(int argc, char **argv, bool protect)
     if (orch_parse_hostport(argv[optind + 1], ORCH_DEFAULT_PORT, &host, &port) <
         0)
         return orch_usage_error(cmd, "bad HOST[:PORT] '%s'", argv[optind + 1]);
-    rc = read_key_opt(key_file, insecure, &key, &key_len);
+    rc = read_key_opt(key_file, insecure, &key, &key_len, why, sizeof(why));
     if (rc < 0) {
         if (key_file)
-            fprintf(stderr, "colo: %s: key file %s: %s\n", cmd, key_file,
-                    colo_strerror(rc));
+            fprintf(stderr, "colo: %s: key file %s\n", cmd, why);
         st = ORCH_EXIT_CONFIG;
         goto out;
     }
@@ -482,11 +481,8 @@ static int xen_source(int argc, char **argv, bool protect)
     m.json = json;
     m.ram = di.max_memkb * 1024;
     m.ram -= m.ram % 4096;
-    m.flags =
-        CKPT_SECONDARY_HELLO_FLAG_XEN |
-        (protect ? CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS : 0) |
-        (sp.stream == CKPT_XEN_STREAM_COLO ? CKPT_SECONDARY_HELLO_FLAG_XEN_COLO
-                                           : 0);
+    m.flags = XPRT_HELLO_FLAG_XEN | (protect ? XPRT_HELLO_FLAG_XEN_REMUS : 0) |
+              (sp.stream == CKPT_XEN_STREAM_COLO ? XPRT_HELLO_FLAG_COLO : 0);
     xprt_link_cfg_init(&cfg);
     cfg.name = "to-target";
     /* The link only carries the handshake, HELLO and the configuration;
@@ -929,8 +925,8 @@ int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
     r->done = done;
     r->arg = arg;
     r->fd = -1;
-    r->remus = hello_flags & CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS;
-    r->colo = r->remus && (hello_flags & CKPT_SECONDARY_HELLO_FLAG_XEN_COLO);
+    r->remus = hello_flags & XPRT_HELLO_FLAG_XEN_REMUS;
+    r->colo = r->remus && (hello_flags & XPRT_HELLO_FLAG_COLO);
     xprt_link_set_cbs(link, &recv_cbs, r);
     r->ev_done = event_new(base, -1, 0, recv_fire, r);
     {

@@ -278,7 +278,8 @@ static struct result run_colo(const struct opts *o, const char *dir)
              " \"kernel\": \"%s\",\n \"cmdline\": \"dirty=%u rate=%u\"}\n",
              o->ram_mb, o->kernel, o->dirty_mb, o->rate);
     if (write_file(cfg, text) < 0 ||
-        write_file(key, "a shared bench key of enough length\n") < 0)
+        write_file(key, "a shared bench key of enough length\n") < 0 ||
+        chmod(key, 0600) < 0)
         return r;
     memset(&p, 0, sizeof(p));
     memset(&s, 0, sizeof(s));

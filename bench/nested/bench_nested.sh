@@ -7,7 +7,7 @@ rounds=${BENCH_ROUNDS:-3}
 nl_tick_cfg tick pvh >/tmp/tick.cfg
 xl create /tmp/tick.cfg || nl_fail "xl create"
 nl_wait_ticks tick 3 120 || nl_fail "the tick guest does not tick"
-printf 'colo-nested-bench-key-0123456789' >/tmp/key
+printf 'colo-nested-bench-key-0123456789' >/tmp/key && chmod 600 /tmp/key
 $COLO standby --listen 127.0.0.1:8794 --key-file /tmp/key >/tmp/standby.log 2>&1 &
 sb=$!
 

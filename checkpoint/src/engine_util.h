@@ -8,14 +8,6 @@
 
 struct xprt_link_cfg;
 
-/* HELLO flag bit 1 (transport/colo_rec.h defines only bit 0, COLO): the
- * stream is a migration (one checkpoint; the receiver resumes after it).
- * To be moved into colo_rec.h as XPRT_HELLO_FLAG_MIGRATE. */
-#define CKPT_HELLO_FLAG_MIGRATE (1u << 1)
-/* The VM is a Xen domain: after HELLO + VM_CONFIG the stream is libxl's
- * (ckpt_secondary_cbs.xen_incoming). */
-#define CKPT_HELLO_FLAG_XEN CKPT_SECONDARY_HELLO_FLAG_XEN
-
 /* A ring of the last CKPT_STATS_WINDOW pause times. */
 struct ckpt_window {
     uint64_t v[CKPT_STATS_WINDOW];

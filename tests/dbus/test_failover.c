@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 static int sh(const char *cmd, char *out, size_t outsz)
 {
@@ -88,6 +89,7 @@ Test(dbus_failover, helper_state_follows_committed_checkpoint, .timeout = 150)
     f = fopen(key, "w");
     fprintf(f, "a shared test key of enough length\n");
     fclose(f);
+    cr_assert_eq(chmod(key, 0600), 0); /* colo refuses a shared key */
 
     {
         char *argv[] = {COLO_EXE, "start",      cfg, "--state-dir",

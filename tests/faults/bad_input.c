@@ -36,6 +36,7 @@
 #include <sys/un.h>
 #include <arpa/inet.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 static int n_tried, n_ok;
 
@@ -149,6 +150,7 @@ static void case_wrong_key(void)
     f = fopen(other, "w");
     fprintf(f, "a different key, also long enough\n");
     fclose(f);
+    chmod(other, 0600); /* colo refuses a key others may read */
     if (start_primary(&e, &p, e.key) < 0 ||
         (port = start_standby(&e, &s, other, NULL)) < 0) {
         row("wrong_key", false, "start failed");

@@ -35,6 +35,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 static struct tnet N;
 static char skip_reason[160];
@@ -166,6 +167,7 @@ static void env_setup(struct env *e)
     cr_assert_not_null(f);
     fprintf(f, "a shared test key of enough length\n");
     fclose(f);
+    cr_assert_eq(chmod(e->key, 0600), 0); /* colo refuses a shared key */
 }
 
 static void env_teardown(struct env *e)

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "guest_abi.h"
 
@@ -421,7 +422,8 @@ int fenv_setup_ex(struct fenv *e, const char *guest_cmdline,
         return -1;
     fprintf(f, "a shared test key of enough length\n");
     fclose(f);
-    return 0;
+    /* colo refuses a key file group or others may read */
+    return chmod(e->key, 0600);
 }
 
 void fenv_teardown(struct fenv *e)

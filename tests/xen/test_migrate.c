@@ -165,14 +165,13 @@ static void skip_if_xen(void)
 Test(migrate, receiver_refuses_without_xen)
 {
     skip_if_xen();
-    offer("receive", CKPT_SECONDARY_HELLO_FLAG_XEN, "no Xen hypervisor");
+    offer("receive", XPRT_HELLO_FLAG_XEN, "no Xen hypervisor");
 }
 
 Test(migrate, standby_refuses_without_xen)
 {
     skip_if_xen();
-    offer("standby",
-          CKPT_SECONDARY_HELLO_FLAG_XEN | CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS,
+    offer("standby", XPRT_HELLO_FLAG_XEN | XPRT_HELLO_FLAG_XEN_REMUS,
           "no Xen hypervisor");
 }
 
@@ -180,8 +179,8 @@ Test(migrate, colo_standby_refuses_without_xen)
 {
     skip_if_xen();
     offer("standby",
-          CKPT_SECONDARY_HELLO_FLAG_XEN | CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS |
-              CKPT_SECONDARY_HELLO_FLAG_XEN_COLO,
+          XPRT_HELLO_FLAG_XEN | XPRT_HELLO_FLAG_XEN_REMUS |
+              XPRT_HELLO_FLAG_COLO,
           "no Xen hypervisor");
 }
 
@@ -197,8 +196,7 @@ Test(migrate, standby_failover_deadline_from_interval)
 
     skip_if_xen();
     offer_json = pj;
-    offer("standby",
-          CKPT_SECONDARY_HELLO_FLAG_XEN | CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS,
+    offer("standby", XPRT_HELLO_FLAG_XEN | XPRT_HELLO_FLAG_XEN_REMUS,
           "no Xen hypervisor");
     offer_json = cfg_json;
 }
@@ -213,15 +211,14 @@ Test(migrate, receiver_refuses_hvm_with_disks)
         " \"disks\": [{\"vdev\": \"hda\"}]}";
 
     offer_json = hj;
-    offer("receive", CKPT_SECONDARY_HELLO_FLAG_XEN, "an HVM domain with disks");
+    offer("receive", XPRT_HELLO_FLAG_XEN, "an HVM domain with disks");
     offer_json = cfg_json;
 }
 
 /* The wrong kind of host: each says which command the source needs. */
 Test(migrate, wrong_host_kind)
 {
-    offer("receive",
-          CKPT_SECONDARY_HELLO_FLAG_XEN | CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS,
+    offer("receive", XPRT_HELLO_FLAG_XEN | XPRT_HELLO_FLAG_XEN_REMUS,
           "not 'colo standby'");
-    offer("standby", CKPT_SECONDARY_HELLO_FLAG_XEN, "not 'colo receive'");
+    offer("standby", XPRT_HELLO_FLAG_XEN, "not 'colo receive'");
 }

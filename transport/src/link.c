@@ -1,7 +1,8 @@
 /*
- * Links: TCP + bufferevent + handshake (HMAC-SHA256 challenge-response) +
- * heartbeats + backpressure + fd lending. See transport/link.h for the
- * state machine and the callback contract.
+ * Links: TCP + bufferevent + handshake (link HELLO, then TLS 1.3 with an
+ * external PSK or x509 certificates, tls.c) + heartbeats + backpressure +
+ * fd lending (through a pump thread when the link is TLS, tls_pump.c). See
+ * transport/link.h for the state machine and the callback contract.
  *
  * Layout, in execution order: creation (connect / from fd / accept),
  * handshake, the UP data path (receive, send, backpressure), heartbeats,
@@ -23,27 +24,27 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "tls.h"
 #include "transport/colo_rec.h"
 
-#define HS_MAX_RECORD    128u
-#define HELLO_MAGIC      "COLOLINK"
-#define HELLO_SIZE       48u
-#define HELLO_FLAG_PLAIN 1u
-#define LINK_VERSION     1u
-#define MAC_SIZE         32u
-#define PEEK_MAX         64u
-#define BULK_MIN         (256u << 10)
+#define HS_MAX_RECORD 128u
+#define HELLO_MAGIC   "COLOLINK"
+#define HELLO_SIZE    48u
+#define LINK_VERSION  2u
+#define PEEK_MAX      64u
+#define BULK_MIN      (256u << 10)
 
 #define POOL_BLOCK (1u << 20)
 #define POOL_MIN   (64u << 10)
@@ -67,6 +68,7 @@ struct xprt_link {
     struct xprt_link_cfg cfg;
     uint8_t *key;
     char *name;
+    char *creds;
 
     struct xprt_link_cbs cbs;
     void *arg;
@@ -84,7 +86,17 @@ struct xprt_link {
     /* Handshake. */
     struct xprt_reader hs_rd;
     uint8_t my_nonce[XPRT_NONCE_SIZE], peer_nonce[XPRT_NONCE_SIZE];
-    bool got_hello, peer_verified, got_auth_ok;
+    bool got_hello;
+
+    /* TLS (unless cfg.plain): ssl is set from the TLS handshake on; l->bev
+     * is then an OpenSSL bufferevent on fd. While DETACHED, a pump thread
+     * owns ssl and fd, and lend_fd is the helper's end of its socketpair. */
+    uint8_t psk[XPRT_TLS_PSK_LEN];
+    SSL_CTX *tls_ctx;
+    SSL *ssl;
+    struct xprt_tls_pump *pump;
+    int lend_fd, pump_fd;
+    char host[256]; /* what we connected to (certificate check) */
 
     /* Data path. */
     struct xprt_reader rd;
@@ -122,6 +134,7 @@ struct xprt_listener {
     struct xprt_link_cfg cfg;
     uint8_t *key;
     char *name;
+    char *creds;
     xprt_accept_cb cb;
     void *arg;
     struct xprt_link *hs_links; /* in handshake */
@@ -164,30 +177,68 @@ static void cfg_defaults(struct xprt_link_cfg *c)
 static int cfg_check(const struct xprt_link_cfg *c)
 {
     if (c->plain)
+        return c->tls_creds ? -EINVAL : 0;
+    if (c->tls_creds)
         return 0;
     if (!c->key || c->key_len < 16 || c->key_len > XPRT_KEY_MAX)
         return -EINVAL;
     return 0;
 }
 
+int xprt_link_cfg_check(const struct xprt_link_cfg *cfg, char *why,
+                        size_t whysz)
+{
+    SSL_CTX *ctx = NULL;
+    uint8_t psk[XPRT_TLS_PSK_LEN];
+    int rc = cfg_check(cfg);
+
+    if (rc < 0) {
+        snprintf(why, whysz, "%s",
+                 cfg->plain ? "--insecure excludes --tls-creds"
+                            : "a key of 16..1024 bytes or --tls-creds is "
+                              "needed");
+        return -COLO_ECONFIG;
+    }
+    if (cfg->plain)
+        return 0;
+    if (!cfg->tls_creds && xprt_tls_derive_psk(cfg->key, cfg->key_len, psk))
+        return -COLO_EINTERNAL;
+    /* Both roles: a host may connect and accept. */
+    for (int server = 0; server < 2; server++) {
+        rc = xprt_tls_ctx_new(server, psk, cfg->tls_creds, &ctx, why, whysz);
+        SSL_CTX_free(ctx);
+        if (rc < 0)
+            break;
+    }
+    OPENSSL_cleanse(psk, sizeof(psk));
+    return rc < 0 ? -COLO_ECONFIG : 0;
+}
+
 /* Copy cfg with its key and name into owned storage. */
 static int cfg_copy(struct xprt_link_cfg *dst, uint8_t **key, char **name,
-                    const struct xprt_link_cfg *src)
+                    char **creds, const struct xprt_link_cfg *src)
 {
     *dst = *src;
     cfg_defaults(dst);
     *key = NULL;
+    *creds = NULL;
     *name = strdup(src->name ? src->name : "link");
     if (!*name)
         return -ENOMEM;
-    if (!src->plain) {
+    if (!src->plain && src->key) {
         *key = malloc(src->key_len);
         if (!*key)
             return -ENOMEM;
         memcpy(*key, src->key, src->key_len);
     }
+    if (src->tls_creds) {
+        *creds = strdup(src->tls_creds);
+        if (!*creds)
+            return -ENOMEM;
+    }
     dst->key = *key;
     dst->name = *name;
+    dst->tls_creds = *creds;
     return 0;
 }
 
@@ -276,9 +327,16 @@ static int link_alloc(struct event_base *base, const struct xprt_link_cfg *cfg,
         return -ENOMEM;
     l->base = base;
     l->fd = -1;
-    rc = cfg_copy(&l->cfg, &l->key, &l->name, cfg);
+    l->lend_fd = -1;
+    l->pump_fd = -1;
+    rc = cfg_copy(&l->cfg, &l->key, &l->name, &l->creds, cfg);
     if (rc < 0)
         goto fail;
+    if (!l->cfg.plain && l->key &&
+        xprt_tls_derive_psk(l->key, l->cfg.key_len, l->psk) < 0) {
+        rc = -COLO_EINTERNAL;
+        goto fail;
+    }
     if (cbs)
         l->cbs = *cbs;
     l->arg = arg;
@@ -307,8 +365,23 @@ fail:
 
 static int bev_setup(struct xprt_link *l)
 {
-    /* The link owns the fd, not the bufferevent: it survives detach. */
-    l->bev = bufferevent_socket_new(l->base, l->fd, 0);
+    /* The link owns the fd, not the bufferevent: it survives detach. The
+     * same holds for the SSL of a TLS link (no BEV_OPT_CLOSE_ON_FREE). */
+    if (l->ssl) {
+        l->bev = bufferevent_openssl_socket_new(
+            l->base, l->fd, l->ssl,
+            l->state == XPRT_LINK_HANDSHAKE
+                ? (l->initiator ? BUFFEREVENT_SSL_CONNECTING
+                                : BUFFEREVENT_SSL_ACCEPTING)
+                : BUFFEREVENT_SSL_OPEN,
+            0);
+        if (l->bev)
+            /* A killed peer sends no close_notify: that is EOF, as on a
+             * plain link; what it truncates, the record framing finds. */
+            bufferevent_openssl_set_allow_dirty_shutdown(l->bev, 1);
+    } else {
+        l->bev = bufferevent_socket_new(l->base, l->fd, 0);
+    }
     if (!l->bev)
         return -ENOMEM;
     bufferevent_setcb(l->bev, on_read, on_write, on_event, l);
@@ -385,6 +458,7 @@ int xprt_link_connect(struct event_base *base, const char *host, uint16_t port,
     }
     l->ai_next = l->ai_list;
     snprintf(l->peer, sizeof(l->peer), "%s:%u", host, port);
+    snprintf(l->host, sizeof(l->host), "%s", host);
     rc = try_connect(l);
     if (rc < 0)
         goto fail;
@@ -436,10 +510,46 @@ static void send_raw_record(struct xprt_link *l, uint32_t type,
         l->last_tx_ns = colo_now_ns();
 }
 
-static void hs_start(struct xprt_link *l)
+/* Link HELLO flags (docs/protocol.md §2.2): how this side protects the
+ * link. Exactly one is set; both sides must send the same. */
+static uint32_t hello_mode(const struct xprt_link *l)
+{
+    if (l->cfg.plain)
+        return XPRT_LINK_HELLO_PLAIN;
+    return l->cfg.tls_creds ? XPRT_LINK_HELLO_TLS_X509
+                            : XPRT_LINK_HELLO_TLS_PSK;
+}
+
+static const char *mode_name(uint32_t mode)
+{
+    switch (mode) {
+    case XPRT_LINK_HELLO_PLAIN:
+        return "no encryption nor authentication (--insecure)";
+    case XPRT_LINK_HELLO_TLS_PSK:
+        return "TLS with the key file";
+    case XPRT_LINK_HELLO_TLS_X509:
+        return "TLS with x509 certificates (--tls-creds)";
+    default:
+        return "an unknown protection mode";
+    }
+}
+
+static void send_hello(struct xprt_link *l)
 {
     uint8_t hello[HELLO_SIZE];
 
+    memcpy(hello, HELLO_MAGIC, 8);
+    colo_put_le32(hello + 8, LINK_VERSION);
+    colo_put_le32(hello + 12, hello_mode(l));
+    memcpy(hello + 16, l->my_nonce, XPRT_NONCE_SIZE);
+    send_raw_record(l, XPRT_LINK_HELLO, hello, sizeof(hello));
+}
+
+/* The connecting side sends its HELLO first; the accepting side answers
+ * with its own once it has checked the peer's. Then TLS starts at once on
+ * both sides, so no TLS byte is ever read as part of the HELLO exchange. */
+static void hs_start(struct xprt_link *l)
+{
     l->state = XPRT_LINK_HANDSHAKE;
     set_nodelay(l->fd);
     if (RAND_bytes(l->my_nonce, sizeof(l->my_nonce)) != 1) {
@@ -447,50 +557,30 @@ static void hs_start(struct xprt_link *l)
         event_active(l->deferred, 0, 0);
         return;
     }
-    memcpy(hello, HELLO_MAGIC, 8);
-    colo_put_le32(hello + 8, LINK_VERSION);
-    colo_put_le32(hello + 12, l->cfg.plain ? HELLO_FLAG_PLAIN : 0);
-    memcpy(hello + 16, l->my_nonce, XPRT_NONCE_SIZE);
-    send_raw_record(l, XPRT_LINK_HELLO, hello, sizeof(hello));
+    if (l->initiator)
+        send_hello(l);
     evtimer_del(l->deadline);
     arm_deadline(l, l->cfg.handshake_timeout_ms);
     bufferevent_enable(l->bev, EV_READ | EV_WRITE);
 }
 
-/* proof = HMAC-SHA256(key, label | role | nonce_initiator |
- * nonce_acceptor); role 'I' for the initiator's proof, 'A' for the
- * acceptor's, so a proof cannot be reflected back. */
-static void compute_proof(const struct xprt_link *l, bool initiator_role,
-                          uint8_t out[MAC_SIZE])
-{
-    static const char label[] = "colo-link-v1 auth";
-    uint8_t msg[sizeof(label) + 1 + 2 * XPRT_NONCE_SIZE];
-    const uint8_t *ni = l->initiator ? l->my_nonce : l->peer_nonce;
-    const uint8_t *na = l->initiator ? l->peer_nonce : l->my_nonce;
-    unsigned int outlen = MAC_SIZE;
-
-    memcpy(msg, label, sizeof(label));
-    msg[sizeof(label)] = initiator_role ? 'I' : 'A';
-    memcpy(msg + sizeof(label) + 1, ni, XPRT_NONCE_SIZE);
-    memcpy(msg + sizeof(label) + 1 + XPRT_NONCE_SIZE, na, XPRT_NONCE_SIZE);
-    HMAC(EVP_sha256(), l->key, (int)l->cfg.key_len, msg, sizeof(msg), out,
-         &outlen);
-}
-
-/* Tell the peer no, as plainly as possible, before closing. */
+/* Tell the peer no, as plainly as possible, before closing. Only before
+ * TLS: once the TLS handshake runs, OpenSSL's alerts say it. */
 static void send_reject(struct xprt_link *l, int code, const char *text)
 {
     uint8_t rec[8 + 8 + 128];
     size_t tl = strnlen(text, 120);
     uint8_t body[8 + 120];
 
+    if (l->ssl || l->fd < 0)
+        return;
     colo_put_le32(body, (uint32_t)code);
     colo_put_le32(body + 4, (uint32_t)tl);
     memcpy(body + 8, text, tl);
     xprt_rec_hdr_encode(rec, XPRT_LINK_REJECT, (uint32_t)(8 + tl));
     memcpy(rec + 8, body, 8 + tl);
     memset(rec + 16 + tl, 0, xprt_rec_padded_len((uint32_t)(8 + tl)) - 8 - tl);
-    /* Whatever is queued first (our HELLO/AUTH), then the rejection; a
+    /* Whatever is queued first (our HELLO), then the rejection; a
      * best-effort non-blocking write on a fresh socket. */
     if (l->bev) {
         /* The bufferevent froze its output's front: copy, not drain. */
@@ -516,8 +606,8 @@ static void go_up(struct xprt_link *l)
         tv = colo_ms_to_tv(l->hb_ms / 4 ? l->hb_ms / 4 : 1);
         event_add(l->tick, &tv);
     }
-    colo_debug("link %s: up with %s%s", l->name, l->peer,
-               l->cfg.plain ? " (plain, unauthenticated)" : "");
+    colo_debug("link %s: up with %s (%s)", l->name, l->peer,
+               mode_name(hello_mode(l)));
     if (l->ls) {
         struct xprt_listener *ls = l->ls;
         struct xprt_link **pp;
@@ -538,13 +628,58 @@ static void go_up(struct xprt_link *l)
     }
 }
 
+/* Both HELLOs are through and agree on TLS: the plain bufferevent makes
+ * room for an OpenSSL one on the same fd. */
+static void tls_begin(struct xprt_link *l)
+{
+    char why[300];
+    int rc;
+
+    struct evbuffer *out = bufferevent_get_output(l->bev);
+    size_t n = evbuffer_get_length(out);
+
+    if (evbuffer_get_length(bufferevent_get_input(l->bev))) {
+        send_reject(l, -COLO_EAUTH, "data before the TLS handshake");
+        link_fail(l, -COLO_EAUTH, "peer sent data before the TLS handshake");
+        return;
+    }
+    /* Our HELLO must leave before the bufferevent goes: a few dozen bytes
+     * on a fresh socket, which the kernel takes at once. */
+    if (n && send(l->fd, evbuffer_pullup(out, -1), n,
+                  MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n) {
+        link_fail(l, errno ? -errno : -EIO, "cannot send the link HELLO");
+        return;
+    }
+    rc = xprt_tls_ctx_new(!l->initiator, l->key ? l->psk : NULL,
+                          l->cfg.tls_creds, &l->tls_ctx, why, sizeof(why));
+    if (rc < 0) {
+        link_fail(l, rc == -ENOMEM ? rc : -COLO_ECONFIG, why);
+        return;
+    }
+    l->ssl = xprt_tls_ssl_new(l->tls_ctx, !l->initiator, l->key ? l->psk : NULL,
+                              l->host);
+    if (!l->ssl) {
+        link_fail(l, -ENOMEM, "cannot create a TLS session");
+        return;
+    }
+    bufferevent_disable(l->bev, EV_READ | EV_WRITE);
+    bufferevent_free(l->bev);
+    l->bev = NULL;
+    rc = bev_setup(l);
+    if (rc < 0) {
+        link_fail(l, rc, "cannot set up the TLS bufferevent");
+        return;
+    }
+    bufferevent_enable(l->bev, EV_READ | EV_WRITE);
+}
+
 static void hs_record(struct xprt_link *l, const struct xprt_item *it)
 {
-    uint8_t proof[MAC_SIZE];
+    char why[200];
 
     switch (it->type) {
     case XPRT_LINK_HELLO: {
-        uint32_t flags;
+        uint32_t mode, version;
 
         if (l->got_hello || it->length != HELLO_SIZE ||
             memcmp(it->body, HELLO_MAGIC, 8)) {
@@ -552,60 +687,40 @@ static void hs_record(struct xprt_link *l, const struct xprt_item *it)
             link_fail(l, -COLO_EAUTH, "bad handshake hello from peer");
             return;
         }
-        if (colo_get_le32(it->body + 8) != LINK_VERSION) {
+        version = colo_get_le32(it->body + 8);
+        if (version != LINK_VERSION) {
+            snprintf(why, sizeof(why),
+                     "unsupported link version %u (this side speaks %u%s)",
+                     version, LINK_VERSION,
+                     version == 1 ? ": the peer is a colo without TLS; "
+                                    "upgrade it"
+                                  : "");
             send_reject(l, -COLO_EAUTH, "unsupported link version");
-            link_fail(l, -COLO_EAUTH, "peer speaks another link version");
+            link_fail(l, -COLO_EAUTH, why);
             return;
         }
-        flags = colo_get_le32(it->body + 12);
-        if (!!(flags & HELLO_FLAG_PLAIN) != l->cfg.plain) {
-            send_reject(l, -COLO_EAUTH,
-                        "authentication mode mismatch (plain vs key)");
-            link_fail(l, -COLO_EAUTH,
-                      l->cfg.plain ? "peer requires authentication"
-                                   : "peer asked for a plain link, we "
-                                     "require authentication");
+        mode = colo_get_le32(it->body + 12);
+        if (mode != hello_mode(l)) {
+            /* No downgrade: each side's mode is its own configuration;
+             * nothing is negotiated. */
+            snprintf(why, sizeof(why),
+                     "protection mismatch: this side requires %s, the peer "
+                     "offers %s",
+                     mode_name(hello_mode(l)), mode_name(mode));
+            send_reject(l, -COLO_EAUTH, why);
+            link_fail(l, -COLO_EAUTH, why);
             return;
         }
         memcpy(l->peer_nonce, it->body + 16, XPRT_NONCE_SIZE);
         l->got_hello = true;
-        if (l->cfg.plain) {
+        if (!l->initiator)
+            send_hello(l);
+        if (l->cfg.plain)
             go_up(l);
-            return;
-        }
-        compute_proof(l, l->initiator, proof);
-        send_raw_record(l, XPRT_LINK_AUTH, proof, sizeof(proof));
+        else
+            tls_begin(l);
         return;
     }
-    case XPRT_LINK_AUTH:
-        if (!l->got_hello || l->peer_verified || it->length != MAC_SIZE) {
-            send_reject(l, -COLO_EAUTH, "bad handshake order");
-            link_fail(l, -COLO_EAUTH, "bad handshake order from peer");
-            return;
-        }
-        compute_proof(l, !l->initiator, proof);
-        if (CRYPTO_memcmp(proof, it->body, MAC_SIZE) != 0) {
-            send_reject(l, -COLO_EAUTH, "authentication failed: wrong key");
-            link_fail(l, -COLO_EAUTH,
-                      "peer failed authentication (wrong "
-                      "key)");
-            return;
-        }
-        l->peer_verified = true;
-        send_raw_record(l, XPRT_LINK_AUTH_OK, NULL, 0);
-        if (l->got_auth_ok)
-            go_up(l);
-        return;
-    case XPRT_LINK_AUTH_OK:
-        if (!l->got_hello || l->got_auth_ok || it->length != 0) {
-            send_reject(l, -COLO_EAUTH, "bad handshake order");
-            link_fail(l, -COLO_EAUTH, "bad handshake order from peer");
-            return;
-        }
-        l->got_auth_ok = true;
-        if (l->peer_verified)
-            go_up(l);
-        return;
     case XPRT_LINK_REJECT: {
         char text[128] = "";
         uint32_t tl = it->length >= 8 ? colo_get_le32(it->body + 4) : 0;
@@ -614,14 +729,17 @@ static void hs_record(struct xprt_link *l, const struct xprt_item *it)
             memcpy(text, it->body + 8, tl);
             text[tl] = '\0';
         }
-        colo_warn("link %s: peer %s rejected us: %s", l->name, l->peer, text);
-        link_fail(l, -COLO_EAUTH, "rejected by peer");
+        snprintf(why, sizeof(why), "rejected by the peer: %s", text);
+        link_fail(l, -COLO_EAUTH, why);
         return;
     }
     default:
-        /* Nothing else is parsed before authentication. */
+        /* Nothing else is parsed before the handshake. */
         send_reject(l, -COLO_EAUTH, "expected the colo link handshake");
-        link_fail(l, -COLO_EAUTH, "peer sent data before authenticating");
+        link_fail(l, -COLO_EAUTH,
+                  it->type == XPRT_LINK_AUTH
+                      ? "the peer speaks link version 1 (colo without TLS)"
+                      : "peer sent data before the link handshake");
         return;
     }
 }
@@ -803,7 +921,7 @@ static void rx_process(struct xprt_link *l)
             return;
         }
         if ((size_t)need > avail) {
-            if (l->state == XPRT_LINK_UP && !l->exact &&
+            if (l->state == XPRT_LINK_UP && !l->exact && !l->ssl &&
                 (size_t)need >= BULK_MIN && avail >= XPRT_REC_HDR_SIZE) {
                 bulk_start(l, (size_t)need);
                 return;
@@ -829,13 +947,19 @@ static void rx_process(struct xprt_link *l)
         }
         l->st.bytes_in += (uint64_t)n;
         if (l->state == XPRT_LINK_HANDSHAKE) {
-            enum xprt_link_state before = l->state;
+            uint8_t hs[HS_MAX_RECORD];
 
-            hs_record(l, &it);
-            if (gone(l))
+            /* Consumed before it is acted on: the HELLO may replace the
+             * bufferevent (TLS begins). */
+            if (it.length > sizeof(hs)) {
+                link_fail(l, -COLO_EAUTH, "oversized handshake record");
                 return;
+            }
+            memcpy(hs, it.body, it.length);
+            it.body = hs;
             evbuffer_drain(in, (size_t)n);
-            if (before != l->state && l->state != XPRT_LINK_UP)
+            hs_record(l, &it);
+            if (gone(l) || l->ssl)
                 return;
             continue;
         }
@@ -846,6 +970,35 @@ static void rx_process(struct xprt_link *l)
     }
     if (!gone(l) && l->bev && l->exact)
         set_read_limit(l, XPRT_REC_HDR_SIZE);
+}
+
+/*
+ * TLS: move what the session has already decrypted into the input buffer.
+ * libevent's OpenSSL bufferevent reads the rest of a TLS record only while
+ * reading is enabled, and on a socket event; after a pause (or attach) the
+ * socket may stay quiet while a record's tail waits inside the SSL.
+ */
+static void tls_take_pending(struct xprt_link *l)
+{
+    struct evbuffer *in;
+
+    if (!l->ssl || !l->bev)
+        return;
+    in = bufferevent_get_input(l->bev);
+    while (SSL_pending(l->ssl) > 0) {
+        struct evbuffer_iovec v;
+        int r;
+
+        if (evbuffer_reserve_space(in, SSL_pending(l->ssl), &v, 1) < 1)
+            return;
+        r = SSL_read(l->ssl, v.iov_base, (int)v.iov_len);
+        if (r <= 0) {
+            ERR_clear_error();
+            return;
+        }
+        v.iov_len = (size_t)r;
+        evbuffer_commit_space(in, &v, 1);
+    }
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -1052,7 +1205,7 @@ static int write_through(struct xprt_link *l, uint32_t type,
         v[nv].iov_base = (void *)pad_zero;
         v[nv++].iov_len = xprt_rec_padded_len(len) - len;
     }
-    if (evbuffer_get_length(out) == 0 && !l->exact && nv <= 1024) {
+    if (evbuffer_get_length(out) == 0 && !l->exact && !l->ssl && nv <= 1024) {
         mh.msg_iov = v;
         mh.msg_iovlen = (size_t)nv;
         do {
@@ -1232,10 +1385,32 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     enter(l);
     if (what & BEV_EVENT_CONNECTED) {
-        set_peer_name(l);
-        hs_start(l);
+        if (l->state == XPRT_LINK_CONNECTING) {
+            set_peer_name(l);
+            hs_start(l);
+        } else if (l->state == XPRT_LINK_HANDSHAKE && l->ssl) {
+            go_up(l); /* the TLS handshake is done */
+        }
         leave(l);
         return;
+    }
+    if (l->ssl && (what & BEV_EVENT_ERROR)) {
+        /* OpenSSL's verdict, in the link's words. */
+        unsigned long e, first = 0;
+        char why[300];
+        int rc;
+
+        while ((e = bufferevent_get_openssl_error(l->bev)))
+            if (!first)
+                first = e;
+        if (first) {
+            rc =
+                xprt_tls_explain(l->ssl, first, l->state == XPRT_LINK_HANDSHAKE,
+                                 why, sizeof(why));
+            link_fail(l, rc, why);
+            leave(l);
+            return;
+        }
     }
     if (l->state == XPRT_LINK_CONNECTING && (what & BEV_EVENT_ERROR)) {
         int err = EVUTIL_SOCKET_ERROR();
@@ -1254,7 +1429,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
             if (l->state == XPRT_LINK_HANDSHAKE)
                 link_fail(l, -COLO_EAUTH,
-                          "peer closed the link during the handshake");
+                          l->ssl ? "peer closed the link during the TLS "
+                                   "handshake (it refused us: its log says "
+                                   "why)"
+                                 : "peer closed the link during the "
+                                   "handshake");
             else if (in && evbuffer_get_length(in) > 0) {
                 char why[128];
 
@@ -1342,6 +1521,8 @@ static void on_deferred(evutil_socket_t fd, short what, void *arg)
         detach_finish(l);
     } else if (l->state == XPRT_LINK_UP && l->bev && !l->bulk_need) {
         /* After attach with a prefix, or resume: process buffered input. */
+        if (!l->rx_paused)
+            tls_take_pending(l);
         rx_process(l);
     }
     leave(l);
@@ -1477,28 +1658,97 @@ static void detach_finish(struct xprt_link *l)
     l->bev = NULL;
     l->state = XPRT_LINK_DETACHED;
     l->detach_cb = NULL;
+    if (l->ssl) {
+        /* The helper gets one end of a socketpair; a thread pumps the
+         * other through the TLS session, byte for byte. */
+        int sp[2];
+        int rc = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp);
+
+        if (rc < 0)
+            rc = -errno;
+        else if ((rc = xprt_tls_pump_start(l->ssl, l->fd, sp[1], &l->pump)) <
+                 0) {
+            close(sp[0]);
+            close(sp[1]);
+        }
+        if (rc < 0) {
+            colo_buf_dispose(&left);
+            /* Reported through cb, as a failed drain would be. */
+            l->state = XPRT_LINK_DETACHING;
+            l->detach_cb = cb;
+            link_fail(l, rc, "cannot start the TLS pump");
+            return;
+        }
+        l->lend_fd = sp[0];
+        l->pump_fd = sp[1];
+        if (cb)
+            cb(l, 0, l->lend_fd, &left, l->detach_arg);
+        colo_buf_dispose(&left);
+        return;
+    }
     colo_fd_set_nonblock(l->fd, 0);
     if (cb)
         cb(l, 0, l->fd, &left, l->detach_arg);
     colo_buf_dispose(&left);
 }
 
+/* TLS: stop the pump; pre gets, in stream order, the bytes the helper did
+ * not read (still in its end of the socketpair) and those the pump had
+ * decrypted but not passed on. */
+static int pump_end(struct xprt_link *l, struct colo_buf *pre)
+{
+    struct colo_buf undelivered;
+    uint8_t tmp[65536];
+    ssize_t n;
+    int rc;
+
+    colo_buf_init(&undelivered, 0);
+    rc = xprt_tls_pump_stop(l->pump, &undelivered);
+    l->pump = NULL;
+    while ((n = recv(l->lend_fd, tmp, sizeof(tmp), MSG_DONTWAIT)) > 0)
+        if (colo_buf_append(pre, tmp, (size_t)n) < 0)
+            rc = -ENOMEM;
+    if (undelivered.len &&
+        colo_buf_append(pre, undelivered.data, undelivered.len) < 0)
+        rc = -ENOMEM;
+    colo_buf_dispose(&undelivered);
+    colo_close(&l->lend_fd);
+    colo_close(&l->pump_fd);
+    return rc;
+}
+
 int xprt_link_attach(struct xprt_link *l, const void *prefix, size_t len)
 {
+    struct colo_buf pre;
     struct timeval tv;
     int rc;
 
     if (l->state != XPRT_LINK_DETACHED)
         return -EINVAL;
+    colo_buf_init(&pre, 0);
+    if (len && colo_buf_append(&pre, prefix, len) < 0)
+        return -ENOMEM;
+    if (l->pump) {
+        rc = pump_end(l, &pre);
+        if (rc < 0) {
+            colo_buf_dispose(&pre);
+            return rc;
+        }
+    }
     colo_fd_set_nonblock(l->fd, 1);
     rc = bev_setup(l);
-    if (rc < 0)
+    if (rc < 0) {
+        colo_buf_dispose(&pre);
         return rc;
-    if (len && evbuffer_add(bufferevent_get_input(l->bev), prefix, len)) {
+    }
+    len = pre.len;
+    if (len && evbuffer_add(bufferevent_get_input(l->bev), pre.data, len)) {
+        colo_buf_dispose(&pre);
         bufferevent_free(l->bev);
         l->bev = NULL;
         return -ENOMEM;
     }
+    colo_buf_dispose(&pre);
     l->state = XPRT_LINK_UP;
     l->last_rx_ns = l->last_tx_ns = colo_now_ns();
     bufferevent_enable(l->bev, l->rx_paused ? EV_WRITE : EV_READ | EV_WRITE);
@@ -1508,7 +1758,7 @@ int xprt_link_attach(struct xprt_link *l, const void *prefix, size_t len)
         tv = colo_ms_to_tv(l->hb_ms / 4 ? l->hb_ms / 4 : 1);
         event_add(l->tick, &tv);
     }
-    if (len)
+    if (len || l->ssl)
         event_active(l->deferred, 0, 0);
     return 0;
 }
@@ -1518,6 +1768,10 @@ int xprt_link_attach(struct xprt_link *l, const void *prefix, size_t len)
 
 static void stop_io(struct xprt_link *l)
 {
+    xprt_tls_pump_free(l->pump); /* ends the thread before fds close */
+    l->pump = NULL;
+    colo_close(&l->lend_fd);
+    colo_close(&l->pump_fd);
     if (l->bulk_ev)
         event_del(l->bulk_ev);
     if (l->bev) {
@@ -1531,6 +1785,10 @@ static void stop_io(struct xprt_link *l)
         evtimer_del(l->deadline);
     if (l->tick)
         event_del(l->tick);
+    if (l->ssl) {
+        SSL_free(l->ssl);
+        l->ssl = NULL;
+    }
     colo_close(&l->fd);
 }
 
@@ -1593,6 +1851,9 @@ static void link_really_free(struct xprt_link *l)
     xprt_reader_dispose(&l->rd);
     free_key(&l->key, l->cfg.key_len);
     free(l->name);
+    free(l->creds);
+    SSL_CTX_free(l->tls_ctx);
+    OPENSSL_cleanse(l->psk, sizeof(l->psk));
     OPENSSL_cleanse(l->my_nonce, sizeof(l->my_nonce));
     free(l);
 }
@@ -1666,7 +1927,7 @@ int xprt_listener_new(struct event_base *base, const char *host, uint16_t port,
     ls->base = base;
     ls->cb = cb;
     ls->arg = arg;
-    rc = cfg_copy(&ls->cfg, &ls->key, &ls->name, cfg);
+    rc = cfg_copy(&ls->cfg, &ls->key, &ls->name, &ls->creds, cfg);
     if (rc < 0)
         goto fail;
     if (!host || !*host) {
@@ -1739,6 +2000,7 @@ static void listener_really_free(struct xprt_listener *ls)
         evconnlistener_free(ls->evl);
     free_key(&ls->key, ls->cfg.key_len);
     free(ls->name);
+    free(ls->creds);
     free(ls);
 }
 
@@ -1760,7 +2022,8 @@ void xprt_listener_free(struct xprt_listener *ls)
 /* ---------------------------------------------------------------------- */
 /* Key files                                                                */
 
-int xprt_key_read_file(const char *path, uint8_t **ret_key, size_t *ret_len)
+int xprt_key_read_file(const char *path, uint8_t **ret_key, size_t *ret_len,
+                       char *why, size_t whysz)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -1768,12 +2031,20 @@ int xprt_key_read_file(const char *path, uint8_t **ret_key, size_t *ret_len)
 
     *ret_key = NULL;
     *ret_len = 0;
-    rc = colo_read_file(path, XPRT_KEY_MAX + 2, &buf, &len);
+    rc = xprt_secret_file_check(path, why, whysz);
     if (rc < 0)
+        return rc;
+    rc = colo_read_file(path, XPRT_KEY_MAX + 2, &buf, &len);
+    if (rc < 0) {
+        snprintf(why, whysz, "%s: %s", path,
+                 rc == -EFBIG ? "longer than 1024 bytes" : colo_strerror(rc));
         return rc == -EFBIG ? -COLO_ECONFIG : rc;
+    }
     while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         len--;
     if (len < 16 || len > XPRT_KEY_MAX) {
+        snprintf(why, whysz, "%s: a key must have 16..%u bytes (it has %zu)",
+                 path, XPRT_KEY_MAX, len);
         OPENSSL_cleanse(buf, len);
         free(buf);
         return -COLO_ECONFIG;

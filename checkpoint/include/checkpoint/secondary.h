@@ -124,24 +124,17 @@ struct ckpt_secondary_cbs {
     /* rc 0: the guest runs here now. */
     void (*done)(void *arg, int rc, const struct ckpt_stats *stats);
     /*
-     * Optional. The primary offers a Xen domain (HELLO flag XEN): after its
-     * HELLO and VM_CONFIG the engine hands the link over and ends (state
-     * DONE; done() is not called). The callee owns link (consumed: it sets
-     * its own callbacks at once) and may free s inside. name/config are
-     * valid only during the call. NULL: such a primary is refused.
+     * Optional. The primary offers a Xen domain (HELLO flag
+     * XPRT_HELLO_FLAG_XEN, transport/colo_rec.h): after its HELLO and VM_CONFIG
+     * the engine hands the link over and ends (state DONE; done() is not
+     * called). The callee owns link (consumed: it sets its own callbacks at
+     * once) and may free s inside. name/config are valid only during the call.
+     * NULL: such a primary is refused.
      */
     void (*xen_incoming)(void *arg, struct ckpt_secondary *s,
                          struct xprt_link *link, uint32_t hello_flags,
                          const char *name, const char *config);
 };
-
-/* HELLO flag of a primary that offers a Xen domain (checkpoint/xen_*). */
-#define CKPT_SECONDARY_HELLO_FLAG_XEN (1u << 2)
-/* ... and wants Remus protection (a checkpointed libxl stream). */
-#define CKPT_SECONDARY_HELLO_FLAG_XEN_REMUS (1u << 3)
-/* ... in COLO mode (with XEN_REMUS: the same checkpointing, the copy
- * runs): XPRT_HELLO_FLAG_COLO. */
-#define CKPT_SECONDARY_HELLO_FLAG_XEN_COLO (1u << 0)
 
 struct ckpt_secondary_opts {
     const char *vm_name; /* expected VM name; NULL: accept any */

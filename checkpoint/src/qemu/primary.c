@@ -1099,7 +1099,7 @@ static void send_hello(struct ckpt_primary *p)
     h.role = XPRT_ROLE_PRIMARY;
     h.page_size = CKPT_PAGE_SIZE;
     h.flags = p->o.mode == CKPT_MODE_COLO      ? XPRT_HELLO_FLAG_COLO
-              : p->o.mode == CKPT_MODE_MIGRATE ? CKPT_HELLO_FLAG_MIGRATE
+              : p->o.mode == CKPT_MODE_MIGRATE ? XPRT_HELLO_FLAG_MIGRATE
                                                : 0;
     h.ram_size = p->o.ram_size;
     snprintf(h.vm_name, sizeof(h.vm_name), "%s", p->vm_name);

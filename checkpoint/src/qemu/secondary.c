@@ -745,7 +745,7 @@ static int on_hello(struct ckpt_secondary *s, const struct xprt_item *it)
     }
     if (s->hello.flags & XPRT_HELLO_FLAG_COLO)
         s->mode = CKPT_MODE_COLO;
-    else if (s->hello.flags & CKPT_HELLO_FLAG_MIGRATE)
+    else if (s->hello.flags & XPRT_HELLO_FLAG_MIGRATE)
         s->mode = CKPT_MODE_MIGRATE;
     else
         s->mode = CKPT_MODE_REMUS;
@@ -767,7 +767,7 @@ static int on_config(struct ckpt_secondary *s, const struct xprt_item *it)
     s->vm_config = strndup(json, len);
     if (!s->vm_config)
         return -ENOMEM;
-    if (s->hello.flags & CKPT_HELLO_FLAG_XEN) {
+    if (s->hello.flags & XPRT_HELLO_FLAG_XEN) {
         struct xprt_link *l = s->link;
 
         if (!s->cbs.xen_incoming) {

@@ -12,7 +12,7 @@ dm_check() {
     [ "$type" != hvm ] || nl_check_dms "$@"
 }
 nl_start_tick tick "$type"
-printf 'colo-nested-test-key-0123456789' >/tmp/key
+printf 'colo-nested-test-key-0123456789' >/tmp/key && chmod 600 /tmp/key
 printf 'another-key-that-will-not-match!' >/tmp/badkey
 
 # start_receiver PORT KEYFILE: colo receive in the background, waits for

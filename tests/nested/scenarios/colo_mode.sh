@@ -22,7 +22,7 @@
 nl_need_colo
 type=${NESTED_TICK_TYPE:-pvh}
 nl_start_tick tick "$type"
-printf 'colo-nested-test-key-0123456789' >/tmp/key
+printf 'colo-nested-test-key-0123456789' >/tmp/key && chmod 600 /tmp/key
 plog=$NL_CONSOLE_DIR/guest-tick.log
 slog=$NL_CONSOLE_DIR/guest-tick--incoming.log
 

@@ -15,7 +15,7 @@
 nl_need_colo
 type=${NESTED_TICK_TYPE:-pvh}
 nl_start_tick tick "$type"
-printf 'colo-nested-test-key-0123456789' >/tmp/key
+printf 'colo-nested-test-key-0123456789' >/tmp/key && chmod 600 /tmp/key
 
 nl_start_standby 8792
 

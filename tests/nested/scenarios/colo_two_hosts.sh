@@ -14,7 +14,7 @@
 nl_need_colo
 me=/share/host$COLO_HOST_ID
 peer=/share/host$((3 - COLO_HOST_ID))
-printf 'colo-nested-two-hosts-key-012345' >/tmp/key
+printf 'colo-nested-two-hosts-key-012345' >/tmp/key && chmod 600 /tmp/key
 
 if [ "$COLO_HOST_ID" = 2 ]; then
     nl_wait_peer "$peer/net-up" 240 || nl_fail "host 1 never came up"

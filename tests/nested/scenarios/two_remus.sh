@@ -16,7 +16,7 @@
 . "$NESTED_LIB"
 
 n=${NESTED_CHECKPOINTS:-250}
-printf 'colo-nested-test-key-0123456789' >/tmp/key
+printf 'colo-nested-test-key-0123456789' >/tmp/key && chmod 600 /tmp/key
 for g in 1 2; do
     {
         nl_tick_cfg "t$g" pvh

@@ -66,10 +66,17 @@ enum xprt_colo_rec {
     XPRT_COLO_REC_KNOWN_LAST = XPRT_COLO_DISK_WRITE,
     /* link-internal handshake (link.h; docs/protocol.md "Handshake") */
     XPRT_LINK_HELLO = 0x80C0F001u,
-    XPRT_LINK_AUTH = 0x80C0F002u,
-    XPRT_LINK_AUTH_OK = 0x80C0F003u,
+    XPRT_LINK_AUTH = 0x80C0F002u,    /* link version 1 only (refused) */
+    XPRT_LINK_AUTH_OK = 0x80C0F003u, /* link version 1 only (refused) */
     XPRT_LINK_REJECT = 0x80C0F004u,
 };
+
+/* LINK_HELLO's flags word (link version 2): the protection this side
+ * requires. Exactly one; both sides must send the same (no negotiation,
+ * so no downgrade). */
+#define XPRT_LINK_HELLO_PLAIN    (1u << 0) /* --insecure */
+#define XPRT_LINK_HELLO_TLS_PSK  (1u << 1) /* TLS 1.3, PSK from the key */
+#define XPRT_LINK_HELLO_TLS_X509 (1u << 2) /* TLS 1.3, --tls-creds */
 
 /* Caps */
 #define XPRT_COLO_NAME_MAX       255u       /* VM name bytes */
@@ -89,14 +96,27 @@ enum xprt_colo_role {
 /* ---- HELLO: u32 version, u32 role, u32 page_size, u32 flags,
  *             u64 ram_size, u32 name_len, u32 reserved, name bytes ------ */
 struct xprt_colo_hello {
-    uint32_t version;   /* XPRT_COLO_VERSION */
-    uint32_t role;      /* enum xprt_colo_role */
-    uint32_t page_size; /* power of two, 4 KiB .. 2 MiB */
-    uint32_t flags;     /* bit 0: COLO mode (else Remus/migration) */
-    uint64_t ram_size;  /* bytes of guest RAM */
+    uint32_t version;                     /* XPRT_COLO_VERSION */
+    uint32_t role;                        /* enum xprt_colo_role */
+    uint32_t page_size;                   /* power of two, 4 KiB .. 2 MiB */
+    uint32_t flags;                       /* XPRT_HELLO_FLAG_* */
+    uint64_t ram_size;                    /* bytes of guest RAM */
     char vm_name[XPRT_COLO_NAME_MAX + 1]; /* NUL-terminated */
 };
-#define XPRT_HELLO_FLAG_COLO (1u << 0)
+/*
+ * HELLO flags: every bit any colo HELLO carries is defined here, and only
+ * here (docs/protocol.md lists them).
+ *   COLO       COLO mode (the secondary's copy runs between checkpoints);
+ *              else Remus. With XEN|XEN_REMUS: the Xen stream in COLO mode.
+ *   MIGRATE    a migration: one checkpoint, the receiver resumes after it
+ *   XEN        the VM is a Xen domain: after HELLO + VM_CONFIG the stream
+ *              is libxl's (ckpt_secondary_cbs.xen_incoming)
+ *   XEN_REMUS  ... and it is to be protected (a checkpointed libxl stream)
+ */
+#define XPRT_HELLO_FLAG_COLO      (1u << 0)
+#define XPRT_HELLO_FLAG_MIGRATE   (1u << 1)
+#define XPRT_HELLO_FLAG_XEN       (1u << 2)
+#define XPRT_HELLO_FLAG_XEN_REMUS (1u << 3)
 int xprt_colo_hello_write(struct colo_buf *out,
                           const struct xprt_colo_hello *h);
 int xprt_colo_hello_decode(const uint8_t *body, size_t len,

@@ -1,15 +1,20 @@
 /*
- * Links: one authenticated TCP connection between two colo processes,
+ * Links: one TCP connection between two colo processes, encrypted and
+ * integrity-protected with TLS 1.3 unless both sides run --insecure,
  * carrying records (record.h) on a libevent bufferevent.
  *
  * States (enum xprt_link_state) and what each holds:
  *   CONNECTING  socket + connect timer (connect side only)
  *   HANDSHAKE   bufferevent, handshake timer; only the fixed-size handshake
- *               records (<= 128 bytes each) are read; nothing else the
+ *               records (<= 128 bytes each) are read, then (TLS) the TLS
+ *               handshake runs on an OpenSSL bufferevent; nothing else the
  *               peer sends is parsed
  *   UP          bufferevent, reader, heartbeat timers; records flow
  *   DETACHING   output draining; reading and heartbeats stopped
- *   DETACHED    bare fd lent to the caller (e.g. a libxenguest helper)
+ *   DETACHED    fd lent to the caller (e.g. a libxenguest helper): the
+ *               socket itself on a plain link; on a TLS link one end of a
+ *               socketpair, whose other end a pump thread carries through
+ *               the TLS session byte for byte
  *   CLOSED      terminal: nothing but the object; only _free is allowed
  *
  * Transitions (public functions):
@@ -34,18 +39,27 @@
  *   -COLO_EPEER_CLOSED  the peer closed the connection (EOF between records)
  *   -COLO_EPEER_GONE    nothing received for heartbeat_ms * heartbeat_misses
  *   -COLO_ESTREAM_*     the peer sent a bad record (TRUNCATED: EOF inside a
- *                       record; CORRUPT; TOO_BIG: over max_record)
- *   -COLO_EAUTH         authentication failed (wrong key, or plain/auth
- *                       mismatch), either side's verdict
+ *                       record; CORRUPT; TOO_BIG: over max_record);
+ *                       CORRUPT also when a TLS record fails its integrity
+ *                       check (altered, dropped or replayed in transit)
+ *   -COLO_EAUTH         the handshake failed: wrong key, certificate
+ *                       refused, protection mismatch (TLS vs --insecure,
+ *                       PSK vs x509), a peer without TLS; either side's
+ *                       verdict, named in xprt_link_why()
+ *   -COLO_ECONFIG       our own TLS credentials could not be loaded
  *   -ETIMEDOUT          connect or handshake timed out
  *   -ECONNREFUSED, -EHOSTUNREACH, ... (-errno) socket errors
  *
- * Authentication (docs/protocol.md "Handshake"): HMAC-SHA256 challenge-
- * response with a 32-byte random nonce from each side; each side proves the
- * key bound to its role and both nonces; a side is UP when it verified the
- * peer's proof and got the peer's AUTH_OK. Plain (unauthenticated) links
- * only if both sides set cfg.plain. The link authenticates the peer; it does
- * not encrypt or MAC the records that follow (see protocol.md for why).
+ * Protection (docs/protocol.md §2.2): the connecting side sends a link
+ * HELLO naming the protection it requires (plain, TLS-PSK, TLS-x509), the
+ * accepting side answers with its own; they must be equal, or both sides
+ * fail with -COLO_EAUTH and say what the other offered (no negotiation, no
+ * downgrade). Then TLS 1.3: with an external PSK derived from the key
+ * (HKDF-SHA256), or with x509 certificates from cfg.tls_creds (QEMU's
+ * layout), the peer's certificate verified against ca-cert.pem. The TLS
+ * handshake authenticates both sides; every record after it is encrypted
+ * and authenticated (AES-128-GCM). Plain links only if both sides set
+ * cfg.plain.
  *
  * The process must ignore SIGPIPE (colo's main does): libevent writes with
  * writev(), which raises it on a reset connection.
@@ -83,10 +97,15 @@ enum xprt_link_state {
 #define XPRT_NONCE_SIZE 32u
 
 struct xprt_link_cfg {
-    /* Shared key (copied). Required unless plain is set. */
+    /* Shared key (copied): TLS with a PSK derived from it. Required
+     * unless plain or tls_creds is set. */
     const uint8_t *key;
-    size_t key_len;                /* 16 .. XPRT_KEY_MAX bytes */
-    bool plain;                    /* explicitly no authentication */
+    size_t key_len; /* 16 .. XPRT_KEY_MAX bytes */
+    /* A directory in QEMU's/libvirt's layout (ca-cert.pem, server-cert.pem,
+     * server-key.pem, client-cert.pem, client-key.pem): TLS with x509
+     * certificates instead of the key. Copied. */
+    const char *tls_creds;
+    bool plain;                    /* explicitly no TLS, no authentication */
     uint32_t connect_timeout_ms;   /* 0: 10000 */
     uint32_t handshake_timeout_ms; /* 0: 5000 */
     uint32_t heartbeat_ms;         /* 0: 1000; UINT32_MAX: heartbeats off */
@@ -111,6 +130,13 @@ struct xprt_link_cbs {
 
 /* Fill cfg with defaults (all zero = defaults; key must still be set). */
 void xprt_link_cfg_init(struct xprt_link_cfg *cfg);
+
+/* Check cfg as a link would use it, for a job's start: loads the TLS
+ * credentials (both roles). -COLO_ECONFIG with why naming the file and the
+ * problem (missing, unreadable, group/other-readable key, key not matching
+ * its certificate). */
+int xprt_link_cfg_check(const struct xprt_link_cfg *cfg, char *why,
+                        size_t whysz);
 
 /*
  * Connect to host:port (numeric IPv4/IPv6 or a host name, resolved with
@@ -280,8 +306,11 @@ void xprt_link_set_cbs(struct xprt_link *l, const struct xprt_link_cbs *cbs,
                        void *arg);
 
 /* Read a key file (raw bytes, 16..XPRT_KEY_MAX; a trailing newline is
- * stripped), for --key-file. The caller frees *ret_key (explicit_bzero
- * first). */
-int xprt_key_read_file(const char *path, uint8_t **ret_key, size_t *ret_len);
+ * stripped), for --key-file. A file that group or others may access is
+ * refused (-COLO_ECONFIG), as ssh refuses such a private key; why then
+ * names the file and the fix ("chmod 600 FILE"). The caller frees *ret_key
+ * (explicit_bzero first). */
+int xprt_key_read_file(const char *path, uint8_t **ret_key, size_t *ret_len,
+                       char *why, size_t whysz);
 
 #endif

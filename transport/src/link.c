@@ -524,9 +524,9 @@ static const char *mode_name(uint32_t mode)
 {
     switch (mode) {
     case XPRT_LINK_HELLO_PLAIN:
-        return "no encryption nor authentication (--insecure)";
+        return "plain TCP (--insecure)";
     case XPRT_LINK_HELLO_TLS_PSK:
-        return "TLS with the key file";
+        return "TLS with the key file (PSK)";
     case XPRT_LINK_HELLO_TLS_X509:
         return "TLS with x509 certificates (--tls-creds)";
     default:
@@ -704,10 +704,12 @@ static void hs_record(struct xprt_link *l, const struct xprt_item *it)
             /* No downgrade: each side's mode is its own configuration;
              * nothing is negotiated. */
             snprintf(why, sizeof(why),
-                     "protection mismatch: this side requires %s, the peer "
-                     "offers %s",
+                     "protection mismatch: it requires %s; we offer %s",
                      mode_name(hello_mode(l)), mode_name(mode));
             send_reject(l, -COLO_EAUTH, why);
+            snprintf(why, sizeof(why),
+                     "protection mismatch: we require %s; the peer offers %s",
+                     mode_name(hello_mode(l)), mode_name(mode));
             link_fail(l, -COLO_EAUTH, why);
             return;
         }

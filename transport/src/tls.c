@@ -271,9 +271,16 @@ int xprt_tls_explain(SSL *ssl, unsigned long err, bool handshake, char *why,
                  "not verify): the two key files are not the same");
         return -COLO_EAUTH;
     case SSL_R_TLSV1_ALERT_DECRYPT_ERROR:
+    case SSL_R_SSLV3_ALERT_ILLEGAL_PARAMETER:
+        if (!handshake || !ssl || !SSL_get_ex_data(ssl, psk_idx))
+            break;
+        /* What OpenSSL answers a binder that does not verify. */
         snprintf(why, whysz,
-                 "TLS: the peer refused our key (decrypt_error alert): the "
-                 "two key files are not the same");
+                 "TLS: the peer refused our key (%s alert): the two key files "
+                 "are not the same",
+                 reason == SSL_R_TLSV1_ALERT_DECRYPT_ERROR
+                     ? "decrypt_error"
+                     : "illegal_parameter");
         return -COLO_EAUTH;
     case SSL_R_CERTIFICATE_VERIFY_FAILED:
         vr = ssl ? SSL_get_verify_result(ssl) : 0;

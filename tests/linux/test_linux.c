@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -88,6 +89,7 @@ Test(guest, linux_under_colo, .timeout = 200)
         cr_assert_not_null(f);
         fputs("a shared test key of enough length\n", f);
         fclose(f);
+        cr_assert_eq(chmod(key, 0600), 0); /* colo refuses a shared key */
     }
 
     {

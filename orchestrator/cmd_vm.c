@@ -16,6 +16,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "transport/link.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -29,6 +30,7 @@ enum {
     OPT_STATE_DIR = 0x100,
     OPT_KEY_FILE,
     OPT_INSECURE,
+    OPT_TLS_CREDS,
     OPT_LISTEN,
     OPT_WITNESS,
     OPT_FENCE,
@@ -62,8 +64,16 @@ static int parse_uint(const char *cmd, const char *what, const char *s,
 
 static const char host_common_help[] =
     "      --state-dir DIR   where control sockets and VM files live\n"
-    "      --key-file FILE   shared key authenticating the link (text)\n"
-    "      --insecure        no authentication (explicitly)\n"
+    "      --key-file FILE   shared key (text, mode 0600): the link runs TLS "
+    "1.3\n"
+    "                        with a key derived from it (both hosts: the "
+    "same)\n"
+    "      --tls-creds DIR   TLS with x509 certificates instead (QEMU's "
+    "layout:\n"
+    "                        ca-cert.pem, server-cert.pem, server-key.pem,\n"
+    "                        client-cert.pem, client-key.pem)\n"
+    "      --insecure        no TLS, no authentication (explicitly; both "
+    "hosts)\n"
     "      --heartbeat MS    link heartbeat interval (default 200)\n"
     "      --timeout MS      peer silent this long is gone (default 1000)\n"
     "      --accel kvm|tcg   override the configuration's accelerator\n";
@@ -77,6 +87,7 @@ static int host_opts_parse(const char *cmd, int argc, char **argv,
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"key-file", required_argument, NULL, OPT_KEY_FILE},
         {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"tls-creds", required_argument, NULL, OPT_TLS_CREDS},
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"witness", required_argument, NULL, OPT_WITNESS},
         {"fence-cmd", required_argument, NULL, OPT_FENCE},
@@ -104,6 +115,9 @@ static int host_opts_parse(const char *cmd, int argc, char **argv,
             break;
         case OPT_INSECURE:
             o->insecure = true;
+            break;
+        case OPT_TLS_CREDS:
+            o->tls_creds = optarg;
             break;
         case OPT_LISTEN:
             if (!secondary)
@@ -143,12 +157,27 @@ static int host_opts_parse(const char *cmd, int argc, char **argv,
             goto bad;
         }
     }
-    if (o->key_file && o->insecure)
-        return orch_usage_error(cmd, "--key-file and --insecure exclude "
+    if ((o->key_file || o->tls_creds) && o->insecure)
+        return orch_usage_error(cmd, "--insecure excludes --key-file and "
+                                     "--tls-creds");
+    if (o->key_file && o->tls_creds)
+        return orch_usage_error(cmd, "--key-file and --tls-creds exclude "
                                      "each other");
-    if (!o->key_file && !o->insecure)
-        return orch_usage_error(cmd, "give --key-file FILE (or --insecure "
-                                     "to run without authentication)");
+    if (!o->key_file && !o->tls_creds && !o->insecure)
+        return orch_usage_error(cmd, "give --key-file FILE or --tls-creds DIR "
+                                     "(or --insecure to run without TLS)");
+    if (o->tls_creds) {
+        /* Load them now: a bad file is named before anything starts. */
+        struct xprt_link_cfg lc;
+        char why[512];
+
+        xprt_link_cfg_init(&lc);
+        lc.tls_creds = o->tls_creds;
+        if (xprt_link_cfg_check(&lc, why, sizeof(why)) < 0) {
+            fprintf(stderr, "colo: %s: %s\n", cmd, why);
+            return ORCH_EXIT_CONFIG;
+        }
+    }
     return 0;
 bad:
     return orch_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);

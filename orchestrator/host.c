@@ -173,7 +173,7 @@ static int read_key(const struct orch_host_opts *o, char **ret_key)
 
     *ret_key = NULL;
     if (!o->key_file) {
-        if (o->insecure)
+        if (o->insecure || o->tls_creds)
             return 0;
         colo_err("no --key-file given: links are authenticated by "
                  "default (use --insecure to run without authentication)");
@@ -735,6 +735,7 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
     po.vm_config = h->cfg_json;
     po.ram_size = h->ram_size;
     po.link.auth_key = h->key;
+    po.link.tls_creds = h->o.tls_creds;
     po.link.heartbeat_ms = h->o.heartbeat_ms;
     po.link.timeout_ms = h->o.timeout_ms;
     po.interval_ms =
@@ -1112,6 +1113,7 @@ static void sec_accept(struct evconnlistener *l, evutil_socket_t fd,
     colo_fd_set_cloexec(fd, 1);
     cbs.xen_incoming = sec_xen_incoming;
     so.link.auth_key = h->key;
+    so.link.tls_creds = h->o.tls_creds;
     so.link.heartbeat_ms = h->o.heartbeat_ms;
     so.link.timeout_ms = h->o.timeout_ms;
     h->took_over_from = -1;

@@ -34,8 +34,9 @@ struct orch_host_opts {
     /* Secondary role. */
     const char *listen_host; /* NULL: 0.0.0.0 */
     uint16_t listen_port;    /* with listen_host; 0: ephemeral */
-    const char *key_file;    /* shared key; NULL with insecure: no auth */
-    bool insecure;           /* explicitly no authentication */
+    const char *key_file;    /* shared key: TLS with a PSK derived from it */
+    const char *tls_creds;   /* or x509 credentials (QEMU's layout) */
+    bool insecure;           /* explicitly no TLS, no authentication */
     bool standby;            /* protect (standby) rather than receive */
     const char *witness;     /* host:port that must be reachable */
     const char *fence_cmd;   /* command that must exit 0 */

@@ -129,7 +129,9 @@ void ckpt_link_cfg(const struct ckpt_link_opts *o, const char *name,
     unsigned to = o->timeout_ms ? o->timeout_ms : 1000;
 
     xprt_link_cfg_init(cfg);
-    if (o->auth_key && o->auth_key[0]) {
+    if (o->tls_creds) {
+        cfg->tls_creds = o->tls_creds;
+    } else if (o->auth_key && o->auth_key[0]) {
         cfg->key = (const uint8_t *)o->auth_key;
         cfg->key_len = strlen(o->auth_key);
     } else {

@@ -30,10 +30,13 @@ const char *ckpt_role_name(enum ckpt_role r); /* "primary", "secondary" */
 
 /*
  * The link between the engines. The engine is given a connected TCP socket
- * and runs colo's authenticated record link (transport/) over it.
+ * and runs colo's record link (transport/) over it: TLS 1.3 with a PSK
+ * derived from auth_key, or with x509 credentials from tls_creds; plain
+ * (no TLS, no authentication) only when neither is given.
  */
 struct ckpt_link_opts {
-    const char *auth_key;  /* shared secret; NULL or "": no auth */
+    const char *auth_key;  /* shared secret; NULL or "": see tls_creds */
+    const char *tls_creds; /* x509 directory (QEMU's layout); NULL: none */
     unsigned heartbeat_ms; /* send a heartbeat this often (0: 200) */
     unsigned timeout_ms;   /* peer silent this long = gone (0: 1000) */
 };

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -138,6 +139,8 @@ int main(int argc, char **argv)
         return 1;
     fputs("a shared test key of enough length\n", f);
     fclose(f);
+    if (chmod(key, 0600) < 0) /* colo refuses a key others may read */
+        return 1;
     {
         char *av[] = {(char *)fproc_colo_exe(),
                       "start",

@@ -37,6 +37,7 @@ enum {
     OPT_HEARTBEAT,
     OPT_TIMEOUT,
     OPT_ACCEL,
+    OPT_DISK,
     OPT_MODE,
     OPT_INTERVAL,
     OPT_DOWNTIME,
@@ -94,9 +95,11 @@ static int host_opts_parse(const char *cmd, int argc, char **argv,
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"accel", required_argument, NULL, OPT_ACCEL},
+        {"disk", required_argument, NULL, OPT_DISK},
         {NULL, 0, NULL, 0},
     };
     static char *listen_host;
+    static const char *disk_map[ORCH_HOST_MAX_DISK_MAP];
     unsigned long v = 0;
     uint16_t port;
     int c;
@@ -147,6 +150,18 @@ static int host_opts_parse(const char *cmd, int argc, char **argv,
                 o->heartbeat_ms = (unsigned)v;
             else
                 o->timeout_ms = (unsigned)v;
+            break;
+        case OPT_DISK:
+            if (!secondary)
+                goto bad;
+            if (!strchr(optarg, '=') || optarg[0] == '=' ||
+                !strchr(optarg, '=')[1])
+                return orch_usage_error(cmd, "--disk takes ID=PATH");
+            if (o->n_disk_map == ORCH_HOST_MAX_DISK_MAP)
+                return orch_usage_error(cmd, "at most %d --disk options",
+                                        ORCH_HOST_MAX_DISK_MAP);
+            disk_map[o->n_disk_map++] = optarg;
+            o->disk_map = disk_map;
             break;
         case OPT_ACCEL:
             if (strcmp(optarg, "kvm") && strcmp(optarg, "tcg"))
@@ -214,6 +229,9 @@ static int run_secondary(const char *cmd, int argc, char **argv, bool standby)
               "      --witness HOST:PORT  take over only if this endpoint "
               "answers\n"
               "      --fence-cmd CMD   take over only if CMD exits 0\n"
+              "      --disk ID=PATH    this host's raw image for the VM's\n"
+              "                        replicated disk ID (default: the\n"
+              "                        primary's path, on this host)\n"
             : "Usage: colo receive [--listen HOST:PORT] [OPTIONS]\n"
               "Receive a VM migrated with 'colo migrate' and run it here.\n"
               "The configuration comes with the VM.\n"

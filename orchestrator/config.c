@@ -528,6 +528,19 @@ static int check_disk(struct vctx *v, json_t *disk, size_t idx)
     if (!valid_qemu_id(s))
         return verr_key(v, "id", "expected an id (%s), got %s", QEMU_ID_RULE,
                         quote(q, sizeof(q), s));
+    /* "replicate": optional (no default written: the canonical form of
+     * configurations without it stays as it was). */
+    if (json_object_get(disk, "replicate")) {
+        const char *fmt = json_string_value(json_object_get(disk, "format"));
+
+        if (!json_is_boolean(json_object_get(disk, "replicate")))
+            return verr_key(v, "replicate", "expected boolean, got %s",
+                            type_name(json_object_get(disk, "replicate")));
+        if (json_is_true(json_object_get(disk, "replicate")) &&
+            (ro || strcmp(fmt, "raw") != 0))
+            return verr_key(v, "replicate",
+                            "only a writable raw disk can be replicated");
+    }
     return 0;
 }
 
@@ -1677,7 +1690,16 @@ int orch_config_qemu_argv(const struct orch_vm_config *c,
         esc = orch_config_qemu_escape(
             json_string_value(json_object_get(item, "path")));
         av_add(&a, "-drive");
-        if (esc)
+        if (esc && json_is_true(json_object_get(item, "replicate")))
+            /* A quorum of one: colo's disk tee joins it as children.1
+             * while the VM is protected (checkpoint/disk.h). */
+            av_addf(&a,
+                    "driver=quorum,read-pattern=fifo,vote-threshold=1,"
+                    "children.0.driver=raw,children.0.file.filename=%s,"
+                    "if=%s,id=%s",
+                    esc, json_string_value(json_object_get(item, "interface")),
+                    json_string_value(json_object_get(item, "id")));
+        else if (esc)
             av_addf(&a, "file=%s,format=%s,if=%s,id=%s%s", esc,
                     json_string_value(json_object_get(item, "format")),
                     json_string_value(json_object_get(item, "interface")),
@@ -1768,4 +1790,38 @@ void orch_config_argv_free(char **argv)
     for (i = 0; argv[i]; i++)
         free(argv[i]);
     free(argv);
+}
+
+size_t orch_config_disk_count(const struct orch_vm_config *c)
+{
+    return json_array_size(json_object_get(c->root, "disks"));
+}
+
+int orch_config_disk_get(const struct orch_vm_config *c, size_t i,
+                         const char **id, const char **path, bool *replicate)
+{
+    json_t *d = json_array_get(json_object_get(c->root, "disks"), i);
+
+    if (!d)
+        return -ENOENT;
+    *id = json_string_value(json_object_get(d, "id"));
+    *path = json_string_value(json_object_get(d, "path"));
+    *replicate = json_is_true(json_object_get(d, "replicate"));
+    return 0;
+}
+
+int orch_config_disk_set_path(struct orch_vm_config *c, const char *id,
+                              const char *path)
+{
+    json_t *list = json_object_get(c->root, "disks"), *d;
+    size_t i;
+
+    json_array_foreach(list, i, d)
+    {
+        if (strcmp(json_string_value(json_object_get(d, "id")), id) == 0)
+            return json_object_set_new(d, "path", json_string(path)) < 0
+                       ? -ENOMEM
+                       : 0;
+    }
+    return -ENOENT;
 }

@@ -38,6 +38,7 @@
 #define COLO_ORCH_CONFIG_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -138,6 +139,14 @@ const json_t *orch_config_device_get(const struct orch_vm_config *c,
                                      const char *id);
 /* QEMU only: number of NICs ($.nics) and the id of NIC i (its netdev's and
  * its device's id; NULL when out of range or for a Xen VM). */
+/* Disks: id, path (this host's) and whether "replicate" is set (a
+ * writable raw disk colo replicates by checkpoint: docs/config.md). */
+size_t orch_config_disk_count(const struct orch_vm_config *c);
+int orch_config_disk_get(const struct orch_vm_config *c, size_t i,
+                         const char **id, const char **path, bool *replicate);
+/* This host's image for disk id (the secondary's own paths). */
+int orch_config_disk_set_path(struct orch_vm_config *c, const char *id,
+                              const char *path);
 size_t orch_config_nic_count(const struct orch_vm_config *c);
 const char *orch_config_nic_id(const struct orch_vm_config *c, size_t i);
 

@@ -15,6 +15,7 @@
 #include "qsave.h"
 #include "orch.h"
 
+#include "checkpoint/disk.h"
 #include "checkpoint/primary.h"
 #include "checkpoint/secondary.h"
 #include "common/error.h"
@@ -67,7 +68,8 @@ struct orch_host {
     char *vm_dir, *ram_path, *serial_path, *ctl_path;
     uint64_t ram_size;
     struct ckpt_vm *vm;
-    struct ckpt_memory *mem; /* primary role: the RAM file mapping */
+    struct ckpt_memory *mem;   /* primary role: the RAM file mapping */
+    struct ckpt_disk_tee *tee; /* primary role: replicated disks' tee */
     struct orch_pidwatch *qemu_watch;
     struct orch_ctl_server *ctl;
     struct orch_dbus *dbus; /* the VM's private bus and helpers */
@@ -109,7 +111,11 @@ struct orch_host {
     struct evconnlistener *listener;
     struct ckpt_secondary *sec;
     struct ckpt_secondary *sec_retired; /* done(0): holds the link only */
-    struct orch_xen_recv *xrecv;        /* a Xen domain coming in */
+    /* The secondary's disk stages, one per pairing (an engine borrows its
+     * own; all freed with the host). */
+    struct ckpt_disk_stage *stages[16];
+    size_t n_stages;
+    struct orch_xen_recv *xrecv; /* a Xen domain coming in */
     struct orch_child *fence;
     struct orch_connect *witness;
     int64_t took_over_from;
@@ -454,6 +460,54 @@ static void job_finish(struct orch_host *h, int rc, const char *msg,
     }
 }
 
+/* The disk tee of a protect job (checkpoint/disk.h); after the engine is
+ * freed (it borrows the tee). */
+static void disks_end(struct orch_host *h)
+{
+    if (!h->tee)
+        return;
+    ckpt_disk_tee_detach(h->tee, ckpt_vm_qemu_client(h->vm));
+    ckpt_disk_tee_free(h->tee);
+    h->tee = NULL;
+}
+
+static void disks_want_checkpoint(void *arg)
+{
+    struct orch_host *h = arg;
+
+    if (h->prim)
+        ckpt_primary_checkpoint_now(h->prim);
+}
+
+/* Every disk with "replicate": true joins the checkpoints. */
+static int disks_start(struct orch_host *h, enum ckpt_mode mode)
+{
+    struct ckpt_disk_cfg d[XPRT_DISK_MAX];
+    size_t n = 0;
+
+    disks_end(h);
+    for (size_t i = 0; i < orch_config_disk_count(h->cfg); i++) {
+        const char *id, *path;
+        bool rep;
+
+        if (orch_config_disk_get(h->cfg, i, &id, &path, &rep) == 0 && rep &&
+            n < XPRT_DISK_MAX) {
+            d[n].id = id;
+            d[n].path = path;
+            n++;
+        }
+    }
+    if (!n)
+        return 0;
+    if (mode != CKPT_MODE_REMUS) {
+        colo_err("replicated disks need --mode remus (COLO mode has no "
+                 "overlay for the secondary's running copy yet)");
+        return -ENOTSUP;
+    }
+    return ckpt_disk_tee_new(h->base, d, n, h->state_dir, disks_want_checkpoint,
+                             h, &h->tee);
+}
+
 /* End output commit: every held epoch leaves, in order. */
 static void outbuf_end(struct orch_host *h)
 {
@@ -588,6 +642,7 @@ static void prim_done(void *arg, int rc, const struct ckpt_stats *st)
     outbuf_end(h);
     ckpt_primary_free(h->prim);
     h->prim = NULL;
+    disks_end(h);
     if (h->state == HOST_JOB)
         h->state = HOST_RUNNING;
     if (h->rc_.wait_cancel) {
@@ -639,6 +694,7 @@ static void job_connected(void *arg, int fd_or_rc)
         outbuf_end(h);
         ckpt_primary_free(h->prim);
         h->prim = NULL;
+        disks_end(h);
         h->state = HOST_RUNNING;
         job_finish(h, rc, NULL, NULL);
     }
@@ -665,6 +721,7 @@ static void job_helpers_checked(struct orch_dbus *d, int rc,
         outbuf_end(h);
         ckpt_primary_free(h->prim);
         h->prim = NULL;
+        disks_end(h);
         h->state = HOST_RUNNING;
         job_finish(h, rc, msg, NULL);
     }
@@ -701,6 +758,7 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
         outbuf_end(h);
         ckpt_primary_free(h->prim);
         h->prim = NULL;
+        disks_end(h);
         h->state = HOST_RUNNING;
     }
     if (h->state == HOST_JOB) {
@@ -746,6 +804,14 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
         (unsigned)json_integer_value(json_object_get(a, "max_rounds"));
     po.max_checkpoints =
         (uint64_t)json_integer_value(json_object_get(a, "max_checkpoints"));
+    if (po.mode != CKPT_MODE_MIGRATE) {
+        rc = disks_start(h, po.mode);
+        if (rc < 0) {
+            colo_err("disks: %s", colo_strerror(rc));
+            goto fail;
+        }
+        po.disks = h->tee;
+    }
     if (po.mode == CKPT_MODE_REMUS) {
         rc = outbuf_start(h);
         if (rc < 0) {
@@ -800,6 +866,7 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
         outbuf_end(h);
         ckpt_primary_free(h->prim);
         h->prim = NULL;
+        disks_end(h);
         h->job_req = NULL;
         h->state = HOST_RUNNING;
         goto fail;
@@ -807,11 +874,60 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
     free(host);
     return;
 fail:
+    if (!h->prim)
+        disks_end(h);
     free(host);
     job_reply(h, req, rc, NULL, NULL);
 }
 
 /* ==================== SECONDARY ROLE ==================== */
+
+/* The replicated disks: this host's own images (--disk ID=PATH, else the
+ * primary's path on this host) into cfg (QEMU opens them) and a stage the
+ * engine applies checkpoints to (checkpoint/disk.h). */
+static int sec_disks(struct orch_host *h, struct ckpt_secondary *s,
+                     struct orch_vm_config *cfg)
+{
+    struct ckpt_disk_cfg d[XPRT_DISK_MAX];
+    struct ckpt_disk_stage *st;
+    size_t n = 0;
+    int rc;
+
+    for (size_t i = 0; i < h->o.n_disk_map; i++) {
+        const char *m = h->o.disk_map[i], *eq = strchr(m, '=');
+        char id[XPRT_DISK_ID_MAX + 1];
+
+        snprintf(id, sizeof(id), "%.*s", (int)(eq - m), m);
+        rc = orch_config_disk_set_path(cfg, id, eq + 1);
+        if (rc == -ENOENT)
+            colo_warn("--disk %s: the VM has no disk '%s'", m, id);
+        else if (rc < 0)
+            return rc;
+    }
+    for (size_t i = 0; i < orch_config_disk_count(cfg); i++) {
+        const char *id, *path;
+        bool rep;
+
+        if (orch_config_disk_get(cfg, i, &id, &path, &rep) == 0 && rep &&
+            n < XPRT_DISK_MAX) {
+            d[n].id = id;
+            d[n].path = path;
+            n++;
+        }
+    }
+    if (!n)
+        return 0;
+    if (h->n_stages == sizeof(h->stages) / sizeof(h->stages[0])) {
+        colo_err("too many pairings with replicated disks in one process");
+        return -ENOSPC;
+    }
+    rc = ckpt_disk_stage_new(d, n, &st);
+    if (rc < 0)
+        return rc;
+    h->stages[h->n_stages++] = st;
+    ckpt_secondary_set_disks(s, st);
+    return 0;
+}
 
 static int sec_launch(void *arg, struct ckpt_secondary *s,
                       const struct ckpt_launch_req *req)
@@ -855,6 +971,11 @@ static int sec_launch(void *arg, struct ckpt_secondary *s,
             h->ctl = NULL;
             orch_dbus_free(h->dbus);
             h->dbus = NULL;
+        }
+        rc = sec_disks(h, s, cfg);
+        if (rc < 0) {
+            orch_config_free(cfg);
+            return rc;
         }
         rc = host_set_vm(h, cfg);
         if (rc < 0)
@@ -1699,9 +1820,15 @@ static void host_dispose(struct orch_host *h)
     ckpt_outbuf_free(h->outbuf); /* QEMU goes too: nothing to release */
     h->outbuf = NULL;
     ckpt_primary_free(h->prim);
+    h->prim = NULL;
+    disks_end(h);
     orch_xen_recv_free(h->xrecv);
     ckpt_secondary_free(h->sec);
     ckpt_secondary_free(h->sec_retired);
+    h->sec = h->sec_retired = NULL;
+    for (size_t i = 0; i < h->n_stages; i++)
+        ckpt_disk_stage_free(h->stages[i]);
+    h->n_stages = 0;
     orch_connect_cancel(h->conn);
     orch_connect_cancel(h->witness);
     orch_child_cancel(h->fence);

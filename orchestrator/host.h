@@ -27,6 +27,7 @@
 #define COLO_ORCH_HOST_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct orch_host_opts {
@@ -43,7 +44,12 @@ struct orch_host_opts {
     unsigned heartbeat_ms;
     unsigned timeout_ms;
     const char *accel; /* "kvm", "tcg" or NULL (config / auto) */
+    /* Secondary: "ID=PATH", this host's image of replicated disk ID. */
+    const char *const *disk_map;
+    size_t n_disk_map;
 };
+
+#define ORCH_HOST_MAX_DISK_MAP 64
 
 #define ORCH_DEFAULT_PORT 8790
 

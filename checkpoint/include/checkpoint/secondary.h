@@ -169,6 +169,11 @@ int ckpt_secondary_failover(struct ckpt_secondary *s);
 void ckpt_secondary_cancel(struct ckpt_secondary *s);
 void ckpt_secondary_free(struct ckpt_secondary *s); /* accepts NULL */
 
+/* The disks to replicate into (see opts.disks), from launch(): once the
+ * VM's configuration is known. Borrowed; must outlive the engine. */
+void ckpt_secondary_set_disks(struct ckpt_secondary *s,
+                              struct ckpt_disk_stage *d);
+
 /* After done(0): take the running VM; the engine no longer kills it. */
 struct ckpt_vm *ckpt_secondary_take_vm(struct ckpt_secondary *s);
 

@@ -98,6 +98,12 @@ const char *ckpt_secondary_state_name(enum ckpt_secondary_state st)
     return "unknown";
 }
 
+void ckpt_secondary_set_disks(struct ckpt_secondary *s,
+                              struct ckpt_disk_stage *d)
+{
+    s->o.disks = d;
+}
+
 enum ckpt_secondary_state ckpt_secondary_state(const struct ckpt_secondary *s)
 {
     return s->state;

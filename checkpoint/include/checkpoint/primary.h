@@ -38,8 +38,8 @@
  *   ckpt_primary_free:   any -> gone; no callback after it. Does not free
  *                        mem or vm (borrowed).
  * Internal: Hello -> Precopy (migrate) | Stopping (protect);
- *   with disks: Hello -> Stopping (tee attach, cont) -> DiskSync ->
- *   Stopping (checkpoint n, whose BEGIN went out with the sync);
+ *   with disks: Hello -> Stopping (tee attached) -> Resuming -> DiskSync
+ *   -> Stopping (checkpoint n, whose BEGIN went out with the sync);
  *   Precopy -> Precopy (next round) | Stopping (converged / max rounds);
  *   Stopping -> Capturing -> Resuming (protect) | Sending (migrate);
  *   Resuming -> Sending -> WaitAck -> Interval (protect) | Done (migrate);

@@ -561,3 +561,96 @@ Test(tls, readable_tls_key_is_refused_and_named, .init = certs_setup,
     cr_assert_not_null(strstr(why, key), "%s", why);
     cr_assert_not_null(strstr(why, "chmod 600"), "%s", why);
 }
+
+/* ---------------------------------------------------------------------- */
+/* Lending a TLS link's fd (the Xen path: libxenguest writes and reads an  */
+/* fd in a helper process)                                                  */
+
+struct lent {
+    int done, rc, fd;
+};
+
+static void on_lent(struct xprt_link *l, int rc, int fd, struct colo_buf *left,
+                    void *arg)
+{
+    struct lent *d = arg;
+
+    (void)l;
+    (void)left;
+    d->rc = rc;
+    d->fd = fd;
+    d->done = 1;
+}
+
+#define LEND_BYTES (8u << 20)
+
+static uint8_t lend_byte(size_t i)
+{
+    return (uint8_t)((i * 2654435761u) >> 11);
+}
+
+/* The "helper" on the sending side: writes LEND_BYTES in odd-sized
+ * pieces, then closes its end, as xc_domain_save's stream ends. */
+static void *lend_writer(void *arg)
+{
+    int fd = *(int *)arg;
+    static uint8_t buf[70001];
+    size_t off = 0;
+
+    while (off < LEND_BYTES) {
+        size_t n =
+            LEND_BYTES - off < sizeof(buf) ? LEND_BYTES - off : sizeof(buf);
+
+        for (size_t i = 0; i < n; i++)
+            buf[i] = lend_byte(off + i);
+        if (colo_write_all(fd, buf, n) < 0)
+            break;
+        off += n;
+    }
+    shutdown(fd, SHUT_WR);
+    return NULL;
+}
+
+/* Both sides lend their fd; what one helper writes, the other reads byte
+ * for byte, then EOF when the writer's end closes. */
+Test(tls, lent_fd_carries_bytes_identically_through_tls)
+{
+    struct xprt_link_cfg cfg;
+    struct side srv = {0}, cli = {0};
+    struct lent ls = {0}, lr = {0};
+    static uint8_t buf[65536];
+    size_t got = 0, bad = 0;
+    pthread_t th;
+    ssize_t n;
+
+    cfg_key(&cfg, key_a);
+    listen_on(&srv, &cfg);
+    cr_assert_eq(xprt_link_connect(base, "127.0.0.1",
+                                   xprt_listener_port(srv.ls), &cfg, &side_cbs,
+                                   &cli, &cli.link),
+                 0);
+    cr_assert(run_until(base, &cli.up, 10000), "%s", cli.why);
+    cr_assert(run_until(base, &srv.up, 10000));
+    cr_assert_eq(xprt_link_detach_start(cli.link, on_lent, &ls), 0);
+    cr_assert_eq(xprt_link_detach_start(srv.link, on_lent, &lr), 0);
+    cr_assert(run_until(base, &ls.done, 10000));
+    cr_assert(run_until(base, &lr.done, 10000));
+    cr_assert_eq(ls.rc, 0);
+    cr_assert_eq(lr.rc, 0);
+    cr_assert_eq(pthread_create(&th, NULL, lend_writer, &ls.fd), 0);
+    colo_fd_set_timeouts(lr.fd, 20000, 0);
+    while ((n = read(lr.fd, buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != lend_byte(got + (size_t)i))
+                bad++;
+        got += (size_t)n;
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq(n, 0, "the reader saw %s, not EOF",
+                 n < 0 ? strerror(errno) : "data");
+    cr_assert_eq(got, LEND_BYTES);
+    cr_assert_eq(bad, 0, "%zu bytes differ", bad);
+    xprt_link_free(cli.link);
+    xprt_link_free(srv.link);
+    xprt_listener_free(srv.ls);
+}

@@ -218,6 +218,7 @@ static json_t *stats_json(const struct ckpt_stats *s)
     json_object_set_new(j, "link_up", json_boolean(s->link_up));
     set_int(j, "last_committed", s->last_committed);
     set_int(j, "checkpoints", (int64_t)s->checkpoints);
+    set_int(j, "forced_checkpoints", (int64_t)s->forced_checkpoints);
     set_int(j, "link_idle_ms", (int64_t)s->link_idle_ms);
     set_int(j, "pause_last_us", (int64_t)s->pause_last_us);
     set_int(j, "pause_p50_us", (int64_t)s->pause_p50_us);

@@ -360,6 +360,10 @@ Test(ha, output_remus_release, .timeout = 400)
                   out);
     cr_assert_eq(fproc_json_int(out, "dropped_packets", -1), 0,
                  "EARLY-CKPT: QEMU dropped held packets: %s", out);
+    cr_assert_geq(fproc_json_int(out, "forced_checkpoints", 0), 1,
+                  "EARLY-CKPT: the early checkpoint is not counted as forced: "
+                  "%s",
+                  out);
     fprintf(stderr, "ha.output_remus: early checkpoint status: %s\n", out);
 
     /* Unprotect: everything held leaves, in order, and output goes on. */

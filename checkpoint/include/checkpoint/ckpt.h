@@ -52,9 +52,13 @@ struct ckpt_stats {
     int64_t last_committed; /* last checkpoint acked (primary) or
                                committed (secondary); -1: none */
     uint64_t checkpoints;   /* checkpoints acked / committed */
-    bool is_protected;      /* primary: paired, last ckpt acked */
-    bool link_up;           /* a link to the peer exists and is alive */
-    uint64_t link_idle_ms;  /* time since the last byte from the peer */
+    /* Primary: checkpoints started early on request
+     * (ckpt_primary_checkpoint_now: output commit's packet cap, later COLO
+     * divergence) rather than by the interval timer. */
+    uint64_t forced_checkpoints;
+    bool is_protected;     /* primary: paired, last ckpt acked */
+    bool link_up;          /* a link to the peer exists and is alive */
+    uint64_t link_idle_ms; /* time since the last byte from the peer */
 
     /* Pause = guest stopped (stop sent .. cont acknowledged), primary. */
     uint64_t pause_last_us;

@@ -56,6 +56,7 @@ struct ckpt_primary {
     int deferred_rc;
     bool vm_busy;    /* a VM operation is in flight */
     bool cancelling; /* cancel() waits for that operation */
+    bool forced;     /* the next checkpoint was asked for (checkpoint_now) */
     bool done_called;
 
     /* The checkpoint in flight. */
@@ -1143,6 +1144,9 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
     switch (p->state) {
     case CKPT_P_INTERVAL:
+        if (p->forced)
+            p->st.forced_checkpoints++;
+        p->forced = false;
         start_checkpoint(p);
         return;
     case CKPT_P_DISK_SYNC:
@@ -1293,6 +1297,7 @@ int ckpt_primary_checkpoint_now(struct ckpt_primary *p)
     if (p->state != CKPT_P_INTERVAL)
         return 0;
     evtimer_del(p->timer);
+    p->forced = true;
     /* From the loop, not from inside this call. */
     arm_timer(p, 0);
     return 0;

@@ -34,6 +34,8 @@ enum {
     OPT_LISTEN,
     OPT_WITNESS,
     OPT_FENCE,
+    OPT_FENCE_TIMEOUT,
+    OPT_TAKEOVER,
     OPT_HEARTBEAT,
     OPT_TIMEOUT,
     OPT_ACCEL,
@@ -92,6 +94,8 @@ static int host_opts_parse(const char *cmd, int argc, char **argv,
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"witness", required_argument, NULL, OPT_WITNESS},
         {"fence-cmd", required_argument, NULL, OPT_FENCE},
+        {"fence-timeout", required_argument, NULL, OPT_FENCE_TIMEOUT},
+        {"takeover", required_argument, NULL, OPT_TAKEOVER},
         {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"accel", required_argument, NULL, OPT_ACCEL},
@@ -141,6 +145,27 @@ static int host_opts_parse(const char *cmd, int argc, char **argv,
             if (!secondary)
                 goto bad;
             o->fence_cmd = optarg;
+            break;
+        case OPT_FENCE_TIMEOUT:
+            if (!secondary)
+                goto bad;
+            if (parse_uint(cmd, "--fence-timeout milliseconds", optarg, 3600000,
+                           &v))
+                return ORCH_EXIT_USAGE;
+            if (v == 0)
+                return orch_usage_error(cmd, "--fence-timeout must be > 0");
+            o->fence_timeout_ms = (unsigned)v;
+            break;
+        case OPT_TAKEOVER:
+            if (!secondary)
+                goto bad;
+            if (strcmp(optarg, "cluster") == 0)
+                o->takeover_cluster = true;
+            else if (strcmp(optarg, "auto") == 0)
+                o->takeover_cluster = false;
+            else
+                return orch_usage_error(cmd, "--takeover takes auto or "
+                                             "cluster");
             break;
         case OPT_HEARTBEAT:
         case OPT_TIMEOUT:
@@ -229,6 +254,12 @@ static int run_secondary(const char *cmd, int argc, char **argv, bool standby)
               "      --witness HOST:PORT  take over only if this endpoint "
               "answers\n"
               "      --fence-cmd CMD   take over only if CMD exits 0\n"
+              "      --fence-timeout MS  CMD's deadline (default 10000)\n"
+              "      --takeover cluster  never decide alone: on primary "
+              "loss wait\n"
+              "                          for 'colo failover' (a cluster "
+              "manager's\n"
+              "                          promote; docs/cluster.md)\n"
               "      --disk ID=PATH    this host's raw image for the VM's\n"
               "                        replicated disk ID (default: the\n"
               "                        primary's path, on this host)\n"
@@ -242,9 +273,16 @@ static int run_secondary(const char *cmd, int argc, char **argv, bool standby)
         return rc == 1 ? ORCH_EXIT_OK : rc;
     if (optind != argc)
         return orch_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-    if (!standby && (o.witness || o.fence_cmd))
-        return orch_usage_error(cmd, "--witness/--fence-cmd are for "
-                                     "'colo standby'");
+    if (!standby &&
+        (o.witness || o.fence_cmd || o.fence_timeout_ms || o.takeover_cluster))
+        return orch_usage_error(cmd, "--witness/--fence-cmd/--fence-timeout/"
+                                     "--takeover are for 'colo standby'");
+    if (o.takeover_cluster && (o.witness || o.fence_cmd))
+        return orch_usage_error(cmd, "--takeover cluster leaves the decision "
+                                     "to the cluster: no --witness or "
+                                     "--fence-cmd");
+    if (o.fence_timeout_ms && !o.fence_cmd)
+        return orch_usage_error(cmd, "--fence-timeout needs --fence-cmd");
     return orch_host_run_secondary(&o);
 }
 
@@ -628,6 +666,61 @@ int orch_cmd_failover(int argc, char **argv)
                      "here from the last committed checkpoint.\nOnly when "
                      "the primary is known to be dead.\n",
                      argc, argv, "failover started");
+}
+
+int orch_cmd_handover(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {NULL, 0, NULL, 0},
+    };
+    struct client_ctx cc = {.json = colo_log_get_json()};
+    const char *state_dir = NULL, *to = NULL;
+    json_t *fin = NULL;
+    int c, rc;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            printf("Usage: colo handover VM [HOST[:PORT]]\n"
+                   "On the primary of a protected VM: a planned switchover "
+                   "without data\nloss. Protection ends, the VM moves to "
+                   "the peer (by default the one\nprotecting it) like "
+                   "'colo migrate', and this colo process exits\nonce it "
+                   "runs there. Then run 'colo standby' here and 'colo "
+                   "protect'\nthere to protect it again (the OCF agent "
+                   "does both).\n"
+                   "      --state-dir DIR   where the VM's control socket "
+                   "is\n");
+            return ORCH_EXIT_OK;
+        case OPT_STATE_DIR:
+            state_dir = optarg;
+            break;
+        default:
+            return orch_usage_error("handover", "unknown option '%s'",
+                                    argv[optind - 1]);
+        }
+    }
+    if (optind == argc - 2)
+        to = argv[optind + 1];
+    else if (optind != argc - 1)
+        return orch_usage_error("handover", "expected VM [HOST[:PORT]]");
+    rc = ctl_request(
+        "handover", state_dir, argv[optind],
+        to ? json_pack("{s:s, s:s}", "cmd", "handover", "target", to)
+           : json_pack("{s:s}", "cmd", "handover"),
+        &cc, 0, &fin);
+    if (rc == ORCH_EXIT_OK)
+        printf("VM %s handed over to %s: downtime %.1f ms\n", argv[optind],
+               json_string_value(json_object_get(fin, "peer"))
+                   ? json_string_value(json_object_get(fin, "peer"))
+                   : "the peer",
+               json_integer_value(json_object_get(fin, "downtime_us")) /
+                   1000.0);
+    json_decref(fin);
+    return rc;
 }
 
 int orch_cmd_unprotect(int argc, char **argv)

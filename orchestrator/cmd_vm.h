@@ -11,6 +11,7 @@ int orch_cmd_migrate(int argc, char **argv);
 int orch_cmd_protect(int argc, char **argv);
 int orch_cmd_unprotect(int argc, char **argv);
 int orch_cmd_failover(int argc, char **argv);
+int orch_cmd_handover(int argc, char **argv);
 int orch_cmd_status(int argc, char **argv);
 int orch_cmd_stop(int argc, char **argv);
 int orch_cmd_config(int argc, char **argv);

@@ -24,6 +24,8 @@ const struct orch_command orch_commands[] = {
      orch_cmd_unprotect, 0},
     {"failover", "VM", "secondary: take over from the last checkpoint",
      orch_cmd_failover, 0},
+    {"handover", "VM [HOST[:PORT]]",
+     "planned switchover to the peer, no data lost", orch_cmd_handover, 0},
     {"status", "VM", "role, mode, checkpoints, pause times, link health",
      orch_cmd_status, 0},
     {"config", "VM", "print the VM's current configuration", orch_cmd_config,

@@ -90,6 +90,10 @@ struct orch_host {
     char *peer;
     char *job_host;   /* while the helpers are checked */
     json_t *job_args; /* the last protect request, to re-pair */
+    /* colo handover: the protect engine is being cancelled; then a
+     * migrate to handover_to answers handover_req. */
+    struct orch_ctl_req *handover_req;
+    char *handover_to;
 
     /* A reconfiguration (mem-set, device-add, device-remove): one at a
      * time. While protected it runs between two pairings: cancel the
@@ -633,6 +637,27 @@ static void prim_event(void *arg, const struct ckpt_event *ev)
 }
 
 static void reconf_apply(struct orch_host *h);
+static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a);
+
+/* colo handover, second half: protection has ended (the guest runs on
+ * here); move it to the peer with a migrate, whose result answers the
+ * request. The peer's standby went back to listening when the pairing
+ * ended on purpose, and takes the migrate. */
+static void handover_migrate(struct orch_host *h)
+{
+    struct orch_ctl_req *req = h->handover_req;
+    json_t *a =
+        json_pack("{s:s, s:s}", "target", h->handover_to, "mode", "migrate");
+
+    h->handover_req = NULL;
+    colo_info("handover: protection ended; migrating to %s", h->handover_to);
+    if (!a) {
+        orch_ctl_req_finish(req, -ENOMEM, NULL, NULL);
+        return;
+    }
+    start_job(h, req, a);
+    json_decref(a);
+}
 
 static void prim_done(void *arg, int rc, const struct ckpt_stats *st)
 {
@@ -653,6 +678,12 @@ static void prim_done(void *arg, int rc, const struct ckpt_stats *st)
                    "protection is re-paired after a reconfiguration", NULL);
         json_decref(res);
         reconf_apply(h);
+        return;
+    }
+    if (h->handover_req) {
+        job_finish(h, -COLO_ECANCELLED, "the VM is being handed over", NULL);
+        json_decref(res);
+        handover_migrate(h);
         return;
     }
     if (mode == CKPT_MODE_MIGRATE && rc == 0) {
@@ -1058,6 +1089,16 @@ static void witness_done(void *arg, int fd_or_rc)
                                   : "witness unreachable");
 }
 
+static long long s_last_committed(struct orch_host *h)
+{
+    struct ckpt_stats st;
+
+    if (!h->sec)
+        return -1;
+    ckpt_secondary_get_stats(h->sec, &st);
+    return (long long)st.last_committed;
+}
+
 static int sec_may_takeover(void *arg, struct ckpt_secondary *s, int why)
 {
     struct orch_host *h = arg;
@@ -1067,9 +1108,20 @@ static int sec_may_takeover(void *arg, struct ckpt_secondary *s, int why)
 
     (void)s;
     colo_warn("primary lost: %s", colo_strerror(why));
+    if (h->o.takeover_cluster) {
+        /* The cluster manager decides (it fences the old primary, then
+         * promotes this copy with 'colo failover'): no answer from here;
+         * the engine waits in Lost. */
+        colo_warn("primary lost; waiting for the cluster to promote this "
+                  "copy (last committed checkpoint %lld)",
+                  (long long)s_last_committed(h));
+        return 0;
+    }
     if (h->o.fence_cmd)
-        return orch_child_start(h->base, h->o.fence_cmd, 10000, fence_done, h,
-                                &h->fence);
+        return orch_child_start(h->base, h->o.fence_cmd,
+                                h->o.fence_timeout_ms ? h->o.fence_timeout_ms
+                                                      : 10000,
+                                fence_done, h, &h->fence);
     if (h->o.witness) {
         rc = orch_parse_hostport(h->o.witness, 0, &host, &port);
         if (rc == 0)
@@ -1197,6 +1249,7 @@ static void sec_xen_incoming(void *arg, struct ckpt_secondary *s,
     struct orch_host *h = arg;
     struct orch_xen_recv_opts xo = {.standby = h->o.standby,
                                     .fence_cmd = h->o.fence_cmd,
+                                    .fence_timeout_ms = h->o.fence_timeout_ms,
                                     .witness = h->o.witness};
     int rc;
 
@@ -1699,8 +1752,20 @@ static void ctl_status(struct orch_host *h, struct orch_ctl_req *req)
                       "protected", 0);
     }
     json_object_set_new(j, "vm", json_string(h->name ? h->name : ""));
-    json_object_set_new(j, "host_state",
-                        json_string(host_state_names[h->state]));
+    if (h->sec && ckpt_secondary_state(h->sec) == CKPT_S_LOST)
+        json_object_set_new(j, "host_state",
+                            json_string(h->o.takeover_cluster
+                                            ? "awaiting_promotion"
+                                            : "primary_lost"));
+    else
+        json_object_set_new(j, "host_state",
+                            json_string(host_state_names[h->state]));
+    if (h->state == HOST_LISTENING || h->state == HOST_SECONDARY)
+        json_object_set_new(j, "takeover",
+                            json_string(h->o.takeover_cluster ? "cluster"
+                                        : h->o.fence_cmd      ? "fence-cmd"
+                                        : h->o.witness        ? "witness"
+                                                              : "manual"));
     json_object_set_new(j, "qemu_pid",
                         json_integer(h->vm ? ckpt_vm_qemu_pid(h->vm) : -1));
     json_object_set_new(j, "ram_path",
@@ -1717,6 +1782,41 @@ static void ctl_status(struct orch_host *h, struct orch_ctl_req *req)
     if (h->outbuf)
         json_object_set_new(j, "output", outbuf_json(h));
     orch_ctl_req_finish(req, 0, NULL, j);
+}
+
+/* colo handover VM [HOST:PORT]: a planned switchover to the peer (by
+ * default the one protecting the VM now). */
+static void ctl_handover(struct orch_host *h, struct orch_ctl_req *req,
+                         json_t *args)
+{
+    const char *to = json_string_value(json_object_get(args, "target"));
+
+    if (h->handover_req || h->rc_.req || h->save_req) {
+        orch_ctl_req_finish(req, -EBUSY,
+                            "a handover, reconfiguration or save is running",
+                            NULL);
+        return;
+    }
+    if (!h->prim || h->job_mode == CKPT_MODE_MIGRATE ||
+        ckpt_primary_state(h->prim) == CKPT_P_UNPROTECTED ||
+        ckpt_primary_state(h->prim) == CKPT_P_DONE || !h->job_acked) {
+        orch_ctl_req_finish(req, -ENOENT,
+                            "the VM is not protected by a synced peer: "
+                            "nothing to hand over to",
+                            NULL);
+        return;
+    }
+    if (to && !*to)
+        to = NULL;
+    free(h->handover_to);
+    h->handover_to = strdup(to ? to : h->peer);
+    if (!h->handover_to) {
+        orch_ctl_req_finish(req, -ENOMEM, NULL, NULL);
+        return;
+    }
+    colo_info("handover to %s: ending protection", h->handover_to);
+    h->handover_req = req;
+    ckpt_primary_cancel(h->prim); /* prim_done -> handover_migrate */
 }
 
 static void ctl_handler(struct orch_ctl_req *req, const char *cmd, json_t *args,
@@ -1754,6 +1854,8 @@ static void ctl_handler(struct orch_ctl_req *req, const char *cmd, json_t *args,
         }
         ckpt_primary_cancel(h->prim);
         orch_ctl_req_finish(req, 0, NULL, NULL);
+    } else if (strcmp(cmd, "handover") == 0) {
+        ctl_handover(h, req, args);
     } else if (strcmp(cmd, "failover") == 0) {
         if (!h->sec) {
             orch_ctl_req_finish(req, -ENOENT, "this host is not a secondary",
@@ -1820,6 +1922,10 @@ static void host_dispose(struct orch_host *h)
         job_finish(h, -COLO_ECANCELLED, "colo is stopping", NULL);
     ckpt_outbuf_free(h->outbuf); /* QEMU goes too: nothing to release */
     h->outbuf = NULL;
+    if (h->handover_req)
+        orch_ctl_req_finish(h->handover_req, -COLO_ECANCELLED,
+                            "colo is stopping", NULL);
+    free(h->handover_to);
     ckpt_primary_free(h->prim);
     h->prim = NULL;
     disks_end(h);

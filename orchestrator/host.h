@@ -11,7 +11,10 @@
  *                  migrate or a takeover it switches to the primary role.
  *
  * The control socket <state-dir>/<vm>.sock answers: status, stop, config,
- * migrate, protect, unprotect, failover (see ctl.h and the README).
+ * migrate, protect, unprotect, failover, handover (see ctl.h and the
+ * README). handover (primary role, protected): end the pairing, migrate
+ * the VM to the same peer (no state lost: the guest stops only for the
+ * final copy), and exit once it runs there.
  *
  * States (struct orch_host):
  *   Listening   secondary, no peer yet               listener
@@ -19,6 +22,9 @@
  *   Running     primary role, guest running          qemu, vm, mem, ctl
  *   Job         Running + a primary engine           + engine, job request
  *   Exiting     the loop is being left (rc set)
+ * status reports host_state "awaiting_promotion" (--takeover cluster) or
+ * "primary_lost" while the secondary engine is Lost (primary gone, a
+ * committed checkpoint to resume, no takeover decided yet).
  *
  * orch_host_run_*() run the loop until the host exits and return the
  * process exit code (ORCH_EXIT_*).
@@ -33,14 +39,19 @@
 struct orch_host_opts {
     const char *state_dir; /* NULL: default (see ctl.h) */
     /* Secondary role. */
-    const char *listen_host; /* NULL: 0.0.0.0 */
-    uint16_t listen_port;    /* with listen_host; 0: ephemeral */
-    const char *key_file;    /* shared key: TLS with a PSK derived from it */
-    const char *tls_creds;   /* or x509 credentials (QEMU's layout) */
-    bool insecure;           /* explicitly no TLS, no authentication */
-    bool standby;            /* protect (standby) rather than receive */
-    const char *witness;     /* host:port that must be reachable */
-    const char *fence_cmd;   /* command that must exit 0 */
+    const char *listen_host;   /* NULL: 0.0.0.0 */
+    uint16_t listen_port;      /* with listen_host; 0: ephemeral */
+    const char *key_file;      /* shared key: TLS with a PSK derived from it */
+    const char *tls_creds;     /* or x509 credentials (QEMU's layout) */
+    bool insecure;             /* explicitly no TLS, no authentication */
+    bool standby;              /* protect (standby) rather than receive */
+    const char *witness;       /* host:port that must be reachable */
+    const char *fence_cmd;     /* command that must exit 0 */
+    unsigned fence_timeout_ms; /* --fence-timeout; 0: 10000 */
+    /* --takeover cluster: never decide alone. On primary loss wait (status
+     * host_state "awaiting_promotion") for 'colo failover' (the cluster
+     * manager's promote, docs/cluster.md). */
+    bool takeover_cluster;
     unsigned heartbeat_ms;
     unsigned timeout_ms;
     const char *accel; /* "kvm", "tcg" or NULL (config / auto) */

@@ -654,7 +654,8 @@ struct orch_xen_recv {
     bool remus;      /* a standby: checkpoints, failover */
     bool colo;       /* ... and the copy runs between them */
     char *fence_cmd; /* the tie-breaker; NULL: none */
-    char *witness;   /* or this HOST:PORT must answer */
+    unsigned fence_timeout_ms;
+    char *witness; /* or this HOST:PORT must answer */
     struct orch_connect *wconn;
     struct orch_child *fence;
     char final_name[128];
@@ -773,8 +774,8 @@ static void recv_failover(struct orch_xen_recv *r)
               "tie-breaker",
               n);
     if (r->fence_cmd) {
-        rc = orch_child_start(r->base, r->fence_cmd, 10000, recv_fenced, r,
-                              &r->fence);
+        rc = orch_child_start(r->base, r->fence_cmd, r->fence_timeout_ms,
+                              recv_fenced, r, &r->fence);
     } else {
         char *host = NULL;
         uint16_t port;
@@ -941,6 +942,7 @@ int orch_xen_recv_start(struct event_base *base, struct xprt_link *link,
     }
     if (o->fence_cmd)
         r->fence_cmd = strdup(o->fence_cmd);
+    r->fence_timeout_ms = o->fence_timeout_ms ? o->fence_timeout_ms : 10000;
     if (o->witness)
         r->witness = strdup(o->witness);
     if (!r->ev_done || !r->json || (o->fence_cmd && !r->fence_cmd) ||

@@ -18,10 +18,11 @@ int orch_cmd_xen_protect(int argc, char **argv);
 int orch_cmd_xen_failover(int argc, char **argv);
 
 struct orch_xen_recv_opts {
-    bool standby;          /* colo standby (Remus) rather than receive */
-    const char *fence_cmd; /* tie-breaker for a failover: must exit 0 */
-    const char *witness;   /* ... or HOST:PORT must be reachable; neither:
-                            * the domain stays paused (colo failover) */
+    bool standby;              /* colo standby (Remus) rather than receive */
+    const char *fence_cmd;     /* tie-breaker for a failover: must exit 0 */
+    unsigned fence_timeout_ms; /* its deadline; 0: 10000 */
+    const char *witness;       /* ... or HOST:PORT must be reachable; neither:
+                                * the domain stays paused (colo failover) */
 };
 
 /* rc 0: domain domid runs here (after a failover: the standby took over;

@@ -508,3 +508,189 @@ Test(jobs, save_continue_keeps_running)
     reap(&p);
     env_teardown(&e);
 }
+
+/* The status of jobvm on one side, as JSON text. */
+static void status_of(const char *dir, char *out, size_t outsz)
+{
+    char args[512];
+
+    snprintf(args, sizeof(args), "status jobvm --json --state-dir %s", dir);
+    cr_assert_eq(run_colo(args, out, outsz), 0, "%s", out);
+}
+
+static long long json_int(const char *out, const char *key)
+{
+    return fproc_json_int(out, key, -1);
+}
+
+/* Protect to a standby started with extra1/extra2; returns its port. */
+static int protect_to_standby(struct fenv *e, struct fproc *p, struct fproc *s,
+                              const char *extra1, const char *extra2)
+{
+    char args[512], out[8192];
+    int port, rc;
+
+    start_primary(e, p);
+    port = start_secondary(e, s, "standby", extra1, extra2);
+    snprintf(args, sizeof(args),
+             "protect jobvm 127.0.0.1:%d --interval 50 --state-dir %s", port,
+             e->pdir);
+    rc = run_colo(args, out, sizeof(out));
+    cr_assert_eq(rc, 0, "protect failed: %s\n%s\n%s", out, p->buf, s->buf);
+    return port;
+}
+
+/* --takeover cluster: the standby never decides; it shows
+ * awaiting_promotion until 'colo failover', then resumes from exactly the
+ * checkpoint it had committed. */
+Test(jobs, standby_takeover_cluster_waits_for_promotion, .timeout = 120)
+{
+    struct fenv e;
+    struct fproc p, s;
+    char out[8192];
+    long long lc = -1;
+    int i;
+
+    env_setup(&e);
+    protect_to_standby(&e, &p, &s, "--takeover", "cluster");
+    status_of(e.sdir, out, sizeof(out));
+    cr_expect(strstr(out, "\"takeover\":\"cluster\"") != NULL, "%s", out);
+    kill(p.pid, SIGKILL);
+    waitpid(p.pid, NULL, 0);
+    p.pid = -1;
+    for (i = 0; i < 200; i++) {
+        status_of(e.sdir, out, sizeof(out));
+        if (strstr(out, "\"host_state\":\"awaiting_promotion\""))
+            break;
+        wait_out(&s, "\x01never", s.len, 50);
+    }
+    cr_assert(strstr(out, "\"host_state\":\"awaiting_promotion\"") != NULL,
+              "%s\n%s", out, s.buf);
+    lc = json_int(out, "last_committed");
+    cr_assert_geq(lc, 0, "%s", out);
+    /* Still waiting a while later: no decision of its own. */
+    cr_expect_lt(wait_out(&s, "now runs here", 0, 1500), 0,
+                 "took over without being promoted:\n%s", s.buf);
+    status_of(e.sdir, out, sizeof(out));
+    cr_expect(strstr(out, "\"host_state\":\"awaiting_promotion\"") != NULL,
+              "%s", out);
+    {
+        char args[512];
+
+        snprintf(args, sizeof(args), "failover jobvm --state-dir %s", e.sdir);
+        cr_expect_eq(run_colo(args, out, sizeof(out)), 0, "%s", out);
+    }
+    cr_assert_geq(wait_out(&s, "now runs here", 0, 20000), 0, "%s", s.buf);
+    status_of(e.sdir, out, sizeof(out));
+    cr_expect_eq(json_int(out, "took_over_from"), lc, "%s", out);
+    cr_expect(counter_above(e.sram, counter(e.sram), 10000));
+    reap(&p);
+    reap(&s);
+    env_teardown(&e);
+}
+
+/* colo handover: the VM moves to the standby whole (the counter goes on
+ * from where it was), the old primary's colo exits, and it refuses when
+ * there is no synced peer. */
+Test(jobs, handover_moves_vm_to_standby, .timeout = 120)
+{
+    struct fenv e;
+    struct fproc p, s;
+    char args[512], out[8192];
+    uint32_t c0;
+    int rc;
+
+    env_setup(&e);
+    protect_to_standby(&e, &p, &s, "--takeover", "cluster");
+    c0 = counter(e.pram);
+    cr_assert_gt(c0, 0);
+    snprintf(args, sizeof(args), "handover jobvm --state-dir %s", e.pdir);
+    rc = run_colo(args, out, sizeof(out));
+    cr_assert_eq(rc, 0, "handover failed (%d): %s\n%s\n%s", rc, out, p.buf,
+                 s.buf);
+    cr_expect(strstr(out, "handed over to 127.0.0.1:") != NULL, "%s", out);
+    cr_expect_eq(wait_exit(&p, 10000), 0, "old primary did not exit:\n%s",
+                 p.buf);
+    status_of(e.sdir, out, sizeof(out));
+    cr_expect(strstr(out, "\"role\":\"primary\"") != NULL, "%s", out);
+    cr_expect_geq(counter(e.sram), c0);
+    cr_expect(counter_above(e.sram, counter(e.sram), 10000),
+              "the guest does not run after the handover");
+    /* Not protected now: nothing to hand over to. */
+    snprintf(args, sizeof(args), "handover jobvm --state-dir %s", e.sdir);
+    rc = run_colo(args, out, sizeof(out));
+    cr_expect_neq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "not protected") != NULL, "%s", out);
+    cr_expect(counter_above(e.sram, counter(e.sram), 10000),
+              "a refused handover stopped the guest");
+    reap(&p);
+    reap(&s);
+    env_teardown(&e);
+}
+
+/* --fence-timeout: a fence command that hangs is refused after that long
+ * (it was a fixed 10 s). */
+Test(jobs, fence_timeout_refuses_hanging_fence_cmd, .timeout = 120)
+{
+    struct fenv e;
+    struct fproc p, s;
+    char *argv[] = {COLO_EXE,      "standby",  "--listen",        "127.0.0.1:0",
+                    "--state-dir", NULL,       "--key-file",      NULL,
+                    "--fence-cmd", "sleep 30", "--fence-timeout", "300",
+                    NULL};
+    char args[512], out[8192];
+    uint64_t t0;
+    long off;
+    int rc;
+
+    env_setup(&e);
+    start_primary(&e, &p);
+    argv[5] = e.sdir;
+    argv[7] = e.key;
+    spawn(&s, argv);
+    off = wait_out(&s, "waiting for a primary on 127.0.0.1:", 0, 10000);
+    cr_assert_geq(off, 0, "%s", s.buf);
+    snprintf(args, sizeof(args),
+             "protect jobvm 127.0.0.1:%d --interval 50 --state-dir %s",
+             atoi(s.buf + off), e.pdir);
+    rc = run_colo(args, out, sizeof(out));
+    cr_assert_eq(rc, 0, "%s\n%s", out, s.buf);
+    kill(p.pid, SIGKILL);
+    waitpid(p.pid, NULL, 0);
+    p.pid = -1;
+    cr_assert_geq(wait_out(&s, "primary lost:", 0, 20000), 0, "%s", s.buf);
+    t0 = fproc_now_ms();
+    cr_assert_geq(wait_out(&s, "NOT taking over automatically", 0, 8000), 0,
+                  "%s", s.buf);
+    cr_expect_lt(fproc_now_ms() - t0, 5000, "refused only after %llu ms",
+                 (unsigned long long)(fproc_now_ms() - t0));
+    reap(&p);
+    reap(&s);
+    env_teardown(&e);
+}
+
+Test(jobs, cluster_options_usage_errors)
+{
+    char out[4096];
+
+    cr_expect_eq(
+        run_colo("standby --insecure --takeover sometimes", out, sizeof(out)),
+        2, "%s", out);
+    cr_expect_eq(run_colo("standby --insecure --takeover cluster --fence-cmd "
+                          "true",
+                          out, sizeof(out)),
+                 2, "%s", out);
+    cr_expect(strstr(out, "leaves the decision to the cluster") != NULL, "%s",
+              out);
+    cr_expect_eq(
+        run_colo("standby --insecure --fence-timeout 100", out, sizeof(out)), 2,
+        "%s", out);
+    cr_expect_eq(run_colo("standby --insecure --fence-cmd true --fence-timeout "
+                          "0",
+                          out, sizeof(out)),
+                 2, "%s", out);
+    cr_expect_eq(
+        run_colo("receive --insecure --takeover cluster", out, sizeof(out)), 2,
+        "%s", out);
+    cr_expect_eq(run_colo("handover", out, sizeof(out)), 2, "%s", out);
+}

@@ -222,6 +222,7 @@ cl_setup() {
 	ip -n "$CL_HUB" link add br0 type bridge &&
 		ip -n "$CL_HUB" link set br0 up || return 1
 	echo "a shared test key of enough length" >"$T/key"
+	chmod 600 "$T/key" # colo refuses a key file others may read
 	cat >"$T/vm.json" <<EOF
 {"name": "$CL_VM", "memory_mb": 32, "vcpus": 1, "kernel": "$GUEST", "cmdline": ""}
 EOF

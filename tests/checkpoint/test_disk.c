@@ -19,6 +19,10 @@
  *                    secondary gets a full sync and matches again
  *   size_mismatch    a secondary image of another size is refused with a
  *                    clear error and left untouched; the primary runs on
+ *   corrupt_record   a DISK_WRITE past the end of the disk in checkpoint n:
+ *                    the secondary refuses it (ERROR to the primary, which
+ *                    runs on unprotected) and takes over with exactly
+ *                    checkpoint n-1's image: nothing of n applied
  */
 #include "checkpoint/disk.h"
 #include "checkpoint/primary.h"
@@ -632,4 +636,34 @@ Test(disk, size_mismatch)
     qemu_io("write -P 0x33 0 4k");
     cr_assert(run_until(writes_idle, 10000));
     cr_assert_eq(H.writes_failed, 0);
+}
+
+Test(disk, corrupt_record)
+{
+    int64_t last;
+
+    if (skip_without_qemu())
+        return;
+    new_secondary();
+    new_primary();
+    pair();
+    want_acks = 1;
+    cr_assert(run_until(acks_reached, 60000));
+    for (int r = 1; r <= 3; r++)
+        round_and_checkpoint(r);
+    cr_assert_eq(H.mismatches, 0);
+    last = H.acks;
+    ckpt_disk_tee_test_corrupt(H.tee);
+    cr_assert(run_until(interval_or_gone, 30000));
+    write_round(4);
+    cr_assert_eq(ckpt_primary_checkpoint_now(H.p), 0);
+    cr_assert(run_until(took_over, 60000), "the secondary did not end");
+    cr_assert(run_until(is_unprotected, 30000),
+              "the primary did not notice the refusal");
+    cr_assert_eq(H.acks, last, "a checkpoint with a corrupt record was acked");
+    cr_assert_eq(H.s_rc, 0, "takeover failed: %s", colo_strerror(H.s_rc));
+    cr_assert_eq(H.takeover_ckpt, last);
+    cr_assert(H.takeover_ok,
+              "the image at takeover is not checkpoint %lld's (half-applied)",
+              (long long)last);
 }

@@ -107,6 +107,10 @@ size_t ckpt_disk_tee_sealed_count(const struct ckpt_disk_tee *t);
 void ckpt_disk_tee_sealed(const struct ckpt_disk_tee *t, size_t i,
                           struct ckpt_disk_wr *ret);
 void ckpt_disk_tee_release(struct ckpt_disk_tee *t);
+/* Test hook: from now on the last write of each sealed epoch is handed out
+ * with an offset at the end of its disk (a record the secondary must
+ * refuse: a corrupt disk record). */
+void ckpt_disk_tee_test_corrupt(struct ckpt_disk_tee *t);
 /* Reading resumes (hard cap) — call before stopping the guest. */
 void ckpt_disk_tee_unthrottle(struct ckpt_disk_tee *t);
 /* Bytes and writes collected (open epoch), for stats and tests. */

@@ -131,6 +131,8 @@ struct ckpt_disk_tee {
     uint64_t att_cmd;
     bool att_pending;
 
+    bool test_corrupt; /* ckpt_disk_tee_test_corrupt */
+
     /* Full sync cursor. */
     size_t sync_disk;
     uint64_t sync_off;
@@ -504,6 +506,15 @@ void ckpt_disk_tee_sealed(const struct ckpt_disk_tee *t, size_t i,
                           struct ckpt_disk_wr *ret)
 {
     *ret = t->sealed.w[i];
+    if (t->test_corrupt && i + 1 == t->sealed.n) {
+        /* Test hook: the last write of the epoch points past the end. */
+        ret->offset = t->d[ret->disk].size;
+    }
+}
+
+void ckpt_disk_tee_test_corrupt(struct ckpt_disk_tee *t)
+{
+    t->test_corrupt = true;
 }
 
 void ckpt_disk_tee_release(struct ckpt_disk_tee *t)

@@ -3,12 +3,14 @@
  * terminal (a pseudo-terminal here, forkpty), absent when the output is a
  * pipe and with --json. One guest migrates three times between real colo
  * processes and real QEMU on 127.0.0.1: pty, pipe, pty with --json. Every
- * wait has a deadline.
+ * wait has a deadline. And the bar's numbers from synthetic events.
  */
 #include "fproc.h"
+#include "progress.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <jansson.h>
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
@@ -183,4 +185,62 @@ Test(progress, bar_on_terminal_not_in_pipe_or_json, .timeout = 300)
     fproc_free(&p2);
     fproc_free(&s2);
     fenv_teardown(&e);
+}
+
+/* The bar's numbers from synthetic events (no QEMU): rate between
+ * samples, dirty rate from a round's pages over the previous round's
+ * duration, ETA = what is left / (rate - dirty rate). */
+static json_t *ev(const char *name, long long bytes, long long pages,
+                  long long rounds)
+{
+    return json_pack("{s:s, s:I, s:I, s:I, s:I}", "event", name, "bytes_sent",
+                     (json_int_t)bytes, "dirty_pages_last", (json_int_t)pages,
+                     "rounds", (json_int_t)rounds, "ram_bytes",
+                     (json_int_t)(64 << 20));
+}
+
+static bool feed(struct orch_progress *pg, json_t *e, uint64_t ms)
+{
+    bool r = orch_progress_event(pg, e, ms * 1000000ull);
+
+    json_decref(e);
+    return r;
+}
+
+Test(progress, numbers_from_events)
+{
+    char *buf = NULL, line[256];
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    struct orch_progress pg;
+
+    cr_assert_not_null(f);
+    orch_progress_init(&pg, f, false);
+    /* Round 1: 16384 pages (64 MiB), 0 .. 32 MiB in 320 ms (100 MiB/s). */
+    cr_assert(feed(&pg, ev("paired", 0, 16384, 1), 1000));
+    cr_assert(feed(&pg, ev("progress", 32 << 20, 16384, 1), 1320));
+    orch_progress_format(&pg, 0, line, sizeof(line));
+    cr_expect(strstr(line, "[########--------]") != NULL, "%s", line);
+    cr_expect(strstr(line, "32.0 MiB  100.0 MiB/s  ETA 0:00") != NULL, "%s",
+              line);
+    cr_expect(strstr(line, "dirty -- MiB/s  round 1") != NULL, "%s", line);
+    /* Round 2 at 2000 ms: 2560 pages (10 MiB) dirtied in the 1 s round 1
+     * took: 10 MiB/s. Nothing of it sent yet. */
+    cr_assert(feed(&pg, ev("round", 64 << 20, 2560, 2), 2000));
+    orch_progress_format(&pg, 0, line, sizeof(line));
+    cr_expect(strstr(line, "[----------------] 64.0 MiB") != NULL, "%s", line);
+    cr_expect(strstr(line, "dirty 10.0 MiB/s  round 2") != NULL, "%s", line);
+    /* 10 MiB left at 100 - 10 MiB/s: 0.11 s. */
+    cr_expect(strstr(line, "ETA 0:00") != NULL, "%s", line);
+    /* The guest dirties faster than the link sends: no ETA. */
+    pg.dirty_bps = 200.0 * 1048576;
+    orch_progress_format(&pg, 0, line, sizeof(line));
+    cr_expect(strstr(line, "ETA --:--") != NULL, "%s", line);
+    /* Other events are the caller's to print; the bar line ends. */
+    cr_expect(!feed(&pg, ev("checkpoint", 0, 0, 0), 3000));
+    orch_progress_end(&pg);
+    fclose(f);
+    cr_expect(buf[0] == '\r' && buf[len - 1] == '\n', "%s", buf);
+    cr_expect(strstr(buf, "\033[K") != NULL);
+    free(buf);
 }

@@ -6,7 +6,7 @@
  *                                                   over on a Xen HELLO)
  *
  * The exchange (docs/xen.md has it with the record layouts):
- *   S -> T  link handshake (HMAC unless --insecure), HELLO (flag XEN,
+ *   S -> T  link handshake (TLS unless --insecure), HELLO (flag XEN,
  *           name, RAM), VM_CONFIG (libxl's JSON configuration)
  *   T       checks the configuration and its Xen interface
  *   T -> S  ACK(0)                 "ready": the target stops its link
@@ -324,6 +324,7 @@ static int xen_source(int argc, char **argv, bool protect)
         {"help", no_argument, NULL, 'h'},
         {"key-file", required_argument, NULL, 'k'},
         {"insecure", no_argument, NULL, 'I'},
+        {"tls-creds", required_argument, NULL, 'C'},
         {"mode", required_argument, NULL, 'm'},
         {"interval", required_argument, NULL, 'i'},
         {"count", required_argument, NULL, 'n'},
@@ -340,7 +341,7 @@ static int xen_source(int argc, char **argv, bool protect)
     struct ckpt_xen_dominfo di;
     struct xprt_link_cfg cfg;
     struct event *sig_int = NULL, *sig_term = NULL;
-    const char *key_file = NULL;
+    const char *key_file = NULL, *tls_creds = NULL;
     bool insecure = false, suspended = false;
     char *host = NULL, *json = NULL, why[512] = "", *end;
     uint8_t *key = NULL;
@@ -384,14 +385,21 @@ static int xen_source(int argc, char **argv, bool protect)
                        "source is destroyed only once the target has\nthe "
                        "domain; on any failure before that it runs on "
                        "here.\n");
-            printf("      --key-file FILE   the shared key of the link\n"
-                   "      --insecure        no authentication\n");
+            printf(
+                "      --key-file FILE   shared key (mode 0600): TLS 1.3 with "
+                "a key derived from it\n"
+                "      --tls-creds DIR   TLS with x509 certificates "
+                "instead (QEMU's layout)\n"
+                "      --insecure        no TLS, no authentication\n");
             return ORCH_EXIT_OK;
         case 'k':
             key_file = optarg;
             break;
         case 'I':
             insecure = true;
+            break;
+        case 'C':
+            tls_creds = optarg;
             break;
         case 'm':
             if (!protect)
@@ -422,13 +430,24 @@ static int xen_source(int argc, char **argv, bool protect)
     }
     if (optind != argc - 2)
         return orch_usage_error(cmd, "expected DOMID|NAME and HOST[:PORT]");
+    if (tls_creds && (key_file || insecure))
+        return orch_usage_error(cmd, "--tls-creds excludes --key-file and "
+                                     "--insecure");
     if (orch_parse_hostport(argv[optind + 1], ORCH_DEFAULT_PORT, &host, &port) <
         0)
         return orch_usage_error(cmd, "bad HOST[:PORT] '%s'", argv[optind + 1]);
-    rc = read_key_opt(key_file, insecure, &key, &key_len, why, sizeof(why));
+    rc = read_key_opt(key_file, insecure || tls_creds, &key, &key_len, why,
+                      sizeof(why));
+    if (rc >= 0 && tls_creds) {
+        xprt_link_cfg_init(&cfg);
+        cfg.tls_creds = tls_creds;
+        rc = xprt_link_cfg_check(&cfg, why, sizeof(why));
+        if (rc < 0)
+            fprintf(stderr, "colo: %s: %s\n", cmd, why);
+    } else if (rc < 0 && key_file) {
+        fprintf(stderr, "colo: %s: key file %s\n", cmd, why);
+    }
     if (rc < 0) {
-        if (key_file)
-            fprintf(stderr, "colo: %s: key file %s\n", cmd, why);
         st = ORCH_EXIT_CONFIG;
         goto out;
     }
@@ -493,7 +512,8 @@ static int xen_source(int argc, char **argv, bool protect)
     cfg.connect_timeout_ms = 30000;
     cfg.key = key;
     cfg.key_len = key_len;
-    cfg.plain = !key;
+    cfg.tls_creds = tls_creds;
+    cfg.plain = !key && !tls_creds;
     t0 = colo_now_ns();
     rc = xprt_link_connect(m.base, host, port, &cfg, &src_cbs, &m, &m.link);
     if (rc < 0) {

@@ -7,8 +7,12 @@
  * + cont cycle without any memory sync (the floor every checkpoint pays).
  * ratio = colo's idle pause p50 / the baseline's pause p50.
  *
+ * The link between the engines runs TLS 1.3 with a PSK from a key, as
+ * users run it ("tls": true in the JSON); --insecure runs it plain.
+ *
  * Output: human lines, CSV lines ("csv,..."), and a JSON object last.
  *   bench-checkpoint [--ram MiB] [--dirty MiB] [--count N] [--interval ms]
+ *                    [--insecure]
  */
 #include "checkpoint/primary.h"
 #include "checkpoint/secondary.h"
@@ -28,6 +32,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+static bool insecure;
+static const char bench_key[] = "a shared bench key of enough length";
 
 struct run {
     struct event_base *evb;
@@ -209,6 +216,8 @@ static int run_colo(size_t ram_mb, size_t dirty_mb, unsigned count,
     po.vm_name = "bench";
     po.ram_size = R.ram_size;
     po.interval_ms = interval;
+    if (!insecure)
+        po.link.auth_key = so.link.auth_key = bench_key;
     rc = ckpt_secondary_new(R.evb, &so, &scbs, NULL, &R.s);
     if (rc >= 0)
         rc = ckpt_primary_new(R.evb, &po, R.pmem, R.pvm, &pcbs, NULL, &R.p);
@@ -349,8 +358,13 @@ int main(int argc, char **argv)
     uint64_t b50 = 0, b99 = 0;
     int rc;
 
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--insecure"))
+            insecure = true;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--ram"))
+        if (!strcmp(argv[i], "--insecure"))
+            i--; /* a flag without a value */
+        else if (!strcmp(argv[i], "--ram"))
             ram_mb = strtoul(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--dirty"))
             dirty_mb = strtoul(argv[i + 1], NULL, 10);
@@ -400,7 +414,7 @@ int main(int argc, char **argv)
            "\"dirty_scan_us\":%llu,\"dirty_copy_us\":%llu,"
            "\"dirty_pages_p50\":%llu,"
            "\"baseline_pause_p50_us\":%llu,\"baseline_pause_p99_us\":%llu,"
-           "\"goal_idle_ckpt_per_s\":40,\"loadavg\":%.2f,"
+           "\"goal_idle_ckpt_per_s\":40,\"loadavg\":%.2f,\"tls\":%s,"
            "\"ratio\":%.3f}\n",
            ram_mb, dirty_mb, idle.per_s, (unsigned long long)idle.p50,
            (unsigned long long)idle.p99, (unsigned long long)idle.dev50,
@@ -409,7 +423,7 @@ int main(int argc, char **argv)
            (unsigned long long)dirty.p99, (unsigned long long)dirty.dev50,
            (unsigned long long)dirty.scan50, (unsigned long long)dirty.copy50,
            (unsigned long long)dirty.pages50, (unsigned long long)b50,
-           (unsigned long long)b99, loadavg(),
+           (unsigned long long)b99, loadavg(), insecure ? "false" : "true",
            b50 ? (double)idle.p50 / (double)b50 : 0);
     return 0;
 }

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -129,6 +130,7 @@ static void ha_setup(struct ha *h)
     cr_assert_not_null(f);
     fputs("a shared test key of enough length\n", f);
     fclose(f);
+    cr_assert_eq(chmod(h->key, 0600), 0); /* colo refuses a shared key */
     {
         char *argv[] = {(char *)fproc_colo_exe(),
                         "start",

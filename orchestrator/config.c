@@ -495,7 +495,7 @@ static int check_disk(struct vctx *v, json_t *disk, size_t idx)
     static const char *const ifaces[] = {"virtio", "ide", "none", NULL};
     const char *s;
     char defid[32], q[96];
-    int rc, ro, i;
+    int rc, ro = 0, i;
 
     if (!json_is_object(disk))
         return verr(v, "expected object, got %s", type_name(disk));

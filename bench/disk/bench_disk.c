@@ -57,6 +57,8 @@ static struct tguest *gs;
 static const char *sextra[3];
 static struct ckpt_primary *prim;
 
+static void die(const char *what) __attribute__((noreturn));
+
 static void die(const char *what)
 {
     fprintf(stderr, "bench-disk: %s\n", what);
@@ -263,12 +265,12 @@ static void make_image(const char *path, bool data)
 int main(void)
 {
     struct tguest_opts o = tguest_opts_default();
-    struct tguest *gp;
-    struct ckpt_memory *pmem;
-    struct ckpt_vm *pvm;
-    struct ckpt_disk_tee *tee;
-    struct ckpt_disk_stage *stage;
-    struct ckpt_secondary *sec;
+    struct tguest *gp = NULL;
+    struct ckpt_memory *pmem = NULL;
+    struct ckpt_vm *pvm = NULL;
+    struct ckpt_disk_tee *tee = NULL;
+    struct ckpt_disk_stage *stage = NULL;
+    struct ckpt_secondary *sec = NULL;
     struct ckpt_primary_opts po = {0};
     struct ckpt_secondary_opts so = {0};
     struct ckpt_stats st;

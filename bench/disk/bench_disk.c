@@ -3,12 +3,13 @@
  * writes, measured in one run on one QEMU (the test guest, its disk a
  * one-child quorum on a raw image, as `colo start` makes it):
  *
- *   baseline   unprotected, after a warm-up pass over the same offsets
- *              (allocating the image's blocks): N writes of 4 KiB (latency)
- *              and W writes of
+ *   baseline   unprotected: N writes of 4 KiB (latency) and W writes of
  *              8 MiB (throughput), each a QEMU `qemu-io` write through the
  *              quorum drive (HMP over a QMP monitor of the bench's own,
- *              timed from request to reply);
+ *              timed from request to reply); measured before protection
+ *              (after a warm-up pass that allocates the image's blocks)
+ *              and again after it ended, the better of the two counting
+ *              (this shared machine's load varies);
  *   protected  the same while colo protects the VM in Remus mode (100 ms
  *              interval) with a secondary engine on the same host over
  *              127.0.0.1: every write also goes through colo's NBD tee and
@@ -237,7 +238,14 @@ static void p_event(void *arg, const struct ckpt_event *ev)
     }
 }
 
-static const struct ckpt_primary_cbs p_cbs = {.event = p_event};
+static bool p_finished;
+
+static void p_done(void *arg, int rc, const struct ckpt_stats *st)
+{
+    p_finished = true;
+}
+
+static const struct ckpt_primary_cbs p_cbs = {.event = p_event, .done = p_done};
 
 static void q_connected(struct qmp_client *c, int rc, void *arg)
 {
@@ -363,6 +371,24 @@ int main(void)
     /* A last write and checkpoint: the images must agree. */
     snprintf(cmd, sizeof(cmd), "write -P 0x77 0 4k");
     qemu_io(cmd);
+
+    /* Unprotected again (the tee detached): a second baseline, so that
+     * the load of this shared machine weighs on both sides alike; the
+     * better of the two counts. */
+    ckpt_primary_cancel(prim);
+    if (!run_until(&p_finished, 30000))
+        die("cancel");
+    {
+        struct result b2;
+
+        measure(&b2);
+        if (b2.p50_us < base.p50_us)
+            base.p50_us = b2.p50_us;
+        if (b2.p99_us < base.p99_us)
+            base.p99_us = b2.p99_us;
+        if (b2.mib_s > base.mib_s)
+            base.mib_s = b2.mib_s;
+    }
 
     lrate = link_rate();
     fprintf(stderr,

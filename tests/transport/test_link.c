@@ -489,8 +489,11 @@ Test(link, ram_pages_record)
     struct server s;
     struct peer c;
     static uint8_t mem[300][4096];
+    static uint8_t head[XPRT_RAM_PAGES_HEAD_SIZE(300)];
+    struct iovec iov[301];
     const void *pages[300];
     uint64_t pfns[300];
+    int n;
     struct xprt_link_cbs cbs = peer_cbs;
 
     test_cfg(&cfg, test_key);
@@ -505,8 +508,11 @@ Test(link, ram_pages_record)
         pages[i] = mem[i];
         pfns[i] = (uint64_t)i * 3;
     }
-    cr_assert_eq(xprt_link_send_ram_pages(c.link, 0, 12, pfns, pages), -EINVAL);
-    cr_assert_eq(xprt_link_send_ram_pages(c.link, 300, 12, pfns, pages), 0);
+    /* colo_rec.h's builder, sent as any record. */
+    cr_assert_eq(xprt_ram_pages_iov(head, 0, 12, pfns, pages, iov), -EINVAL);
+    n = xprt_ram_pages_iov(head, 300, 12, pfns, pages, iov);
+    cr_assert_eq(n, 2, "mem's pages are contiguous: head + one iovec");
+    cr_assert_eq(xprt_link_sendv(c.link, XPRT_COLO_RAM_PAGES, iov, n), 0);
     cr_assert(run_until(base, (const int *)&s.p.nrec, 5000));
     cr_assert(pages_seen_ok);
     xprt_link_free(c.link);

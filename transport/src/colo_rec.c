@@ -140,6 +140,33 @@ int xprt_ram_pages_head_encode(uint8_t *out, uint32_t count,
     return 0;
 }
 
+int xprt_ram_pages_iov(uint8_t *head, uint32_t count, uint32_t page_shift,
+                       const uint64_t *pfns, const void *const *pages,
+                       struct iovec *iov)
+{
+    size_t psz = (size_t)1 << page_shift;
+    int rc = xprt_ram_pages_head_encode(head, count, page_shift, pfns);
+    int n = 1;
+
+    if (rc < 0)
+        return rc;
+    iov[0].iov_base = head;
+    iov[0].iov_len = XPRT_RAM_PAGES_HEAD_SIZE(count);
+    for (uint32_t i = 0; i < count; i++) {
+        struct iovec *last = &iov[n - 1];
+
+        if (n > 1 && (const uint8_t *)last->iov_base + last->iov_len ==
+                         (const uint8_t *)pages[i]) {
+            last->iov_len += psz;
+            continue;
+        }
+        iov[n].iov_base = (void *)pages[i];
+        iov[n].iov_len = psz;
+        n++;
+    }
+    return n;
+}
+
 int xprt_ram_pages_write(struct colo_buf *out, uint32_t count,
                          uint32_t page_shift, const uint64_t *pfns,
                          const void *const *pages)
@@ -156,16 +183,10 @@ int xprt_ram_pages_write(struct colo_buf *out, uint32_t count,
         rc = -ENOMEM;
         goto out;
     }
-    rc = xprt_ram_pages_head_encode(head, count, page_shift, pfns);
+    rc = xprt_ram_pages_iov(head, count, page_shift, pfns, pages, iov);
     if (rc < 0)
         goto out;
-    iov[0].iov_base = head;
-    iov[0].iov_len = XPRT_RAM_PAGES_HEAD_SIZE(count);
-    for (uint32_t i = 0; i < count; i++) {
-        iov[i + 1].iov_base = (void *)pages[i];
-        iov[i + 1].iov_len = (size_t)1 << page_shift;
-    }
-    rc = xprt_rec_writev_buf(out, XPRT_COLO_RAM_PAGES, iov, (int)count + 1);
+    rc = xprt_rec_writev_buf(out, XPRT_COLO_RAM_PAGES, iov, rc);
 out:
     free(head);
     free(iov);

@@ -1297,38 +1297,6 @@ int xprt_link_send(struct xprt_link *l, uint32_t type, const void *body,
     return xprt_link_sendv(l, type, &iov, len ? 1 : 0);
 }
 
-int xprt_link_send_ram_pages(struct xprt_link *l, uint32_t count,
-                             uint32_t page_shift, const uint64_t *pfns,
-                             const void *const *pages)
-{
-    uint8_t *head = NULL;
-    struct iovec *iov = NULL;
-    int rc;
-
-    if (!count || count > XPRT_COLO_RAM_PAGES_MAX)
-        return -EINVAL;
-    head = malloc(XPRT_RAM_PAGES_HEAD_SIZE(count));
-    iov = calloc((size_t)count + 1, sizeof(*iov));
-    if (!head || !iov) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    rc = xprt_ram_pages_head_encode(head, count, page_shift, pfns);
-    if (rc < 0)
-        goto out;
-    iov[0].iov_base = head;
-    iov[0].iov_len = XPRT_RAM_PAGES_HEAD_SIZE(count);
-    for (uint32_t i = 0; i < count; i++) {
-        iov[i + 1].iov_base = (void *)pages[i];
-        iov[i + 1].iov_len = (size_t)1 << page_shift;
-    }
-    rc = xprt_link_sendv(l, XPRT_COLO_RAM_PAGES, iov, (int)count + 1);
-out:
-    free(head);
-    free(iov);
-    return rc;
-}
-
 int xprt_link_send_raw(struct xprt_link *l, const void *bytes, size_t len)
 {
     if (l->state != XPRT_LINK_UP)

@@ -367,30 +367,19 @@ static void cancel_continue(struct ckpt_primary *p)
 static int send_pages(struct ckpt_primary *p)
 {
     size_t k = p->ps.count - p->send_idx;
-    /* head + at most one iovec per page (runs of pfns are merged) */
+    /* head + at most one iovec per page (adjacent pages are merged) */
     struct iovec iov[1 + CKPT_MAX_PAGES_PER_RECORD];
-    int n = 1, rc;
+    const void *pages[CKPT_MAX_PAGES_PER_RECORD];
+    int n, rc;
 
     if (k > CKPT_MAX_PAGES_PER_RECORD)
         k = CKPT_MAX_PAGES_PER_RECORD;
-    rc = xprt_ram_pages_head_encode(p->head, (uint32_t)k, CKPT_PAGE_SHIFT,
-                                    p->ps.pfns + p->send_idx);
-    if (rc < 0)
-        return rc;
-    iov[0].iov_base = p->head;
-    iov[0].iov_len = XPRT_RAM_PAGES_HEAD_SIZE(k);
-    for (size_t i = 0; i < k; i++) {
-        const uint8_t *pg = ckpt_pageset_page(&p->ps, p->send_idx + i);
-        struct iovec *last = &iov[n - 1];
-
-        if (n > 1 && (const uint8_t *)last->iov_base + last->iov_len == pg) {
-            last->iov_len += CKPT_PAGE_SIZE;
-            continue;
-        }
-        iov[n].iov_base = (void *)pg;
-        iov[n].iov_len = CKPT_PAGE_SIZE;
-        n++;
-    }
+    for (size_t i = 0; i < k; i++)
+        pages[i] = ckpt_pageset_page(&p->ps, p->send_idx + i);
+    n = xprt_ram_pages_iov(p->head, (uint32_t)k, CKPT_PAGE_SHIFT,
+                           p->ps.pfns + p->send_idx, pages, iov);
+    if (n < 0)
+        return n;
     rc = xprt_link_sendv(p->link, XPRT_COLO_RAM_PAGES, iov, n);
     if (rc < 0)
         return rc;

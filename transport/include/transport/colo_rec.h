@@ -142,6 +142,17 @@ size_t xprt_ram_pages_body_len(uint32_t count, uint32_t page_shift);
  */
 int xprt_ram_pages_head_encode(uint8_t *out, uint32_t count,
                                uint32_t page_shift, const uint64_t *pfns);
+/*
+ * The one builder of a RAM_PAGES record's body as iovecs, for any writer
+ * (xprt_rec_writev_buf, xprt_link_sendv): encodes the head into head
+ * (XPRT_RAM_PAGES_HEAD_SIZE(count) bytes) as iov[0], then pages[i] (1 <<
+ * page_shift bytes of page pfns[i], borrowed), pages adjacent in memory
+ * merged into one iovec. iov must hold count + 1 entries. Returns the
+ * number of iovecs used, or xprt_ram_pages_head_encode's error.
+ */
+int xprt_ram_pages_iov(uint8_t *head, uint32_t count, uint32_t page_shift,
+                       const uint64_t *pfns, const void *const *pages,
+                       struct iovec *iov);
 /* Whole record into a colo_buf (tests, small writers): pages[i] points to
  * 1 << page_shift bytes. */
 int xprt_ram_pages_write(struct colo_buf *out, uint32_t count,

@@ -198,17 +198,6 @@ int xprt_link_sendv_borrowed(struct xprt_link *l, uint32_t type,
                              const struct iovec *iov, int n, xprt_sent_cb cb,
                              void *arg);
 
-/*
- * Queue one RAM_PAGES record (colo_rec.h) straight from guest memory:
- * pages[i] points to 1 << page_shift bytes of page pfns[i]; the pages are
- * copied (they may change as soon as this returns). Same errors as
- * xprt_link_sendv, plus -EINVAL for count 0 / over XPRT_COLO_RAM_PAGES_MAX
- * or a bad page_shift.
- */
-int xprt_link_send_ram_pages(struct xprt_link *l, uint32_t count,
-                             uint32_t page_shift, const uint64_t *pfns,
-                             const void *const *pages);
-
 /* Queue raw bytes that are already framed (e.g. a stream header or a
  * record built with xprt_rec_write_buf()). */
 int xprt_link_send_raw(struct xprt_link *l, const void *bytes, size_t len);

@@ -116,7 +116,10 @@ static void sample(struct orch_progress *pg, json_t *ev, uint64_t now_ns)
     if (ram)
         pg->ram_bytes = ram;
     /* The first round (migrate) or the full sync (protect): all of RAM,
-     * unless the engine said how many pages. */
+     * until the engine says how many pages it captured (protect: once the
+     * first checkpoint is captured; pages never touched are not sent). */
+    if (pg->protect && jint(ev, "dirty_pages_last"))
+        pg->round_total = jint(ev, "dirty_pages_last") * PAGE;
     if (!pg->round_total && pg->round <= 1)
         pg->round_total = pg->ram_bytes;
     if (!pg->sample_t_ns) {

@@ -244,3 +244,34 @@ Test(progress, numbers_from_events)
     cr_expect(strstr(buf, "\033[K") != NULL);
     free(buf);
 }
+
+/* protect's full sync: all of RAM until the engine says how many pages
+ * the first checkpoint captured; its ack ends the bar. */
+Test(progress, protect_full_sync)
+{
+    char *buf = NULL, line[256];
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    struct orch_progress pg;
+
+    cr_assert_not_null(f);
+    orch_progress_init(&pg, f, true);
+    cr_assert(feed(&pg, ev("paired", 0, 0, 0), 1000));
+    cr_assert(feed(&pg, ev("progress", 8 << 20, 0, 0), 1250));
+    orch_progress_format(&pg, 0, line, sizeof(line));
+    /* 8 of 64 MiB of RAM. */
+    cr_expect(strstr(line, "[##--------------] 8.0 MiB") != NULL, "%s", line);
+    cr_expect(strstr(line, "full sync") != NULL, "%s", line);
+    /* Captured: 4096 pages (16 MiB) to send, 8 of them sent. */
+    cr_assert(feed(&pg, ev("progress", 8 << 20, 4096, 0), 1500));
+    orch_progress_format(&pg, 0, line, sizeof(line));
+    cr_expect(strstr(line, "[########--------]") != NULL, "%s", line);
+    /* The first checkpoint: the bar is erased, the caller prints it. */
+    cr_expect(!feed(&pg, ev("checkpoint", 16 << 20, 4096, 0), 1600));
+    cr_expect(!feed(&pg, ev("progress", 16 << 20, 4096, 0), 1700));
+    orch_progress_end(&pg);
+    fclose(f);
+    cr_expect(len > 4 && strcmp(buf + len - 4, "\r\033[K") == 0,
+              "the bar is not erased: %s", buf);
+    free(buf);
+}

@@ -98,11 +98,17 @@ static inline int run_until(struct event_base *base, const int *flag,
 static const uint8_t test_key[32] = "0123456789abcdef0123456789abcdef";
 static const uint8_t wrong_key[32] = "0123456789abcdef0123456789abcdeX";
 
+/* Waits for a link to come up: a TLS handshake (an ECDHE key exchange)
+ * takes seconds under valgrind on a loaded 2-core machine. The waits end
+ * as soon as the link is up. */
+#define HS_WAIT_MS 30000
+
 static inline void test_cfg(struct xprt_link_cfg *c, const uint8_t *key)
 {
     xprt_link_cfg_init(c);
     c->key = key;
     c->key_len = 32;
+    c->handshake_timeout_ms = HS_WAIT_MS;
     c->name = "test";
 }
 

@@ -87,9 +87,9 @@ static void exchange(const char *host)
     test_cfg(&cfg, test_key);
     serve(&s, &cfg, NULL);
     connect_peer(&c, host, xprt_listener_port(s.ls), &cfg);
-    cr_assert(run_until(base, &c.up, 5000), "client never up: %s",
+    cr_assert(run_until(base, &c.up, HS_WAIT_MS), "client never up: %s",
               colo_strerror(c.err));
-    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert(run_until(base, &s.accepted, HS_WAIT_MS));
     cr_assert_eq(xprt_link_state(c.link), XPRT_LINK_UP);
     /* Sending before UP is refused, not queued: nothing crosses unauth. */
     xprt_ckpt_begin_encode(ckpt, 7, 0);
@@ -173,8 +173,8 @@ Test(link, plain_needs_both_sides)
     /* Both plain: up. */
     serve(&s, &ccfg, "127.0.0.1");
     connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &ccfg);
-    cr_assert(run_until(base, &c.up, 5000));
-    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert(run_until(base, &c.up, HS_WAIT_MS));
+    cr_assert(run_until(base, &s.accepted, HS_WAIT_MS));
     xprt_link_free(c.link);
     xprt_link_free(s.p.link);
     xprt_listener_free(s.ls);
@@ -297,13 +297,13 @@ Test(link, heartbeat_loss_with_stopped_peer)
         if (xprt_link_connect(b, "127.0.0.1", port, &cfg, &peer_cbs, &p,
                               &p.link) < 0)
             _exit(1);
-        run_until(b, &p.up, 5000);
+        run_until(b, &p.up, HS_WAIT_MS);
         (void)!write(ready[1], "u", 1);
         run_until(b, &p.err, 30000);
         _exit(0);
     }
     cr_assert(pid > 0);
-    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert(run_until(base, &s.accepted, HS_WAIT_MS));
     /* Keep our loop running until the child is up: our last handshake
      * record may still sit in our output buffer. */
     for (int i = 0; i < 500; i++) {
@@ -363,8 +363,8 @@ Test(link, backpressure_and_writable)
     cfg.wm_low = 256u << 10;
     serve(&s, &cfg, "127.0.0.1");
     connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
-    cr_assert(run_until(base, &c.up, 5000));
-    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert(run_until(base, &c.up, HS_WAIT_MS));
+    cr_assert(run_until(base, &s.accepted, HS_WAIT_MS));
     /* The receiver stops reading: the sender must hit the high mark. */
     xprt_link_rx_pause(s.p.link, true);
     while (xprt_link_may_write(c.link)) {
@@ -426,8 +426,8 @@ Test(link, lend_fd_to_helper_and_back)
     test_cfg(&cfg, test_key);
     serve(&s, &cfg, "127.0.0.1");
     connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
-    cr_assert(run_until(base, &c.up, 5000));
-    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert(run_until(base, &c.up, HS_WAIT_MS));
+    cr_assert(run_until(base, &s.accepted, HS_WAIT_MS));
     xprt_link_set_exact_reads(s.p.link, true);
     cr_assert_eq(xprt_link_send(c.link, 0x80C08001u, "first", 5), 0);
     cr_assert_eq(xprt_link_detach_start(c.link, on_detached, &ds), 0);
@@ -499,8 +499,8 @@ Test(link, ram_pages_record)
     test_cfg(&cfg, test_key);
     serve(&s, &cfg, "127.0.0.1");
     connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
-    cr_assert(run_until(base, &c.up, 5000));
-    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert(run_until(base, &c.up, HS_WAIT_MS));
+    cr_assert(run_until(base, &s.accepted, HS_WAIT_MS));
     cbs.record = pages_record;
     xprt_link_set_cbs(s.p.link, &cbs, &s.p);
     for (int i = 0; i < 300; i++) {
@@ -532,8 +532,8 @@ Test(link, oversized_record_is_protocol_error)
     test_cfg(&ccfg, test_key);
     serve(&s, &scfg, "127.0.0.1");
     connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &ccfg);
-    cr_assert(run_until(base, &c.up, 5000));
-    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert(run_until(base, &c.up, HS_WAIT_MS));
+    cr_assert(run_until(base, &s.accepted, HS_WAIT_MS));
     s.p.free_on_error = 1;
     cr_assert_eq(xprt_link_send(c.link, 0x80C08001u, body, 4096), 0);
     cr_assert_eq(xprt_link_send(c.link, 0x80C08001u, body, 4097), 0);
@@ -620,7 +620,7 @@ Test(link, free_inside_callbacks)
                                    accept_and_free_listener, &s, &s.ls),
                  0);
     connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
-    cr_assert(run_until(base, &c.up, 5000));
+    cr_assert(run_until(base, &c.up, HS_WAIT_MS));
     for (int i = 0; i < 3; i++)
         cr_assert_eq(xprt_link_send(c.link, 0x80C08001u, "abc", 3), 0);
     cr_assert(run_until(base, &freed_in_cb, 5000));
@@ -643,8 +643,8 @@ Test(link, eof_mid_record_says_where)
     test_cfg(&cfg, test_key);
     serve(&s, &cfg, "127.0.0.1");
     connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
-    cr_assert(run_until(base, &c.up, 5000));
-    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert(run_until(base, &c.up, HS_WAIT_MS));
+    cr_assert(run_until(base, &s.accepted, HS_WAIT_MS));
     cr_assert_eq(xprt_link_send(c.link, 0x80C08001u, "whole", 5), 0);
     xprt_rec_hdr_encode(half, 0x80C08001u, 100);
     cr_assert_eq(xprt_link_send_raw(c.link, half, sizeof(half)), 0);
@@ -677,10 +677,11 @@ Test(link, colo_stream_format_and_heartbeats_after_end)
 
     test_cfg(&cfg, test_key);
     cfg.heartbeat_ms = 20;
+    cfg.heartbeat_misses = 100; /* slow under valgrind: not gone early */
     serve(&s, &cfg, "127.0.0.1");
     connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
-    cr_assert(run_until(base, &c.up, 5000));
-    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert(run_until(base, &c.up, HS_WAIT_MS));
+    cr_assert(run_until(base, &s.accepted, HS_WAIT_MS));
     cr_assert_eq(xprt_link_set_rx_format(s.p.link, XPRT_FMT_COLO), 0);
     xprt_colo_hdr_encode(hdr);
     cr_assert_eq(xprt_link_send_raw(c.link, hdr, sizeof(hdr)), 0);
@@ -731,8 +732,8 @@ Test(link, borrowed_send)
     test_cfg(&cfg, test_key);
     serve(&s, &cfg, "127.0.0.1");
     connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
-    cr_assert(run_until(base, &c.up, 5000));
-    cr_assert(run_until(base, &s.accepted, 5000));
+    cr_assert(run_until(base, &c.up, HS_WAIT_MS));
+    cr_assert(run_until(base, &s.accepted, HS_WAIT_MS));
     for (size_t i = 0; i < sizeof(big); i++)
         big[i] = (uint8_t)(i * 7);
     sent_cbs = 0;

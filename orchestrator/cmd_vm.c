@@ -365,6 +365,8 @@ static int ctl_exit_code(json_t *fin)
         return ORCH_EXIT_QEMU;
     if (!strncmp(code, "ESTREAM", 7))
         return ORCH_EXIT_STREAM;
+    if (!strcmp(code, "ECONFIG"))
+        return ORCH_EXIT_CONFIG;
     return ORCH_EXIT_FAIL;
 }
 

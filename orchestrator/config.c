@@ -1444,6 +1444,30 @@ int orch_config_device_remove(struct orch_vm_config *c, const char *id)
                : 0;
 }
 
+int orch_config_colo_disks_check(const struct orch_vm_config *c, char *why,
+                                 size_t whysz)
+{
+    json_t *disk;
+    size_t i;
+
+    if (c->type != ORCH_VM_QEMU)
+        return 0;
+    json_array_foreach(json_object_get(c->root, "disks"), i, disk)
+    {
+        if (json_is_true(json_object_get(disk, "readonly")))
+            continue;
+        snprintf(why, whysz,
+                 "COLO mode: disk '%s' (%s) is writable: the secondary's "
+                 "running copy would open the same image for writing "
+                 "(colo does not replicate disks yet); use --mode remus, "
+                 "or make the disk \"readonly\": true",
+                 json_string_value(json_object_get(disk, "id")),
+                 json_string_value(json_object_get(disk, "path")));
+        return -COLO_ECONFIG;
+    }
+    return 0;
+}
+
 /* ======================================================================
  * QEMU command line
  * ====================================================================== */
@@ -1750,14 +1774,20 @@ int orch_config_qemu_argv(const struct orch_vm_config *c,
         esc = orch_config_qemu_escape(p->serial_path);
         av_add(&a, "-chardev");
         if (esc)
-            av_addf(&a, "file,id=serial0,path=%s", esc);
+            /* A secondary appends: in COLO mode every new standby QEMU
+             * opens the console while the running copy still writes it. */
+            av_addf(&a, "file,id=serial0,path=%s%s", esc,
+                    p->incoming_defer ? ",append=on" : "");
         else
             a.oom = 1;
         free(esc);
         av_add(&a, "-serial");
         av_add(&a, "chardev:serial0");
     }
-    if (p->paused)
+    /* -incoming implies -S: QEMU would start the guest by itself once a
+     * load completes, before colo has decided where the guest runs (a
+     * migrate's handover, docs/protocol.md 5.4); colo's `cont` does. */
+    if (p->paused || p->incoming_defer)
         av_add(&a, "-S");
     if (p->incoming_defer) {
         av_add(&a, "-incoming");

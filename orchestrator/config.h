@@ -164,6 +164,17 @@ int orch_config_device_add(struct orch_vm_config *c, const json_t *dev,
 /* -ENOENT if no device has this id. */
 int orch_config_device_remove(struct orch_vm_config *c, const char *id);
 
+/* COLO mode runs a copy of the guest on the secondary between
+ * checkpoints, opened from the same configuration: a disk it would open
+ * for writing (any disk not "readonly") is one it would share with the
+ * primary, and two writers corrupt an image. Until disk replication gives
+ * the secondary its own writable copy, such a configuration is refused:
+ * -COLO_ECONFIG with the reason in why (naming the disk), 0 when COLO
+ * mode may run it. Xen configurations: 0 (their COLO path checks its own
+ * disks). */
+int orch_config_colo_disks_check(const struct orch_vm_config *c, char *why,
+                                 size_t whysz);
+
 /* ---- QEMU command line ------------------------------------------------- */
 
 enum orch_kvm_mode {
@@ -176,7 +187,7 @@ struct orch_qemu_launch_params {
     const char *ram_path;    /* required: the memory-backend-file mem-path */
     const char *serial_path; /* COM1 to this file; NULL: no serial port */
     int paused;              /* -S: start in prelaunch */
-    /* Secondary waiting for device state: -incoming defer,
+    /* Secondary waiting for device state: -S -incoming defer,
      * -global migration.send-configuration=off and suppress-vmdesc=on on the
      * one -machine option. */
     int incoming_defer;

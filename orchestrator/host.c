@@ -133,6 +133,10 @@ struct orch_host {
     bool restoring;
     struct ckpt_vm *restore_vm;
 
+    /* Why colo left the guest paused, when it knows (status says it with
+     * QEMU's own run state); NULL: it did not. */
+    char *pause_note;
+
     struct event *sig_int, *sig_term;
     struct event *exit_timer;
     unsigned exit_polls;
@@ -697,9 +701,15 @@ static void prim_done(void *arg, int rc, const struct ckpt_stats *st)
         host_exit(h, ORCH_EXIT_OK);
         return;
     }
-    if (rc < 0 && rc != -COLO_ECANCELLED)
+    if (rc < 0 && rc != -COLO_ECANCELLED) {
         colo_err("%s to %s failed: %s", ckpt_mode_name(mode), h->peer,
                  colo_strerror(rc));
+        free(h->pause_note);
+        if (asprintf(&h->pause_note,
+                     "%s to %s failed (%s) and colo could not resume it",
+                     ckpt_mode_name(mode), h->peer, colo_strerror(rc)) < 0)
+            h->pause_note = NULL;
+    }
     job_finish(h, rc, NULL, rc < 0 ? NULL : res);
     if (rc < 0)
         json_decref(res);
@@ -818,7 +828,20 @@ static void start_job(struct orch_host *h, struct orch_ctl_req *req, json_t *a)
                   NULL);
         return;
     }
+    if (po.mode == CKPT_MODE_COLO) {
+        char why[512];
+
+        rc = orch_config_colo_disks_check(h->cfg, why, sizeof(why));
+        if (rc < 0) {
+            colo_err("protect: %s", why);
+            free(host);
+            job_reply(h, req, rc, why, NULL);
+            return;
+        }
+    }
     free(h->peer);
+    free(h->pause_note);
+    h->pause_note = NULL;
     if (asprintf(&h->peer, "%s:%u", host, port) < 0)
         h->peer = NULL;
     po.vm_name = h->name;
@@ -1735,9 +1758,89 @@ static void ctl_reconf(struct orch_host *h, struct orch_ctl_req *req,
 
 /* ==================== CONTROL SOCKET ==================== */
 
+/* status asks QEMU whether the guest runs (query-status): colo's own
+ * state is not the guest's. */
+struct status_ctx {
+    struct orch_host *h;
+    struct orch_ctl_req *req;
+    json_t *j;
+};
+
+static const char *pause_reason(struct orch_host *h, const char *qstatus)
+{
+    if (h->prim) {
+        switch (ckpt_primary_state(h->prim)) {
+        case CKPT_P_STOPPING:
+        case CKPT_P_CAPTURING:
+        case CKPT_P_RESUMING:
+            return "a checkpoint is being taken";
+        default:
+            break;
+        }
+        if (h->job_mode == CKPT_MODE_MIGRATE)
+            return "the migration's final stop-and-copy is in progress";
+    }
+    if (h->save_req)
+        return "a save is in progress";
+    if (h->pause_note)
+        return h->pause_note;
+    if (strcmp(qstatus, "paused") == 0)
+        return "stopped by a QMP 'stop' outside colo";
+    if (strcmp(qstatus, "postmigrate") == 0 ||
+        strcmp(qstatus, "finish-migrate") == 0)
+        return "QEMU's own migration stopped it";
+    if (strcmp(qstatus, "io-error") == 0)
+        return "a disk I/O error (QEMU stopped the guest)";
+    if (strcmp(qstatus, "guest-panicked") == 0)
+        return "the guest panicked";
+    if (strcmp(qstatus, "shutdown") == 0)
+        return "the guest shut down";
+    return "QEMU reports it";
+}
+
+static void status_reply(struct qmp_client *c, int rc, json_t *ret,
+                         const char *desc, void *arg)
+{
+    struct status_ctx *x = arg;
+    const char *st = json_string_value(json_object_get(ret, "status"));
+    bool running = json_is_true(json_object_get(ret, "running"));
+
+    (void)c;
+    if (rc < 0 || !st) {
+        json_object_set_new(x->j, "guest", json_string("unknown"));
+        json_object_set_new(
+            x->j, "guest_error",
+            json_string(desc ? desc : colo_strerror(rc < 0 ? rc : -EPROTO)));
+    } else {
+        json_object_set_new(x->j, "guest",
+                            json_string(running ? "running" : "paused"));
+        json_object_set_new(x->j, "qemu_status", json_string(st));
+        if (!running)
+            json_object_set_new(x->j, "paused_reason",
+                                json_string(pause_reason(x->h, st)));
+    }
+    orch_ctl_req_finish(x->req, 0, NULL, x->j);
+    x->req = NULL;
+    x->j = NULL;
+}
+
+static void status_ctx_free(void *arg)
+{
+    struct status_ctx *x = arg;
+
+    if (x->req) {
+        /* No answer (QEMU or its connection went away). */
+        json_object_set_new(x->j, "guest", json_string("unknown"));
+        orch_ctl_req_finish(x->req, 0, NULL, x->j);
+    }
+    free(x);
+}
+
 static void ctl_status(struct orch_host *h, struct orch_ctl_req *req)
 {
     struct ckpt_stats st;
+    struct qmp_client *c = h->vm ? ckpt_vm_qemu_client(h->vm) : NULL;
+    struct status_ctx *x;
     json_t *j;
 
     if (h->prim) {
@@ -1781,6 +1884,16 @@ static void ctl_status(struct orch_host *h, struct orch_ctl_req *req)
                             json_integer(h->took_over_from));
     if (h->outbuf)
         json_object_set_new(j, "output", outbuf_json(h));
+    if (c && (h->state == HOST_RUNNING || h->state == HOST_JOB) &&
+        (x = calloc(1, sizeof(*x)))) {
+        x->h = h;
+        x->req = req;
+        x->j = j;
+        if (qmp_send_ex(c, "query-status", NULL, -1, 3000, status_reply, x,
+                        status_ctx_free, NULL) == 0)
+            return;
+        free(x);
+    }
     orch_ctl_req_finish(req, 0, NULL, j);
 }
 
@@ -1970,6 +2083,7 @@ static void host_dispose(struct orch_host *h)
     free(h->ctl_path);
     free(h->state_dir);
     free(h->peer);
+    free(h->pause_note);
     free(h->job_host);
     json_decref(h->job_args);
     json_decref(h->rc_.args);

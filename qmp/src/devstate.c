@@ -232,7 +232,8 @@ static void save_run(struct qmp_saver *s)
         return;
     }
     snprintf(fname, sizeof(fname), "/dev/fdset/%d", s->fdset_id);
-    args = json_pack("{s:s, s:b}", "filename", fname, "live", 0);
+    args = json_pack("{s:s, s:b}", "filename", fname, "live",
+                     (s->flags & QMP_SAVE_RELEASE_DISKS) != 0);
     if (!args) {
         saver_finish(s, -ENOMEM, NULL, 0);
         return;
@@ -373,7 +374,8 @@ int qmp_saver_save(struct qmp_saver *s, unsigned flags, qmp_save_cb cb,
                 return -errno;
             }
             snprintf(fname, sizeof(fname), "/dev/fdset/%d", s->fdset_id);
-            args = json_pack("{s:s, s:b}", "filename", fname, "live", 0);
+            args = json_pack("{s:s, s:b}", "filename", fname, "live",
+                             (flags & QMP_SAVE_RELEASE_DISKS) != 0);
             rc = args ? qmp_send_ex(s->c, "xen-save-devices-state", args, -1, 0,
                                     save_done, t, tok_destroy, NULL)
                       : -ENOMEM;
@@ -705,8 +707,10 @@ static void load_status_done(struct qmp_client *c, int rc, json_t *ret,
                   "one load per QEMU process");
         /* MIGRATION events are sent only with the "events" capability. */
         rc = load_send(op, "migrate-set-capabilities",
-                       json_pack("{s:[{s:s, s:b}]}", "capabilities",
-                                 "capability", "events", "state", 1),
+                       json_pack("{s:[{s:s, s:b}, {s:s, s:b}]}", "capabilities",
+                                 "capability", "events", "state", 1,
+                                 "capability", "late-block-activate", "state",
+                                 1),
                        -1, 0, caps_done);
     } else if ((op->flags & QMP_LOAD_XEN_DM) &&
                qmp_has_command(c, "xen-load-devices-state") != 0) {

@@ -773,6 +773,7 @@ Test(config, argv_incoming_defer_and_accel)
                  "\"x\":false}]}");
     struct orch_qemu_launch_params p = {
         .ram_path = "/r",
+        .serial_path = "/c",
         .incoming_defer = 1,
         .kvm = ORCH_KVM_YES,
     };
@@ -787,7 +788,9 @@ Test(config, argv_incoming_defer_and_accel)
            "pc,memory-backend=ram,suppress-vmdesc=on "
            "-object memory-backend-file,id=ram,size=64M,mem-path=/r,share=on "
            "-m 64M -smp 1 -accel kvm -device isa-serial,id=s,x=off "
-           "-incoming defer -global migration.send-configuration=off");
+           "-chardev file,id=serial0,path=/c,append=on -serial "
+           "chardev:serial0 "
+           "-S -incoming defer -global migration.send-configuration=off");
     free(s);
     orch_config_argv_free(argv);
 
@@ -798,6 +801,8 @@ Test(config, argv_incoming_defer_and_accel)
     cr_assert_not_null(strstr(s, " -accel tcg "));
     cr_assert_null(strstr(s, "suppress-vmdesc"));
     cr_assert_null(strstr(s, "-incoming"));
+    cr_assert_null(strstr(s, " -S"));
+    cr_assert_null(strstr(s, "append=on")); /* a primary's console */
     free(s);
     orch_config_argv_free(argv);
 
@@ -1005,4 +1010,30 @@ Test(config, docs_examples_parse)
     }
     cr_assert_eq(n, 2, "two JSON examples in docs/config.md");
     free(doc);
+}
+
+/* COLO mode refuses a disk the secondary's running copy would open for
+ * writing (issue 25; relaxed once disks are replicated). */
+Test(config, colo_refuses_writable_disks)
+{
+    struct orch_vm_config *c = parse_ok(
+        "{\"name\":\"d\",\"memory_mb\":64,\"disks\":[{\"path\":\"/ro.img\","
+        "\"readonly\":true},{\"path\":\"/srv/rw.qcow2\",\"format\":\"qcow2\","
+        "\"id\":\"data\"}]}");
+    struct orch_vm_config *ro = parse_ok(
+        "{\"name\":\"d\",\"memory_mb\":64,\"disks\":[{\"path\":\"/ro.img\","
+        "\"readonly\":true}]}");
+    struct orch_vm_config *none = parse_ok("{\"name\":\"d\",\"memory_mb\":64}");
+    char why[512] = "";
+
+    cr_assert_eq(orch_config_colo_disks_check(c, why, sizeof(why)),
+                 -COLO_ECONFIG);
+    cr_assert_not_null(strstr(why, "'data'"), "%s", why);
+    cr_assert_not_null(strstr(why, "/srv/rw.qcow2"), "%s", why);
+    cr_assert_not_null(strstr(why, "--mode remus"), "%s", why);
+    cr_assert_eq(orch_config_colo_disks_check(ro, why, sizeof(why)), 0);
+    cr_assert_eq(orch_config_colo_disks_check(none, why, sizeof(why)), 0);
+    orch_config_free(c);
+    orch_config_free(ro);
+    orch_config_free(none);
 }

@@ -312,6 +312,25 @@ int xprt_ckpt_end_decode(const uint8_t *body, size_t len, uint64_t *ret_n)
     return 0;
 }
 
+void xprt_handover_encode(uint8_t out[16], uint64_t n, uint32_t step)
+{
+    put_le64(out, n);
+    colo_put_le32(out + 8, step);
+    colo_put_le32(out + 12, 0);
+}
+
+int xprt_handover_decode(const uint8_t *body, size_t len, uint64_t *ret_n,
+                         uint32_t *ret_step)
+{
+    if (len != XPRT_CKPT_BODY_SIZE || colo_get_le32(body + 12))
+        return -COLO_ESTREAM_CORRUPT;
+    *ret_n = colo_get_le64(body);
+    *ret_step = colo_get_le32(body + 8);
+    if (*ret_step != XPRT_HANDOVER_READY && *ret_step != XPRT_HANDOVER_GO)
+        return -COLO_ESTREAM_CORRUPT;
+    return 0;
+}
+
 int xprt_ack_write(struct colo_buf *out, uint64_t n, int32_t status)
 {
     uint8_t b[16];
@@ -518,6 +537,8 @@ int xprt_colo_rec_check(uint32_t type, const uint8_t *body, size_t len)
         return xprt_disk_info_decode(body, len, &u.disk);
     case XPRT_COLO_DISK_WRITE:
         return xprt_disk_write_decode(body, len, &u.dw);
+    case XPRT_COLO_HANDOVER:
+        return xprt_handover_decode(body, len, &n, &f);
     default:
         if (xprt_is_colo_type(type) && (type & XPRT_COLO_OPTIONAL_BIT) &&
             type < XPRT_COLO_LINK_FIRST)

@@ -738,7 +738,8 @@ const char *xprt_rec_type_name(enum xprt_layer layer, uint32_t type)
                                        "HEARTBEAT",
                                        "ERROR",
                                        "DISK_INFO",
-                                       "DISK_WRITE"};
+                                       "DISK_WRITE",
+                                       "HANDOVER"};
 
     if (layer == XPRT_LAYER_LIBXL && type <= XPRT_LIBXL_REC_KNOWN_MAX)
         return libxl[type];

@@ -20,6 +20,8 @@
  *   Sending     records of n queued, waiting for the link to drain while
  *               the guest runs (timer: io_timeout_ms)       + devstate n
  *   WaitAck     CHECKPOINT_END(n) sent, waiting ACK(n) (timer: ack_timeout)
+ *               migrate: HANDOVER(READY) from the target -> GO sent, then
+ *               waiting for its ACK (timer: io_timeout)
  *   Interval    n acked; waiting for the interval timer (or a request)
  *   Unprotected protect: the secondary is gone, guest runs alone; no link
  *               (a new ckpt_primary_start() re-pairs, full sync first)
@@ -32,9 +34,7 @@
  *                        the fd is closed anyway: it is consumed)
  *   ckpt_primary_checkpoint_now: Interval -> Stopping (else no-op, 0)
  *   ckpt_primary_cancel: any -> Done; done(-COLO_ECANCELLED) from the loop.
- *                        A stopped guest is resumed first in protect mode
- *                        (best effort); in migrate mode after
- *                        CHECKPOINT_END was sent the guest stays stopped.
+ *                        A stopped guest is resumed first (best effort).
  *   ckpt_primary_free:   any -> gone; no callback after it. Does not free
  *                        mem or vm (borrowed).
  * Internal: Hello -> Precopy (migrate) | Stopping (protect);
@@ -47,10 +47,11 @@
  *   Link lost (EOF, heartbeats, ERROR record, bad record, timeout):
  *     protect: -> Unprotected (guest resumed if it was stopped), event
  *              CKPT_EV_UNPROTECTED; never done().
- *     migrate: -> Done, done(rc); the guest is resumed if CHECKPOINT_END of
- *              the final checkpoint was not yet sent, else stays stopped
- *              (the destination may have committed and run: the caller
- *              decides).
+ *     migrate: -> Done, done(rc); the guest is resumed here (only the
+ *              target's ACK says it runs there; see docs/protocol.md 5.4
+ *              for the window after GO). The final device-state save
+ *              released the disk images (vm save_devices_release); the
+ *              resume takes them back.
  *   VM operation failed (QEMU died / refused): -> Done, done(rc).
  * These are all: primary.c changes the state only in set_state(), which
  * checks each change against a table of them (legal_next) and aborts on

@@ -40,6 +40,11 @@
  *               has been dropped
  *   Resuming    loading the last committed device state, then cont
  *               (vm op deadline)
+ *   Handover    migrate: the final device state is loaded, the guest
+ *               paused (disk images not opened for writing), READY sent;
+ *               waiting for the source's GO (launch_timeout_ms). GO ->
+ *               Resuming (cont, then ACK); EOF, ERROR, timeout -> Done:
+ *               the guest never ran here, the source resumes it
  *   Running     the guest runs here (migrate finished / took over); done(0)
  *               was called; the VM stays owned by the engine unless taken
  *               with ckpt_secondary_take_vm()
@@ -60,7 +65,9 @@
  *   ckpt_secondary_free:    any -> gone, no callback; frees the VM it owns
  *                           (kills the standby QEMU).
  * Internal: Hello -> Launching -> Receiving -> Committing -> Receiving ...;
- *   migrate: Committing(final) -> Resuming -> Running, done(0);
+ *   migrate: Committing(final) -> Resuming (paused load) -> Handover ->
+ *   (GO) Resuming (cont) -> Running, done(0); a VM without a paused
+ *   load: Committing(final) -> Resuming -> Running, done(0);
  *   Receiving -> Lost on EOF / missed heartbeats / ERROR / bad record (no
  *   committed checkpoint yet, or migrate before its final commit: -> Done,
  *   done(rc) instead: there is nothing to resume);
@@ -94,6 +101,7 @@ enum ckpt_secondary_state {
     CKPT_S_COMMITTING,
     CKPT_S_LOST,
     CKPT_S_RESUMING,
+    CKPT_S_HANDOVER,
     CKPT_S_RUNNING,
     CKPT_S_DONE,
 };

@@ -43,6 +43,18 @@ struct ckpt_vm_ops {
      * guest. The blob is borrowed until the callback. */
     int (*load_devices_and_cont)(struct ckpt_vm *vm, const uint8_t *blob,
                                  size_t len, ckpt_vm_done_fn *cb, void *arg);
+    /* Optional (NULL: not offered); a migrate's handover uses them.
+     * save_devices_release: save_devices, and let go of the VM's disk
+     * images (QEMU 7.2: xen-save-devices-state live:true on the stopped
+     * VM inactivates its block devices, dropping their image locks); a
+     * later cont takes them back. load_devices: load_devices_and_cont
+     * without the cont: the guest stays paused and its disk images are
+     * not opened for writing (QEMU: the late-block-activate migration
+     * capability) until cont. */
+    int (*save_devices_release)(struct ckpt_vm *vm, ckpt_vm_saved_fn *cb,
+                                void *arg);
+    int (*load_devices)(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
+                        ckpt_vm_done_fn *cb, void *arg);
     /* Forget the pending operation: its callback will not be called. The
      * operation itself may still take effect in the VM. */
     void (*cancel)(struct ckpt_vm *vm);

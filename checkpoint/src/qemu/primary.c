@@ -65,6 +65,7 @@ struct ckpt_primary {
     bool full_next;         /* next capture is a full sync */
     bool guest_stopped;     /* we stopped it and have not resumed it */
     bool end_sent;          /* migrate: final END queued */
+    bool go_sent;           /* migrate: HANDOVER(GO) queued */
     bool peer_ready;        /* peer HELLO received */
     struct ckpt_pageset ps; /* captured pages */
     size_t send_idx;        /* next page of ps to send */
@@ -256,11 +257,19 @@ static void lost_cont_done(void *arg, int rc)
     if (vm_returned(p))
         return;
     if (rc < 0) {
+        if (!protecting(p))
+            colo_err("primary: migrate failed and the guest could not be "
+                     "resumed here: %s%s",
+                     colo_strerror(rc),
+                     p->go_sent ? " (the target was told to run it: it may "
+                                  "hold its disk images and run it)"
+                                : "");
         finish(p, rc);
         return;
     }
     p->guest_stopped = false;
     if (!protecting(p)) {
+        colo_warn("primary: migrate failed: the guest was resumed here");
         finish(p, p->deferred_rc);
         return;
     }
@@ -288,8 +297,10 @@ static void resume_after_loss(struct ckpt_primary *p)
 }
 
 /* The link is gone (rc says why). Protect: run on alone; migrate: fail,
- * resuming the guest here unless the final END may have reached the
- * destination (then it stays stopped: the caller decides). */
+ * resuming the guest here: only the target's ACK (it runs the guest) ends
+ * a migrate. After GO the target may have started the guest just before
+ * the link broke; then, with shared disk images, the target holds their
+ * locks and our cont fails (the guest stays stopped here, runs there). */
 static void link_lost(struct ckpt_primary *p, int rc)
 {
     colo_warn("primary: secondary lost in state %s: %s", state_names[p->state],
@@ -300,10 +311,9 @@ static void link_lost(struct ckpt_primary *p, int rc)
     p->st.link_up = false;
     p->st.is_protected = false;
     p->deferred_rc = rc;
-    if (!protecting(p) && p->end_sent) {
-        finish(p, rc);
-        return;
-    }
+    if (!protecting(p) && p->go_sent)
+        colo_warn("primary: the target was told to run the guest but did "
+                  "not confirm it; resuming it here");
     if (p->vm_busy)
         return; /* the VM callback sees link == NULL and comes back */
     resume_after_loss(p);
@@ -335,7 +345,7 @@ static void cancel_continue(struct ckpt_primary *p)
 {
     struct colo_buf b;
 
-    if (p->guest_stopped && p->cancelling && (protecting(p) || !p->end_sent)) {
+    if (p->guest_stopped && p->cancelling && (protecting(p) || !p->go_sent)) {
         /* Leave the guest running, then report. */
         if (p->vm->ops->cont(p->vm, cancel_cont_done, p) >= 0) {
             p->vm_busy = true;
@@ -670,7 +680,11 @@ static void stop_done(void *arg, int rc)
         return;
     }
     p->t_round_ns = colo_now_ns(); /* device-state save starts */
-    rc = p->vm->ops->save_devices(p->vm, saved, p);
+    if (!protecting(p) && p->vm->ops->save_devices_release)
+        /* The final save of a migrate: the target takes the disks. */
+        rc = p->vm->ops->save_devices_release(p->vm, saved, p);
+    else
+        rc = p->vm->ops->save_devices(p->vm, saved, p);
     if (rc < 0)
         finish(p, rc);
     else
@@ -801,9 +815,11 @@ static void on_ack(struct ckpt_primary *p, uint64_t n, int32_t status)
     if (!protecting(p)) {
         uint64_t now = colo_now_ns();
 
+        /* The target runs the guest (after GO, or a target that does
+         * not hand over and ran it at once). */
         p->st.total_us = (now - p->t_start_ns) / 1000;
         p->st.downtime_us = (now - p->t_stop_ns) / 1000;
-        p->end_sent = true; /* the guest stays stopped */
+        /* The guest stays stopped here: it runs there. */
         finish(p, 0);
         return;
     }
@@ -1001,6 +1017,40 @@ static void disk_pair_start(struct ckpt_primary *p)
         p->vm_busy = true;
 }
 
+/* Migrate: the target has loaded the final device state and waits. Let
+ * go of the guest: GO, then its ACK says it runs there. */
+static void on_handover(struct ckpt_primary *p, const struct xprt_item *it)
+{
+    uint8_t body[16];
+    uint64_t n;
+    uint32_t step;
+    int rc = xprt_handover_decode(it->body, it->length, &n, &step);
+
+    if (rc < 0 || protecting(p) || p->state != CKPT_P_WAIT_ACK || n != p->n ||
+        step != XPRT_HANDOVER_READY || p->go_sent) {
+        colo_err("primary: unexpected HANDOVER in state %s",
+                 state_names[p->state]);
+        link_lost(p, rc < 0 ? rc : -COLO_ESTREAM_CORRUPT);
+        return;
+    }
+    if (fault(p, COLO_FAULT_MIGRATE_CUT)) {
+        link_lost(p, -COLO_EFAULT_INJECTED);
+        return;
+    }
+    xprt_handover_encode(body, n, XPRT_HANDOVER_GO);
+    rc = xprt_link_send(p->link, XPRT_COLO_HANDOVER, body, sizeof(body));
+    if (rc < 0) {
+        link_lost(p, rc);
+        return;
+    }
+    p->go_sent = true;
+    colo_info("migrate: the target has loaded the guest; it runs there "
+              "once it confirms");
+    /* The target's cont: its own deadline is the VM operation's. */
+    evtimer_del(p->timer);
+    arm_timer(p, p->o.io_timeout_ms);
+}
+
 static void on_peer_hello(struct ckpt_primary *p, const struct xprt_item *it)
 {
     struct xprt_colo_hello h;
@@ -1058,6 +1108,9 @@ static void link_record(struct xprt_link *l, const struct xprt_item *it,
             return;
         }
         on_ack(p, n, status);
+        return;
+    case XPRT_COLO_HANDOVER:
+        on_handover(p, it);
         return;
     case XPRT_COLO_ERROR:
         rc = xprt_error_decode(it->body, it->length, &status, text,
@@ -1255,6 +1308,7 @@ int ckpt_primary_start(struct ckpt_primary *p, int fd)
         return rc;
     p->peer_ready = false;
     p->end_sent = false;
+    p->go_sent = false;
     set_state(p, CKPT_P_HELLO);
     arm_timer(p, p->o.hello_timeout_ms);
     return 0;
@@ -1276,6 +1330,7 @@ int ckpt_primary_start_link(struct ckpt_primary *p, struct xprt_link *link)
     xprt_link_set_cbs(link, &link_cbs, p);
     p->peer_ready = false;
     p->end_sent = false;
+    p->go_sent = false;
     set_state(p, CKPT_P_HELLO);
     send_hello(p);
     return p->state == CKPT_P_HELLO ? 0 : -ENOTCONN;

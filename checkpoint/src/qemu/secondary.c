@@ -45,6 +45,10 @@ struct ckpt_secondary {
     bool takeover_pending; /* takeover_answer(true) to act on */
     bool done_called;
     bool vm_busy;
+    /* Migrate's handover (docs/protocol.md 5.4): the final device state
+     * is loaded paused, READY sent; the guest runs only after GO. */
+    bool handover;    /* the VM offers a paused load */
+    bool go_received; /* GO arrived: run the guest whatever happens */
 
     /* From the primary. */
     bool have_hello;
@@ -87,6 +91,7 @@ static const char *const state_names[] = {
     [CKPT_S_COMMITTING] = "committing",
     [CKPT_S_LOST] = "primary-lost",
     [CKPT_S_RESUMING] = "resuming",
+    [CKPT_S_HANDOVER] = "handover",
     [CKPT_S_RUNNING] = "running",
     [CKPT_S_DONE] = "done",
 };
@@ -121,7 +126,8 @@ static const unsigned legal_next[] = {
     [CKPT_S_RECEIVING] = TO(CKPT_S_COMMITTING) | TO(CKPT_S_LOST),
     [CKPT_S_COMMITTING] = TO(CKPT_S_RECEIVING) | TO(CKPT_S_RESUMING),
     [CKPT_S_LOST] = TO(CKPT_S_RESUMING),
-    [CKPT_S_RESUMING] = TO(CKPT_S_RUNNING),
+    [CKPT_S_RESUMING] = TO(CKPT_S_RUNNING) | TO(CKPT_S_HANDOVER),
+    [CKPT_S_HANDOVER] = TO(CKPT_S_RESUMING),
     [CKPT_S_RUNNING] = 0,
     [CKPT_S_DONE] = 0,
 };
@@ -259,6 +265,8 @@ static void resumed(void *arg, int rc)
         colo_err("secondary: resuming the guest from checkpoint %lld "
                  "failed: %s",
                  (long long)s->st.last_committed, colo_strerror(rc));
+        /* Migrate: the source resumes it (ERROR, or EOF). */
+        send_error(s, rc, "the target could not run the guest");
         finish(s, CKPT_S_DONE, rc);
         return;
     }
@@ -281,6 +289,61 @@ static void resumed(void *arg, int rc)
         return;
     }
     finish(s, CKPT_S_RUNNING, 0);
+}
+
+/* Migrate: the final device state is loaded, the guest paused: READY,
+ * then wait for GO (or the source's end: then the guest never runs
+ * here). */
+static void handover_loaded(void *arg, int rc)
+{
+    struct ckpt_secondary *s = arg;
+    uint8_t body[16];
+
+    s->vm_busy = false;
+    if (rc >= 0 && !s->link)
+        rc = s->lost_rc ? s->lost_rc : -ENOTCONN;
+    if (rc >= 0 && colo_fault(COLO_FAULT_MIGRATE_LOADED))
+        rc = -COLO_EFAULT_INJECTED;
+    if (rc >= 0) {
+        xprt_handover_encode(body, (uint64_t)s->st.last_committed,
+                             XPRT_HANDOVER_READY);
+        rc = xprt_link_send(s->link, XPRT_COLO_HANDOVER, body, sizeof(body));
+    }
+    if (rc < 0) {
+        colo_err("secondary: the guest does not run here: %s",
+                 colo_strerror(rc));
+        send_error(s, rc, "the target could not load the guest");
+        finish(s, CKPT_S_DONE, rc);
+        return;
+    }
+    set_state(s, CKPT_S_HANDOVER);
+    arm_timer(s, s->o.launch_timeout_ms);
+}
+
+static int on_go(struct ckpt_secondary *s, const struct xprt_item *it)
+{
+    uint64_t n;
+    uint32_t step;
+    int rc = xprt_handover_decode(it->body, it->length, &n, &step);
+
+    if (rc < 0)
+        return rc;
+    if (step != XPRT_HANDOVER_GO || n != (uint64_t)s->st.last_committed)
+        return -COLO_ESTREAM_CORRUPT;
+    s->go_received = true;
+    set_state(s, CKPT_S_RESUMING);
+    if (colo_fault(COLO_FAULT_MIGRATE_CONT)) {
+        colo_err("secondary: fault point %d: cont refused",
+                 COLO_FAULT_MIGRATE_CONT);
+        send_error(s, -COLO_EFAULT_INJECTED, "cont refused");
+        finish(s, CKPT_S_DONE, -COLO_EFAULT_INJECTED);
+        return 1;
+    }
+    rc = s->vm->ops->cont(s->vm, resumed, s);
+    if (rc < 0)
+        return rc;
+    s->vm_busy = true;
+    return 0;
 }
 
 static void start_resume(struct ckpt_secondary *s)
@@ -315,9 +378,16 @@ static void start_resume(struct ckpt_secondary *s)
         finish(s, CKPT_S_DONE, -COLO_EFAULT_INJECTED);
         return;
     }
-    rc = s->vm->ops->load_devices_and_cont(s->vm, s->dev_committed,
-                                           s->dev_committed_len, resumed, s);
+    if (s->mode == CKPT_MODE_MIGRATE && s->vm->ops->load_devices) {
+        s->handover = true;
+        rc = s->vm->ops->load_devices(s->vm, s->dev_committed,
+                                      s->dev_committed_len, handover_loaded, s);
+    } else {
+        rc = s->vm->ops->load_devices_and_cont(
+            s->vm, s->dev_committed, s->dev_committed_len, resumed, s);
+    }
     if (rc < 0) {
+        send_error(s, rc, "the target could not load the guest");
         finish(s, CKPT_S_DONE, rc);
         return;
     }
@@ -341,6 +411,11 @@ static void primary_lost(struct ckpt_secondary *s, int rc)
         colo_info("secondary: dropping half-received checkpoint %llu",
                   (unsigned long long)s->cur_n);
     drop_staged(s);
+    if (s->state == CKPT_S_RESUMING && s->handover && !s->go_received) {
+        /* Migrate: the load is in flight; the guest will not run here. */
+        s->lost_rc = rc;
+        return;
+    }
     if (s->state == CKPT_S_RUNNING || s->state == CKPT_S_RESUMING ||
         s->state == CKPT_S_DONE)
         return;
@@ -857,6 +932,21 @@ static void link_record(struct xprt_link *l, const struct xprt_item *it,
         default:
             rc = -COLO_ESTREAM_CORRUPT;
             break;
+        }
+        break;
+    case CKPT_S_HANDOVER:
+        if (it->type == XPRT_COLO_HANDOVER) {
+            rc = on_go(s, it);
+            if (rc == 1)
+                return; /* finished */
+        } else if (it->type == XPRT_COLO_ERROR) {
+            rc = xprt_error_decode(it->body, it->length, &code, text,
+                                   sizeof(text));
+            colo_err("secondary: the source ends the migrate: %s", text);
+            finish(s, CKPT_S_DONE, code < 0 ? code : -COLO_EPEER_REJECTED);
+            return;
+        } else {
+            rc = -COLO_ESTREAM_CORRUPT;
         }
         break;
     default:

@@ -53,6 +53,7 @@ struct vmq {
     const uint8_t *pend_blob;
     size_t pend_len;
     bool pend_load;
+    unsigned load_flags; /* QMP_LOAD_* of the load in flight */
 };
 
 static struct vmq *to_vmq(struct ckpt_vm *vm)
@@ -222,7 +223,8 @@ static void saved_cb(struct qmp_client *c, int rc, uint8_t *blob, size_t len,
     op_finish(v, rc, blob, len);
 }
 
-static int vmq_save(struct ckpt_vm *vm, ckpt_vm_saved_fn *cb, void *arg)
+static int vmq_save_flags(struct ckpt_vm *vm, unsigned flags,
+                          ckpt_vm_saved_fn *cb, void *arg)
 {
     struct vmq *v = to_vmq(vm);
     struct vmq_tok *t;
@@ -240,7 +242,7 @@ static int vmq_save(struct ckpt_vm *vm, ckpt_vm_saved_fn *cb, void *arg)
         rc = -ENOMEM;
         goto fail;
     }
-    rc = qmp_saver_save(v->saver, QMP_SAVE_NO_STOP, saved_cb, t);
+    rc = qmp_saver_save(v->saver, QMP_SAVE_NO_STOP | flags, saved_cb, t);
     if (rc < 0) {
         tok_done(t);
         goto fail;
@@ -251,6 +253,16 @@ static int vmq_save(struct ckpt_vm *vm, ckpt_vm_saved_fn *cb, void *arg)
 fail:
     op_abort(v);
     return rc;
+}
+
+static int vmq_save(struct ckpt_vm *vm, ckpt_vm_saved_fn *cb, void *arg)
+{
+    return vmq_save_flags(vm, 0, cb, arg);
+}
+
+static int vmq_save_release(struct ckpt_vm *vm, ckpt_vm_saved_fn *cb, void *arg)
+{
+    return vmq_save_flags(vm, QMP_SAVE_RELEASE_DISKS, cb, arg);
 }
 
 static void loaded_cb(struct qmp_client *c, int rc, enum qmp_loader loader,
@@ -275,14 +287,14 @@ static int load_now(struct vmq *v, const uint8_t *blob, size_t len)
 
     if (!t)
         return -ENOMEM;
-    rc = qmp_devstate_load(v->c, blob, len, 0, loaded_cb, t);
+    rc = qmp_devstate_load(v->c, blob, len, v->load_flags, loaded_cb, t);
     if (rc < 0)
         tok_done(t);
     return rc;
 }
 
-static int vmq_load(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
-                    ckpt_vm_done_fn *cb, void *arg)
+static int vmq_load_flags(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
+                          unsigned flags, ckpt_vm_done_fn *cb, void *arg)
 {
     struct vmq *v = to_vmq(vm);
     struct vmq_tok *t;
@@ -290,6 +302,7 @@ static int vmq_load(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
 
     if (rc < 0)
         return rc;
+    v->load_flags = flags;
     if (qmp_client_state(v->c) != QMP_CONNECTED) {
         v->pend_load = true;
         v->pend_blob = blob;
@@ -303,7 +316,7 @@ static int vmq_load(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
         op_abort(v);
         return -ENOMEM;
     }
-    rc = qmp_devstate_load(v->c, blob, len, 0, loaded_cb, t);
+    rc = qmp_devstate_load(v->c, blob, len, flags, loaded_cb, t);
     if (rc < 0) {
         tok_done(t);
         op_abort(v);
@@ -312,6 +325,18 @@ static int vmq_load(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
     v->done_cb = cb;
     v->arg = arg;
     return 0;
+}
+
+static int vmq_load(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
+                    ckpt_vm_done_fn *cb, void *arg)
+{
+    return vmq_load_flags(vm, blob, len, 0, cb, arg);
+}
+
+static int vmq_load_paused(struct ckpt_vm *vm, const uint8_t *blob, size_t len,
+                           ckpt_vm_done_fn *cb, void *arg)
+{
+    return vmq_load_flags(vm, blob, len, QMP_LOAD_PAUSED, cb, arg);
 }
 
 static void vmq_cancel(struct ckpt_vm *vm)
@@ -353,6 +378,8 @@ static const struct ckpt_vm_ops vmq_ops = {
     .cont = vmq_cont,
     .save_devices = vmq_save,
     .load_devices_and_cont = vmq_load,
+    .save_devices_release = vmq_save_release,
+    .load_devices = vmq_load_paused,
     .cancel = vmq_cancel,
     .free = vmq_free,
 };

@@ -31,6 +31,15 @@ enum colo_fault_point {
     COLO_FAULT_FAILOVER = 9,
     COLO_FAULT_MID_DISK = 10, /* between two DISK_WRITEs of a checkpoint
                                  (or of the full disk sync) */
+    /* Migrate's handover (docs/protocol.md 5.4). 11, source: the target
+     * said READY (the final device state is loaded there): the link is
+     * cut instead of GO; the source lives on. 12, target: the device
+     * state is loaded, before READY: fail (or die). 13, target: GO
+     * arrived: `cont` fails as if QEMU refused it (or the target dies
+     * with GO in hand). */
+    COLO_FAULT_MIGRATE_CUT = 11,
+    COLO_FAULT_MIGRATE_LOADED = 12,
+    COLO_FAULT_MIGRATE_CONT = 13,
     COLO_FAULT_MAX
 };
 

@@ -23,7 +23,11 @@
  *       blob goes through a pipe, `getfd` names it, `migrate-incoming
  *       {uri:"fd:NAME"}` loads it, completion is awaited (MIGRATION event /
  *       query-migrate status completed or failed), then `cont` unless
- *       QMP_LOAD_PAUSED. Works once per QEMU process.
+ *       QMP_LOAD_PAUSED. Works once per QEMU process. The capability
+ *       late-block-activate is set: the disk images (opened inactive, no
+ *       locks, since QEMU started "inmigrate") are activated by `cont`,
+ *       not at the end of the load, so a QMP_LOAD_PAUSED load never takes
+ *       an image's write lock.
  *   QMP_LOADER_XEN  xen-load-devices-state {filename:/dev/fdset/K} with a
  *       read-only memfd. It aborts Debian's QEMU 7.2 on non-Xen machines
  *       (yank.c assertion), so it is used only when the caller says the
@@ -53,6 +57,11 @@
 enum qmp_save_flags {
     QMP_SAVE_NO_STOP = 1 << 0, /* caller already stopped the VM */
     QMP_SAVE_RESUME = 1 << 1,  /* cont afterwards if it was running */
+    /* live:true: on a VM that was already stopped, QEMU 7.2 inactivates
+     * its block devices after the save (bdrv_inactivate_all: the image
+     * locks are dropped for the migration target); `cont` takes them
+     * back. Only with QMP_SAVE_NO_STOP or a stopped VM. */
+    QMP_SAVE_RELEASE_DISKS = 1 << 2,
 };
 
 enum qmp_load_flags {

@@ -63,7 +63,8 @@ enum xprt_colo_rec {
     XPRT_COLO_ERROR = 0x80C00009u,
     XPRT_COLO_DISK_INFO = 0x80C0000Au,
     XPRT_COLO_DISK_WRITE = 0x80C0000Bu,
-    XPRT_COLO_REC_KNOWN_LAST = XPRT_COLO_DISK_WRITE,
+    XPRT_COLO_HANDOVER = 0x80C0000Cu, /* migrate: READY (S->P), GO (P->S) */
+    XPRT_COLO_REC_KNOWN_LAST = XPRT_COLO_HANDOVER,
     /* link-internal handshake (link.h; docs/protocol.md "Handshake") */
     XPRT_LINK_HELLO = 0x80C0F001u,
     XPRT_LINK_AUTH = 0x80C0F002u,    /* link version 1 only (refused) */
@@ -248,6 +249,16 @@ struct xprt_disk_write_view {
 };
 int xprt_disk_write_decode(const uint8_t *body, size_t len,
                            struct xprt_disk_write_view *ret);
+/* ---- HANDOVER: u64 n, u32 step, u32 reserved. The end of a migrate:
+ *      READY (S->P) the device state of n is loaded, the guest is paused
+ *                   and has not touched its disks; S waits for GO
+ *      GO    (P->S) the source has let go of the guest: run it
+ *      S answers GO with ACK(n, 0) once the guest runs. ------------------- */
+#define XPRT_HANDOVER_READY 1u
+#define XPRT_HANDOVER_GO    2u
+void xprt_handover_encode(uint8_t out[16], uint64_t n, uint32_t step);
+int xprt_handover_decode(const uint8_t *body, size_t len, uint64_t *ret_n,
+                         uint32_t *ret_step);
 
 /* ---- HEARTBEAT: u64 sender's monotonic ns (informative) ------------------ */
 /* ---- ERROR: i32 code (-COLO_E* / -errno), u32 text_len, text (no NUL) ---- */

@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "checkpoint/xen_dm.h"
@@ -276,4 +277,77 @@ Test(dom, open_without_xen)
     cr_assert_eq(rc, -COLO_EXEN);
     cr_assert_null(d);
     cr_assert(strstr(why, "no Xen hypervisor"), "%s", why);
+}
+
+/* What xl save would write after an `xl migrate` (issue 25): the stored
+ * configuration still names the receiving side's "tick--incoming"; the
+ * running domain's name, uuid, memory and vcpus win. */
+Test(dom, config_refresh_from_running_domain)
+{
+    static const uint8_t uuid[16] = {0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6,
+                                     0x47, 0x08, 0x89, 0x1a, 0x2b, 0x3c,
+                                     0x4d, 0x5e, 0x6f, 0x70};
+    struct ckpt_xen_live lv = {.name = "tick",
+                               .uuid = uuid,
+                               .target_memkb = 65536,
+                               .max_memkb = 131072,
+                               .have_vcpus = true,
+                               .avail_vcpus_mask = 1};
+    struct ckpt_xen_newdom nd;
+    char *stored = strdup(pvh_cfg), *out = NULL, why[256] = "", *p;
+    size_t len = 0;
+
+    cr_assert_not_null(stored);
+    p = strstr(stored, "\"tick\"");
+    cr_assert_not_null(p);
+    {
+        /* the stored name as xl migrate-receive left it */
+        char buf[sizeof(pvh_cfg) + 32];
+
+        snprintf(buf, sizeof(buf), "%.*s\"tick--incoming\"%s",
+                 (int)(p - stored), stored, p + strlen("\"tick\""));
+        free(stored);
+        stored = strdup(buf);
+    }
+    cr_assert_eq(ckpt_xen_config_refresh(stored, strlen(stored), &lv, &out,
+                                         &len, why, sizeof(why)),
+                 0, "%s", why);
+    cr_assert_eq(len, strlen(out));
+    cr_assert_eq(ckpt_xen_newdom_from_json(out, len, &nd, why, sizeof(why)), 0,
+                 "%s", why);
+    cr_assert_str_eq(nd.name, "tick");
+    cr_assert(nd.have_uuid);
+    cr_assert_eq(memcmp(nd.uuid, uuid, 16), 0);
+    cr_assert_eq(nd.target_memkb, 65536);
+    cr_assert_eq(nd.max_memkb, 131072);
+    cr_assert_eq(nd.avail_vcpus_mask, 1); /* vcpu 1 unplugged */
+    cr_assert_eq(nd.max_vcpus, 2);        /* kept as stored */
+    cr_assert_eq(nd.shadow_memkb, 2048);
+    free(out);
+
+    /* Nothing known about the running domain: the stored values stay. */
+    {
+        struct ckpt_xen_live none = {0};
+
+        cr_assert_eq(ckpt_xen_config_refresh(pvh_cfg, strlen(pvh_cfg), &none,
+                                             &out, &len, why, sizeof(why)),
+                     0);
+        cr_assert_eq(ckpt_xen_newdom_from_json(out, len, &nd, why, sizeof(why)),
+                     0);
+        cr_assert_str_eq(nd.name, "tick");
+        cr_assert_eq(nd.uuid[0], 0x6b);
+        cr_assert_eq(nd.target_memkb, 131072);
+        cr_assert_eq(nd.avail_vcpus_mask, 3);
+        free(out);
+    }
+    /* Not a libxl configuration. */
+    cr_assert_eq(
+        ckpt_xen_config_refresh("[1]", 3, &lv, &out, &len, why, sizeof(why)),
+        -EINVAL);
+    cr_assert_null(out);
+    cr_assert_eq(ckpt_xen_config_refresh("{\"c_info\":", 10, &lv, &out, &len,
+                                         why, sizeof(why)),
+                 -EINVAL);
+    cr_assert_not_null(strstr(why, "not a libxl"), "%s", why);
+    free(stored);
 }

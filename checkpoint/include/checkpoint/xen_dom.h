@@ -76,10 +76,35 @@ int ckpt_xen_dom_info(struct ckpt_xen_dom *d, uint32_t domid,
                       struct ckpt_xen_dominfo *ret);
 
 /* The domain's libxl configuration (the JSON libxl keeps in
- * /var/lib/xen/userdata-d<domid>.<uuid>.libxl-json), malloc'd and
- * NUL-terminated. -ENOENT if the domain was not made by libxl or colo. */
+ * /var/lib/xen/userdata-d<domid>.<uuid>.libxl-json), brought up to date
+ * from the running domain as xl save does (ckpt_xen_config_refresh:
+ * name, uuid, memory, vcpus), malloc'd and NUL-terminated. -ENOENT if the
+ * domain was not made by libxl or colo. */
 int ckpt_xen_dom_config(struct ckpt_xen_dom *d, uint32_t domid, char **ret_json,
                         size_t *ret_len);
+
+/* What libxl_retrieve_domain_configuration (xl save, xl migrate) brings
+ * up to date in the stored configuration from the running domain: the
+ * userdata file keeps what the domain was created with, which after an `xl
+ * migrate` names the receiving side's "NAME--incoming", and misses balloon
+ * and vcpu hotplug changes. Fields left at 0 / NULL / false stay as
+ * stored. */
+struct ckpt_xen_live {
+    const char *name;          /* xenstore /local/domain/N/name */
+    const uint8_t *uuid;       /* 16 octets: the hypervisor's handle */
+    uint64_t target_memkb;     /* xenstore memory/target (balloon target) */
+    uint64_t max_memkb;        /* xenstore memory/static-max */
+    bool have_vcpus;           /* avail_vcpus_mask below is valid */
+    uint64_t avail_vcpus_mask; /* cpu/K/availability "online", K < 64 */
+};
+/* json (len octets) with c_info.name, c_info.uuid, b_info.target_memkb
+ * (plus b_info.video_memkb, as libxl adds it), b_info.max_memkb and
+ * b_info.avail_vcpus replaced from live; malloc'd, NUL-terminated, into
+ * *ret_json. -EINVAL (reason in why) when json is not a libxl domain
+ * configuration object. */
+int ckpt_xen_config_refresh(const char *json, size_t len,
+                            const struct ckpt_xen_live *live, char **ret_json,
+                            size_t *ret_len, char *why, size_t whysz);
 
 /* The userdata directory (tests point it elsewhere); default
  * /var/lib/xen. Borrowed, must outlive d. */

@@ -197,6 +197,77 @@ bad:
     return -EINVAL;
 }
 
+int ckpt_xen_config_refresh(const char *json, size_t len,
+                            const struct ckpt_xen_live *live, char **ret_json,
+                            size_t *ret_len, char *why, size_t whysz)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *ci, *bi;
+    char *out;
+    int rc = -EINVAL;
+
+    *ret_json = NULL;
+    ci = json_object_get(root, "c_info");
+    bi = json_object_get(root, "b_info");
+    if (!json_is_object(ci) || !json_is_object(bi)) {
+        snprintf(why, whysz, "not a libxl domain configuration%s%s",
+                 root ? "" : ": ", root ? "" : jerr.text);
+        goto out;
+    }
+    rc = -ENOMEM;
+    if (live->name && live->name[0] &&
+        json_object_set_new(ci, "name", json_string(live->name)) < 0)
+        goto out;
+    if (live->uuid) {
+        const uint8_t *u = live->uuid;
+        char us[40];
+
+        snprintf(us, sizeof(us),
+                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+                 "%02x%02x%02x%02x%02x%02x",
+                 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9],
+                 u[10], u[11], u[12], u[13], u[14], u[15]);
+        if (json_object_set_new(ci, "uuid", json_string(us)) < 0)
+            goto out;
+    }
+    if (live->target_memkb) {
+        /* libxl: the balloon target plus the video RAM it keeps apart. */
+        json_int_t video =
+            json_integer_value(json_object_get(bi, "video_memkb"));
+        uint64_t t = live->target_memkb + (video > 0 ? (uint64_t)video : 0);
+
+        if (json_object_set_new(bi, "target_memkb",
+                                json_integer((json_int_t)t)) < 0)
+            goto out;
+    }
+    if (live->max_memkb &&
+        json_object_set_new(bi, "max_memkb",
+                            json_integer((json_int_t)live->max_memkb)) < 0)
+        goto out;
+    if (live->have_vcpus) {
+        json_t *a = json_array();
+
+        for (unsigned k = 0; a && k < 64; k++)
+            if ((live->avail_vcpus_mask >> k) & 1)
+                json_array_append_new(a, json_integer(k));
+        if (!a || json_object_set_new(bi, "avail_vcpus", a) < 0)
+            goto out;
+    }
+    out = json_dumps(root, JSON_INDENT(4));
+    if (!out)
+        goto out;
+    *ret_json = out;
+    if (ret_len)
+        *ret_len = strlen(out);
+    rc = 0;
+out:
+    if (rc == -ENOMEM)
+        snprintf(why, whysz, "out of memory");
+    json_decref(root);
+    return rc;
+}
+
 int ckpt_xen_newdom_from_json(const char *json, size_t len,
                               struct ckpt_xen_newdom *ret, char *why,
                               size_t whysz)

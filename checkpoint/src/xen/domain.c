@@ -248,9 +248,39 @@ int ckpt_xen_dom_config(struct ckpt_xen_dom *d, uint32_t domid, char **ret_json,
     if (rc < 0)
         return fail(d, rc, "domain %" PRIu32 ": no libxl configuration: %s: %s",
                     domid, path, colo_strerror(rc));
-    /* colo_read_file NUL-terminates (fd.c); be sure. */
-    *ret_json = buf;
-    *ret_len = strnlen(buf, len);
+    /* As libxl_retrieve_domain_configuration: what the running domain
+     * says wins over what it was created with. */
+    {
+        struct ckpt_xen_live lv = {.name = di.name, .uuid = di.uuid};
+        char *s, *out = NULL, why[256];
+        size_t olen = 0;
+
+        s = xs_get(d, "/local/domain/%" PRIu32 "/memory/target", domid);
+        lv.target_memkb = s ? strtoull(s, NULL, 10) : 0;
+        free(s);
+        s = xs_get(d, "/local/domain/%" PRIu32 "/memory/static-max", domid);
+        lv.max_memkb = s ? strtoull(s, NULL, 10) : 0;
+        free(s);
+        for (unsigned k = 0; k < di.max_vcpus && k < 64; k++) {
+            s = xs_get(d, "/local/domain/%" PRIu32 "/cpu/%u/availability",
+                       domid, k);
+            if (s) {
+                lv.have_vcpus = true;
+                if (strcmp(s, "online") == 0)
+                    lv.avail_vcpus_mask |= 1ull << k;
+            }
+            free(s);
+        }
+        rc = ckpt_xen_config_refresh(buf, strnlen(buf, len), &lv, &out, &olen,
+                                     why, sizeof(why));
+        if (rc < 0) {
+            free(buf);
+            return fail(d, rc, "domain %" PRIu32 ": %s: %s", domid, path, why);
+        }
+        free(buf);
+        *ret_json = out;
+        *ret_len = olen;
+    }
     return 0;
 }
 

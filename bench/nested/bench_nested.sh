@@ -28,6 +28,7 @@ remus20() {
 }
 
 i=0
+echo 0 >"$COLO_OUT/rounds_ok" # bench-nested's JSON: rounds that completed
 while [ $i -lt "$rounds" ]; do
     nl_time colo_save $COLO save tick /tmp/c.save || nl_fail "colo save"
     nl_time xl_restore xl restore /tmp/c.save || nl_fail "xl restore"
@@ -54,6 +55,7 @@ while [ $i -lt "$rounds" ]; do
         usleep 100000
     done
     i=$((i + 1))
+    echo "$i" >"$COLO_OUT/rounds_ok"
 done
 kill $sb
 # xl remus last: it cannot be stopped cleanly, so the guest goes with it.

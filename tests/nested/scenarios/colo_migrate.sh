@@ -3,7 +3,8 @@
 # colo hosts in the same dom0 ('colo receive' listening on 127.0.0.1, as
 # `xl migrate DOM localhost` does it), then the failure cases: no target
 # (the guest runs on), and a target that refuses the key (the guest runs
-# on). Ticks must go on after each step, never going back.
+# on). Ticks must go on after each step, never going back. Then xl's own
+# migrate, and colo save + xl restore + xl save after it (issue 25).
 . "$NESTED_LIB"
 nl_need_colo
 type=${NESTED_TICK_TYPE:-pvh}
@@ -75,6 +76,22 @@ before=$(nl_ticks_max tick)
 nl_time xl_migrate_local xl migrate -s "" tick "xl migrate-receive" ||
     nl_fail "xl migrate (local)"
 nl_assert_continues tick "$before" 60
+
+# 5. colo save after an xl migrate (issue 25): libxl's stored
+# configuration still names the receiving side's "tick--incoming"; colo's
+# save file must say what xl save would (the running domain's name), so
+# that xl restore brings back "tick" and xl can save it again
+before=$(nl_ticks_max tick)
+$COLO save tick /tmp/after-xl.save || nl_fail "colo save after xl migrate"
+if grep -aq 'tick--incoming' /tmp/after-xl.save; then
+    nl_fail "colo's save file names tick--incoming"
+fi
+xl restore /tmp/after-xl.save || nl_fail "xl restore of colo's save file"
+xl list tick >/dev/null || nl_fail "xl restore did not bring back 'tick'"
+nl_assert_continues tick "$before" 60
+xl save tick /tmp/after-xl.save || nl_fail "xl save of the restored guest"
+xl restore /tmp/after-xl.save || nl_fail "xl restore of xl's save file"
+rm -f /tmp/after-xl.save
 xl destroy tick
 
 {

@@ -234,6 +234,8 @@ static json_t *stats_json(const struct ckpt_stats *s)
     set_int(j, "devstate_last_us", (int64_t)s->devstate_last_us);
     set_int(j, "scan_last_us", (int64_t)s->scan_last_us);
     set_int(j, "copy_last_us", (int64_t)s->copy_last_us);
+    if (s->dirty_method)
+        json_object_set_new(j, "dirty_method", json_string(s->dirty_method));
     set_int(j, "dirty_pages_last", (int64_t)s->dirty_pages_last);
     set_int(j, "dirty_pages_total", (int64_t)s->dirty_pages_total);
     set_int(j, "devstate_bytes_last", (int64_t)s->devstate_bytes_last);
@@ -294,6 +296,30 @@ static void qemu_gone(void *arg)
     host_exit(h, ORCH_EXIT_QEMU);
 }
 
+/* Find dirty pages through QEMU's soft-dirty bits where the kernel has
+ * them, else by the compare scan (checkpoint/memory.h).
+ * COLO_DIRTY_LOG=compare keeps the scan; =verify checks the bits against
+ * the scan at every capture (tests). */
+static void host_track_dirty(struct orch_host *h, pid_t pid)
+{
+    const char *e = getenv("COLO_DIRTY_LOG");
+    unsigned flags = 0;
+    char why[256];
+    int rc;
+
+    if (e && strcmp(e, "compare") == 0)
+        flags = CKPT_TRACK_COMPARE;
+    else if (e && strcmp(e, "verify") == 0)
+        flags = CKPT_TRACK_VERIFY;
+    rc = ckpt_mem_qemu_track(h->mem, pid, flags, why, sizeof(why));
+    if (rc > 0)
+        colo_info("dirty pages: %s (QEMU pid %d)",
+                  ckpt_mem_dirty_method(h->mem), (int)pid);
+    else
+        colo_info("dirty pages: compare scan (soft-dirty: %s)",
+                  rc < 0 ? colo_strerror(rc) : why);
+}
+
 /* The guest runs here from now on: map its RAM for future jobs and
  * watch its QEMU. vm consumed. */
 static int host_become_primary(struct orch_host *h, struct ckpt_vm *vm)
@@ -314,6 +340,8 @@ static int host_become_primary(struct orch_host *h, struct ckpt_vm *vm)
         colo_err("cannot map guest RAM %s: %s", h->ram_path, colo_strerror(rc));
         return rc;
     }
+    if (pid > 0)
+        host_track_dirty(h, pid);
     h->state = HOST_RUNNING;
     return 0;
 }
@@ -1877,6 +1905,9 @@ static void ctl_status(struct orch_host *h, struct orch_ctl_req *req)
                         json_string(h->serial_path ? h->serial_path : ""));
     json_object_set_new(j, "ram_mb",
                         json_integer((json_int_t)(h->ram_size >> 20)));
+    if (h->mem)
+        json_object_set_new(j, "dirty_method",
+                            json_string(ckpt_mem_dirty_method(h->mem)));
     if (h->peer && h->prim)
         json_object_set_new(j, "peer", json_string(h->peer));
     if (h->took_over_from >= 0)

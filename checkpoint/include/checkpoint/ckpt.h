@@ -68,6 +68,9 @@ struct ckpt_stats {
     uint64_t devstate_last_us; /* device-state save */
     uint64_t scan_last_us;     /* dirty scan */
     uint64_t copy_last_us;     /* copying dirty pages */
+    const char *dirty_method;  /* primary: how dirty pages are found
+                                  (ckpt_mem_dirty_method: "soft-dirty",
+                                  "compare", ...); static; NULL else */
 
     uint64_t dirty_pages_last; /* pages in the last checkpoint / round */
     uint64_t dirty_pages_total;

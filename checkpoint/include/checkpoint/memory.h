@@ -19,6 +19,10 @@
  *   nothing torn reaches a committed image.
  *   The first capture (or one with CKPT_CAPTURE_FULL) sends every non-zero
  *   page and marks the set "full": pages not in a full set are zero.
+ *   With soft-dirty tracking (ckpt_mem_qemu_track) there is no compare and
+ *   no shadow: the kernel names the pages QEMU wrote since the last
+ *   capture, and capture() copies them into the set (by value) while the
+ *   guest is paused; the guest may run as soon as it returns.
  *
  * Secondary side:
  *   stage(n, pages) keeps pages of checkpoint n in a staging area (pfn ->
@@ -42,6 +46,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define CKPT_PAGE_SHIFT 12
 #define CKPT_PAGE_SIZE  4096u
@@ -161,5 +166,49 @@ size_t ckpt_mem_qemu_size(struct ckpt_memory *m);
 
 /* Pages currently staged (secondary), for tests and metrics. */
 size_t ckpt_mem_qemu_staged(struct ckpt_memory *m);
+
+/*
+ * Dirty tracking of the primary (QEMU backend).
+ *
+ * Default, "compare": capture() compares all of guest RAM against the
+ * shadow (cost and memory follow the guest's size).
+ *
+ * "soft-dirty": the kernel's soft-dirty bits of QEMU's own mapping of the
+ * RAM file (CONFIG_MEM_SOFT_DIRTY): capture() reads QEMU's
+ * /proc/PID/pagemap for that mapping, clears the bits (clear_refs "4"),
+ * and copies only the marked pages, into the set by value. The shadow is
+ * dropped. Correct for everything that writes guest RAM through QEMU's
+ * page tables: vCPUs under TCG and KVM, QEMU's device emulation, vhost in
+ * QEMU's mm. colo locks the RAM file's pages in memory (mlock: a
+ * reclaimed page would come back without its bit). A capture that is not
+ * full needs the guest paused (ckpt_mem_capture_needs_pause): between
+ * reading and clearing the bits a write would be lost.
+ *
+ * ckpt_mem_qemu_track(m, pid, flags, why, len): switch m (opened with
+ * CKPT_MEM_PRIMARY) to soft-dirty for QEMU process pid. Returns 1 when in
+ * use, 0 when not available (why says why: the kernel has no soft-dirty,
+ * which a probe in a child process finds out, no rights on /proc/PID, pid
+ * does not map the file, mlock refused; compare stays), < 0 on bad
+ * arguments or no memory. The next capture is full.
+ * flags: CKPT_TRACK_VERIFY keeps the shadow and checks every capture
+ * against the compare scan (a page the scan finds that the bits missed
+ * fails the capture with -COLO_EINTERNAL; tests, the nested proof);
+ * CKPT_TRACK_COMPARE keeps the compare scan (returns 0).
+ */
+#define CKPT_TRACK_VERIFY  0x1u
+#define CKPT_TRACK_COMPARE 0x2u
+int ckpt_mem_qemu_track(struct ckpt_memory *m, pid_t pid, unsigned flags,
+                        char *why, size_t why_len);
+/* 1: this kernel has working soft-dirty bits (probed once per process in a
+ * child); 0: not (why says why). */
+int ckpt_mem_softdirty_available(char *why, size_t why_len);
+/* "soft-dirty", "soft-dirty+verify", "compare" (QEMU backend primary),
+ * "none" (NULL, secondary), or another backend's name. Static string. */
+const char *ckpt_mem_dirty_method(struct ckpt_memory *m);
+/* True when the next capture() must run with the guest paused (the
+ * engine's migrate rounds stop the guest for it). */
+bool ckpt_mem_capture_needs_pause(struct ckpt_memory *m);
+/* Verify mode: pages the bits missed so far (0 otherwise). */
+uint64_t ckpt_mem_qemu_missed(struct ckpt_memory *m);
 
 #endif

@@ -41,6 +41,9 @@
  *   with disks: Hello -> Stopping (tee attached) -> Resuming -> DiskSync
  *   -> Stopping (checkpoint n, whose BEGIN went out with the sync);
  *   Precopy -> Precopy (next round) | Stopping (converged / max rounds);
+ *   with soft-dirty tracking a round after the first pauses the guest
+ *   while its pages are captured: Precopy -> Stopping -> Capturing ->
+ *   Resuming -> Precopy;
  *   Stopping -> Capturing -> Resuming (protect) | Sending (migrate);
  *   Resuming -> Sending -> WaitAck -> Interval (protect) | Done (migrate);
  *   Interval -> Stopping (interval timer).

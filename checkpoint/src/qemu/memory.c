@@ -4,6 +4,8 @@
  */
 #include "checkpoint/memory.h"
 
+#include "softdirty.h"
+
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/log.h"
@@ -12,11 +14,13 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ */
@@ -125,7 +129,18 @@ struct qmem {
     uint8_t *zero_map;   /* primary: bit per page, the shadow page is 0 */
     uint64_t *chunk_off;
 
+    /* Primary with soft-dirty tracking (ckpt_mem_qemu_track). */
+    dev_t dev; /* the RAM file, to find QEMU's mapping of it */
+    ino_t ino;
+    struct ckpt_sd *sd; /* NULL: the compare scan */
+    bool sd_verify;     /* keep the shadow, check the bits against it */
+    bool locked;        /* ram is mlock()ed */
+    uint64_t *sd_map;   /* npages bits: the pages of this capture */
+    uint64_t sd_missed; /* verify: pages the scan found, the bits not */
+    unsigned sd_small;  /* captures in a row far below the set's size */
+
     /* Primary: one worker thread for the scan and copy (run_pair). */
+    bool w_init; /* w_mu and w_cv exist */
     bool w_started;
     bool w_quit;
     pthread_t w_th;
@@ -181,16 +196,25 @@ static uint64_t qmem_page_count(struct ckpt_memory *m)
  */
 #define CAPTURE_CHUNK 1024u /* pages */
 
+enum job_phase {
+    JOB_SCAN = 0, /* compare: find the dirty pages */
+    JOB_COPY,     /* compare: copy them into the shadow */
+    JOB_SD_COUNT, /* soft-dirty: count the marked pages per chunk (full:
+                     unmark the zero pages first) */
+    JOB_SD_COPY,  /* soft-dirty: copy them into the output set */
+};
+
 struct capture_job {
     struct qmem *q;
     bool full;
-    bool copy; /* phase 2 */
+    enum job_phase phase;
     uint64_t nchunks;
     atomic_uint_fast64_t next;
     atomic_uint_fast64_t zero;
     uint32_t *cnt;  /* per chunk: dirty pages found */
     uint64_t *off;  /* per chunk: first slot in the output */
     uint64_t *pfns; /* output pfns */
+    uint8_t *data;  /* soft-dirty: output pages (by value) */
 };
 
 static void scan_chunk(struct capture_job *j, uint64_t c)
@@ -251,16 +275,78 @@ static void copy_chunk(struct capture_job *j, uint64_t c)
     }
 }
 
+/* Soft-dirty, phase 1: the chunk's marked pages (CAPTURE_CHUNK is a
+ * multiple of 64: a chunk is whole words of the map). */
+static void sd_count_chunk(struct capture_job *j, uint64_t c)
+{
+    struct qmem *q = j->q;
+    uint64_t lo = c * CAPTURE_CHUNK, hi = lo + CAPTURE_CHUNK;
+    uint32_t n = 0, zero = 0;
+
+    if (hi > q->npages)
+        hi = q->npages;
+    for (uint64_t w = lo / 64; w < (hi + 63) / 64; w++) {
+        uint64_t bits = q->sd_map[w];
+
+        if (j->full) {
+            for (uint64_t b = bits; b; b &= b - 1) {
+                uint64_t pfn = w * 64 + (uint64_t)__builtin_ctzll(b);
+
+                if (page_is_zero(q->ram + (pfn << CKPT_PAGE_SHIFT))) {
+                    bits &= ~(1ull << (pfn % 64));
+                    zero++;
+                }
+            }
+            q->sd_map[w] = bits;
+        }
+        n += (uint32_t)__builtin_popcountll(bits);
+    }
+    j->cnt[c] = n;
+    if (zero)
+        atomic_fetch_add(&j->zero, zero);
+}
+
+/* Soft-dirty, phase 2: RAM -> the output set (by value: the copy the link
+ * sends; the guest may run again once capture returns). */
+static void sd_copy_chunk(struct capture_job *j, uint64_t c)
+{
+    struct qmem *q = j->q;
+    uint64_t lo = c * CAPTURE_CHUNK, hi = lo + CAPTURE_CHUNK;
+    uint64_t slot = j->off[c];
+
+    if (hi > q->npages)
+        hi = q->npages;
+    for (uint64_t w = lo / 64; w < (hi + 63) / 64; w++) {
+        for (uint64_t b = q->sd_map[w]; b; b &= b - 1) {
+            uint64_t pfn = w * 64 + (uint64_t)__builtin_ctzll(b);
+
+            memcpy(j->data + slot * CKPT_PAGE_SIZE,
+                   q->ram + (pfn << CKPT_PAGE_SHIFT), CKPT_PAGE_SIZE);
+            j->pfns[slot++] = pfn;
+        }
+    }
+}
+
 static void job_run(void *arg)
 {
     struct capture_job *j = arg;
     uint64_t c;
 
     while ((c = atomic_fetch_add(&j->next, 1)) < j->nchunks) {
-        if (j->copy)
-            copy_chunk(j, c);
-        else
+        switch (j->phase) {
+        case JOB_SCAN:
             scan_chunk(j, c);
+            break;
+        case JOB_COPY:
+            copy_chunk(j, c);
+            break;
+        case JOB_SD_COUNT:
+            sd_count_chunk(j, c);
+            break;
+        case JOB_SD_COPY:
+            sd_copy_chunk(j, c);
+            break;
+        }
     }
 }
 
@@ -306,10 +392,132 @@ static void run_job(struct qmem *q, struct capture_job *j)
     pthread_mutex_unlock(&q->w_mu);
 }
 
-static int qmem_capture(struct ckpt_memory *m, unsigned flags,
+/* Verify mode: every page that differs from what the peer has (the
+ * shadow) must be in this capture's set; then the shadow takes the set. */
+static int sd_verify(struct qmem *q, const struct ckpt_pageset *out)
+{
+    uint64_t missed = 0;
+
+    if (!out->full) {
+        for (uint64_t pfn = 0; pfn < q->npages; pfn++) {
+            size_t off = pfn << CKPT_PAGE_SHIFT;
+
+            if (q->sd_map[pfn / 64] & (1ull << (pfn % 64)))
+                continue;
+            if (memcmp(q->ram + off, q->shadow + off, CKPT_PAGE_SIZE) != 0) {
+                if (!missed)
+                    colo_err("memory: soft-dirty missed page %llu (the "
+                             "compare scan found it changed)",
+                             (unsigned long long)pfn);
+                missed++;
+            }
+        }
+    } else {
+        memset(q->shadow, 0, q->size);
+    }
+    for (size_t i = 0; i < out->count; i++)
+        memcpy(q->shadow + (out->pfns[i] << CKPT_PAGE_SHIFT),
+               ckpt_pageset_page(out, i), CKPT_PAGE_SIZE);
+    q->sd_missed += missed;
+    if (missed) {
+        colo_err("memory: soft-dirty missed %llu pages of this capture",
+                 (unsigned long long)missed);
+        return -COLO_EINTERNAL;
+    }
+    return 0;
+}
+
+/*
+ * Capture with soft-dirty bits: no scan of RAM. Full: clear the bits, then
+ * every non-zero page (a page written meanwhile, guest running, is marked
+ * for the next capture). Otherwise the guest is paused (see
+ * ckpt_mem_capture_needs_pause): read the bits, clear them, copy the
+ * marked pages into the set.
+ */
+static int sd_capture(struct qmem *q, bool full, struct ckpt_pageset *out,
+                      struct ckpt_capture_stats *st)
+{
+    struct capture_job j = {.q = q, .full = full};
+    uint64_t t0 = colo_now_ns(), t1, t2, total = 0;
+    size_t words = (q->npages + 63) / 64;
+    int64_t n;
+    int rc;
+
+    j.nchunks = (q->npages + CAPTURE_CHUNK - 1) / CAPTURE_CHUNK;
+    j.cnt = q->chunk_cnt;
+    j.off = q->chunk_off;
+    atomic_init(&j.zero, 0);
+    ckpt_pageset_reset(out);
+    out->full = full;
+    if (full) {
+        memset(q->sd_map, 0xff, words * sizeof(*q->sd_map));
+        if (q->npages % 64)
+            q->sd_map[words - 1] = (1ull << (q->npages % 64)) - 1;
+    } else {
+        memset(q->sd_map, 0, words * sizeof(*q->sd_map));
+        n = ckpt_sd_read(q->sd, q->sd_map);
+        if (n < 0) {
+            colo_err("memory: reading QEMU's soft-dirty bits: %s",
+                     colo_strerror((int)n));
+            return (int)n;
+        }
+    }
+    rc = ckpt_sd_clear(q->sd);
+    if (rc < 0) {
+        colo_err("memory: clearing QEMU's soft-dirty bits: %s",
+                 colo_strerror(rc));
+        q->shadow_valid = false;
+        return rc;
+    }
+    t1 = colo_now_ns();
+    j.phase = JOB_SD_COUNT;
+    run_job(q, &j);
+    for (uint64_t c = 0; c < j.nchunks; c++) {
+        j.off[c] = total;
+        total += j.cnt[c];
+    }
+    /* After a large set (the full sync) give the memory back, once the
+     * sets have stayed small for a while (not at every swing). */
+    if (out->cap > 4 * total && out->cap > 8192) {
+        if (++q->sd_small >= 8) {
+            ckpt_pageset_dispose(out);
+            q->sd_small = 0;
+        }
+    } else {
+        q->sd_small = 0;
+    }
+    rc = pageset_reserve(out, total);
+    if (rc < 0) {
+        q->shadow_valid = false; /* the bits are gone: full next time */
+        return rc;
+    }
+    out->full = full;
+    j.phase = JOB_SD_COPY;
+    j.pfns = out->pfns;
+    j.data = out->data;
+    run_job(q, &j);
+    out->count = total;
+    t2 = colo_now_ns();
+    if (st) {
+        st->scan_ns = t1 - t0;
+        st->copy_ns = t2 - t1;
+        st->dirty_pages = total;
+        st->zero_pages = atomic_load(&j.zero);
+    }
+    if (q->sd_verify) {
+        rc = sd_verify(q, out);
+        if (rc < 0) {
+            q->shadow_valid = false;
+            return rc;
+        }
+    }
+    q->shadow_valid = true;
+    return 0;
+}
+
+static int scan_capture(struct qmem *q, unsigned flags,
                         struct ckpt_pageset *out, struct ckpt_capture_stats *st)
 {
-    struct qmem *q = to_qmem(m);
     struct capture_job j = {.q = q};
     uint64_t t0 = colo_now_ns(), t1, t2, total = 0;
     int rc;
@@ -334,7 +542,7 @@ static int qmem_capture(struct ckpt_memory *m, unsigned flags,
         q->shadow_valid = false; /* full: zero pages already cleared */
         return rc;
     }
-    j.copy = true;
+    j.phase = JOB_COPY;
     j.pfns = out->pfns;
     out->base = q->shadow;
     run_job(q, &j);
@@ -348,6 +556,17 @@ static int qmem_capture(struct ckpt_memory *m, unsigned flags,
         st->zero_pages = atomic_load(&j.zero);
     }
     return 0;
+}
+
+static int qmem_capture(struct ckpt_memory *m, unsigned flags,
+                        struct ckpt_pageset *out, struct ckpt_capture_stats *st)
+{
+    struct qmem *q = to_qmem(m);
+
+    if (q->sd)
+        return sd_capture(q, (flags & CKPT_CAPTURE_FULL) || !q->shadow_valid,
+                          out, st);
+    return scan_capture(q, flags, out, st);
 }
 
 static void qmem_reset_shadow(struct ckpt_memory *m)
@@ -517,7 +736,7 @@ static void qmem_free(struct ckpt_memory *m)
         pthread_mutex_unlock(&q->w_mu);
         pthread_join(q->w_th, NULL);
     }
-    if (q->scratch) {
+    if (q->w_init) {
         pthread_mutex_destroy(&q->w_mu);
         pthread_cond_destroy(&q->w_cv);
     }
@@ -525,6 +744,8 @@ static void qmem_free(struct ckpt_memory *m)
     free(q->chunk_cnt);
     free(q->chunk_off);
     free(q->zero_map);
+    ckpt_sd_free(q->sd);
+    free(q->sd_map);
     if (q->ram)
         munmap(q->ram, q->size);
     if (q->shadow)
@@ -602,6 +823,8 @@ int ckpt_mem_qemu_open(const char *path, size_t size, unsigned flags,
     q->flags = flags;
     q->size = size;
     q->npages = size / CKPT_PAGE_SIZE;
+    q->dev = st.st_dev;
+    q->ino = st.st_ino;
     ckpt_pageset_init(&q->staged);
     /* Pre-fault: the first touch of 64 MiB costs ~0.3 s, not in a pause. */
     p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
@@ -632,6 +855,7 @@ int ckpt_mem_qemu_open(const char *path, size_t size, unsigned flags,
         }
         pthread_mutex_init(&q->w_mu, NULL);
         pthread_cond_init(&q->w_cv, NULL);
+        q->w_init = true;
         /* Without the worker, run_pair() runs both halves here. */
         if (pthread_create(&q->w_th, NULL, worker_main, q) == 0)
             q->w_started = true;
@@ -678,4 +902,112 @@ size_t ckpt_mem_qemu_size(struct ckpt_memory *m)
 size_t ckpt_mem_qemu_staged(struct ckpt_memory *m)
 {
     return is_qmem(m) ? to_qmem(m)->staged.count : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Dirty tracking                                                       */
+
+/* The probe forks: once per process. */
+static pthread_mutex_t probe_mu = PTHREAD_MUTEX_INITIALIZER;
+static int probe_rc = -1; /* -1: not yet; 0 no; 1 yes */
+static char probe_why[256];
+
+int ckpt_mem_softdirty_available(char *why, size_t why_len)
+{
+    int rc;
+
+    pthread_mutex_lock(&probe_mu);
+    if (probe_rc < 0) {
+        rc = ckpt_sd_probe(probe_why, sizeof(probe_why));
+        probe_rc = rc > 0 ? 1 : 0;
+    }
+    rc = probe_rc;
+    if (!rc && why && why_len)
+        snprintf(why, why_len, "%s", probe_why);
+    pthread_mutex_unlock(&probe_mu);
+    return rc;
+}
+
+int ckpt_mem_qemu_track(struct ckpt_memory *m, pid_t pid, unsigned flags,
+                        char *why, size_t why_len)
+{
+    struct qmem *q = is_qmem(m) ? to_qmem(m) : NULL;
+    struct ckpt_sd *sd = NULL;
+    uint64_t *map;
+    int rc;
+
+    if (why && why_len)
+        why[0] = 0;
+    if (!q || !(q->flags & CKPT_MEM_PRIMARY) || pid <= 0)
+        return -EINVAL;
+    if (q->sd)
+        return 1;
+    if (flags & CKPT_TRACK_COMPARE) {
+        if (why && why_len)
+            snprintf(why, why_len, "the compare scan was asked for");
+        return 0;
+    }
+    if (!ckpt_mem_softdirty_available(why, why_len))
+        return 0;
+    rc = ckpt_sd_open(pid, q->dev, q->ino, q->size, &sd, why, why_len);
+    if (rc < 0)
+        return 0;
+    /* A page of the RAM file reclaimed (swapped) and faulted in again
+     * comes back to QEMU's page table without its soft-dirty bit: keep
+     * the file's pages in memory while colo maps them. */
+    if (!q->locked && mlock(q->ram, q->size) < 0) {
+        rc = -errno;
+        if (why && why_len)
+            snprintf(why, why_len,
+                     "cannot lock guest RAM in memory (mlock: %s; "
+                     "RLIMIT_MEMLOCK?)",
+                     colo_strerror(rc));
+        ckpt_sd_free(sd);
+        return 0;
+    }
+    q->locked = true;
+    map = calloc((q->npages + 63) / 64, sizeof(*map));
+    if (!map) {
+        ckpt_sd_free(sd);
+        return -ENOMEM;
+    }
+    q->sd = sd;
+    q->sd_map = map;
+    q->sd_verify = (flags & CKPT_TRACK_VERIFY) != 0;
+    q->shadow_valid = false; /* tracking starts with a full capture */
+    if (!q->sd_verify) {
+        /* No compare any more: the RAM-sized shadow and the scan's
+         * lists go. */
+        munmap(q->shadow, q->size);
+        q->shadow = NULL;
+        free(q->scratch);
+        q->scratch = NULL;
+        free(q->zero_map);
+        q->zero_map = NULL;
+    }
+    return 1;
+}
+
+const char *ckpt_mem_dirty_method(struct ckpt_memory *m)
+{
+    struct qmem *q;
+
+    if (!m)
+        return "none";
+    if (!is_qmem(m))
+        return m->ops->name;
+    q = to_qmem(m);
+    if (q->sd)
+        return q->sd_verify ? "soft-dirty+verify" : "soft-dirty";
+    return (q->flags & CKPT_MEM_PRIMARY) ? "compare" : "none";
+}
+
+bool ckpt_mem_capture_needs_pause(struct ckpt_memory *m)
+{
+    return is_qmem(m) && to_qmem(m)->sd && to_qmem(m)->shadow_valid;
+}
+
+uint64_t ckpt_mem_qemu_missed(struct ckpt_memory *m)
+{
+    return is_qmem(m) ? to_qmem(m)->sd_missed : 0;
 }

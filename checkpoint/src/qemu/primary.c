@@ -135,8 +135,9 @@ static const unsigned legal_next[] = {
         TO(CKPT_P_CAPTURING) | TO(CKPT_P_RESUMING) | TO(CKPT_P_UNPROTECTED),
     [CKPT_P_CAPTURING] =
         TO(CKPT_P_RESUMING) | TO(CKPT_P_SENDING) | TO(CKPT_P_UNPROTECTED),
-    [CKPT_P_RESUMING] =
-        TO(CKPT_P_SENDING) | TO(CKPT_P_DISK_SYNC) | TO(CKPT_P_UNPROTECTED),
+    /* Precopy: a soft-dirty round resumes the guest and sends. */
+    [CKPT_P_RESUMING] = TO(CKPT_P_SENDING) | TO(CKPT_P_DISK_SYNC) |
+                        TO(CKPT_P_PRECOPY) | TO(CKPT_P_UNPROTECTED),
     [CKPT_P_SENDING] = TO(CKPT_P_WAIT_ACK) | TO(CKPT_P_UNPROTECTED),
     [CKPT_P_WAIT_ACK] = TO(CKPT_P_INTERVAL) | TO(CKPT_P_UNPROTECTED),
     [CKPT_P_INTERVAL] = TO(CKPT_P_STOPPING) | TO(CKPT_P_UNPROTECTED),
@@ -730,6 +731,70 @@ static uint64_t link_bytes_out(struct ckpt_primary *p)
     return ls.bytes_out + xprt_link_output_len(p->link);
 }
 
+/* The round's pages are captured: send them while the guest runs. */
+static void round_send(struct ckpt_primary *p)
+{
+    p->step = p->st.rounds == 1 ? SEND_BEGIN : SEND_PAGES;
+    p->send_devstate = false;
+    set_state(p, CKPT_P_PRECOPY);
+    pump(p);
+}
+
+static void round_cont_done(void *arg, int rc)
+{
+    struct ckpt_primary *p = arg;
+
+    if (vm_returned(p))
+        return;
+    if (rc < 0) {
+        finish(p, rc);
+        return;
+    }
+    p->guest_stopped = false;
+    p->st.pause_last_us = (colo_now_ns() - p->t_stop_ns) / 1000;
+    if (!p->link) {
+        resume_after_loss(p);
+        return;
+    }
+    round_send(p);
+    if (p->state == CKPT_P_PRECOPY)
+        emit(p, CKPT_EV_ROUND, -1, 0);
+}
+
+/* Soft-dirty rounds: the guest is paused for reading and clearing the
+ * bits and copying the pages (ckpt_mem_capture_needs_pause). */
+static void round_stop_done(void *arg, int rc)
+{
+    struct ckpt_primary *p = arg;
+
+    if (rc >= 0)
+        p->guest_stopped = true;
+    if (vm_returned(p))
+        return;
+    if (rc < 0) {
+        finish(p, rc);
+        return;
+    }
+    if (!p->link) {
+        resume_after_loss(p);
+        return;
+    }
+    set_state(p, CKPT_P_CAPTURING);
+    capture_pages(p, &rc);
+    if (rc < 0) {
+        /* The guest runs on here; the migration fails with rc. */
+        p->deferred_rc = rc;
+        resume_after_loss(p);
+        return;
+    }
+    set_state(p, CKPT_P_RESUMING);
+    rc = p->vm->ops->cont(p->vm, round_cont_done, p);
+    if (rc < 0)
+        finish(p, rc);
+    else
+        p->vm_busy = true;
+}
+
 static void precopy_round(struct ckpt_primary *p)
 {
     int rc;
@@ -737,15 +802,22 @@ static void precopy_round(struct ckpt_primary *p)
     p->st.rounds++;
     p->t_round_ns = colo_now_ns();
     p->round_bytes0 = link_bytes_out(p);
+    if (!p->full_next && ckpt_mem_capture_needs_pause(p->mem)) {
+        set_state(p, CKPT_P_STOPPING);
+        p->t_stop_ns = colo_now_ns();
+        rc = p->vm->ops->stop(p->vm, round_stop_done, p);
+        if (rc < 0)
+            finish(p, rc);
+        else
+            p->vm_busy = true;
+        return;
+    }
     capture_pages(p, &rc);
     if (rc < 0) {
         finish(p, rc);
         return;
     }
-    p->step = p->st.rounds == 1 ? SEND_BEGIN : SEND_PAGES;
-    p->send_devstate = false;
-    set_state(p, CKPT_P_PRECOPY);
-    pump(p);
+    round_send(p);
 }
 
 /* A round is queued: converged enough to stop, or another round? */
@@ -1386,6 +1458,7 @@ void ckpt_primary_get_stats(const struct ckpt_primary *p,
                             struct ckpt_stats *ret)
 {
     *ret = p->st;
+    ret->dirty_method = ckpt_mem_dirty_method(p->mem);
     ret->pause_p50_us = ckpt_window_pct(&p->pauses, 50);
     ret->pause_p99_us = ckpt_window_pct(&p->pauses, 99);
     ret->bytes_sent = p->bytes_sent_prev_links;

@@ -432,6 +432,9 @@ int ckpt_vm_qemu_new(struct event_base *base, const char *qmp_path, pid_t pid,
     if (rc < 0)
         return rc;
     co.default_cmd_timeout_ms = v->timeout_ms;
+    /* A QEMU slow to answer (a loaded host, nested TCG) gets the same
+     * deadline for its greeting as for any command. */
+    co.greeting_timeout_ms = v->timeout_ms;
     co.name = "ckpt";
     v->c = qmp_client_new(base, &co);
     if (!v->c) {

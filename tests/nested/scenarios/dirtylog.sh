@@ -50,6 +50,7 @@ grep -q "SKIP" unit.log && fail "a soft-dirty case skipped"
 
 # ---- 2. colo protect, verified
 head -c 32 /dev/urandom | base64 >/tmp/key
+chmod 600 /tmp/key # colo refuses a key others may read
 bios=
 [ -f /usr/share/qemu/qboot.rom ] &&
     bios=', "qemu": {"extra_args": ["-bios", "/usr/share/qemu/qboot.rom"]}'

@@ -7,6 +7,7 @@
 #include "common/log.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,11 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     int c, verbose = 0;
+
+    /* A peer that closed its socket is an error to report, not a signal
+     * that kills the CLI mid-job (a Xen migrate runs in this process: its
+     * last writes can meet the target's close). */
+    signal(SIGPIPE, SIG_IGN);
 
     /* '+': stop at the first non-option, the command. */
     opterr = 0;

@@ -15,6 +15,7 @@ dm_check() {
 nl_start_tick tick "$type"
 printf 'colo-nested-test-key-0123456789' >/tmp/key && chmod 600 /tmp/key
 printf 'another-key-that-will-not-match!' >/tmp/badkey
+chmod 600 /tmp/key /tmp/badkey # colo refuses a key others may read
 
 # start_receiver PORT KEYFILE: colo receive in the background, waits for
 # its "waiting for a primary" line (bounded).

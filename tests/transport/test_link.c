@@ -677,7 +677,10 @@ Test(link, colo_stream_format_and_heartbeats_after_end)
 
     test_cfg(&cfg, test_key);
     cfg.heartbeat_ms = 20;
-    cfg.heartbeat_misses = 100; /* slow under valgrind: not gone early */
+    /* 20 s of silence before a side is declared gone: under valgrind, two
+     * at a time on a loaded 2-core machine, 2 s (100) was once not enough
+     * and the client's link was down before its first record. */
+    cfg.heartbeat_misses = 1000;
     serve(&s, &cfg, "127.0.0.1");
     connect_peer(&c, "127.0.0.1", xprt_listener_port(s.ls), &cfg);
     cr_assert(run_until(base, &c.up, HS_WAIT_MS));
@@ -687,8 +690,9 @@ Test(link, colo_stream_format_and_heartbeats_after_end)
     cr_assert_eq(xprt_link_send_raw(c.link, hdr, sizeof(hdr)), 0);
     run_until(base, &never, 100); /* heartbeats between header and records */
     xprt_ckpt_begin_encode(b16, 0, 0);
-    cr_assert_eq(xprt_link_send(c.link, XPRT_COLO_CHECKPOINT_BEGIN, b16, 16),
-                 0);
+    cr_assert_eq(xprt_link_send(c.link, XPRT_COLO_CHECKPOINT_BEGIN, b16, 16), 0,
+                 "client link: %s: %s", colo_strerror(c.err),
+                 xprt_link_why(c.link));
     cr_assert_eq(xprt_link_send(c.link, XPRT_COLO_END, NULL, 0), 0);
     run_until(base, &never, 200);
     cr_assert_eq(s.p.err, 0, "%s: %s", colo_strerror(s.p.err),

@@ -231,6 +231,10 @@ static void device_state_resume(bool force_tcg)
              "{\"uri\":\"exec:cat %s/state\"}}\n",
              a->dir);
     cr_assert_eq(qmp_command(b, cmd), 0);
+    /* colo's builder starts an incoming QEMU with -S (the guest must not
+     * run before colo says so): cont, which during "inmigrate" arms the
+     * start at the end of the load, and after it starts the guest. */
+    cr_assert_eq(qmp_command(b, "{\"execute\":\"cont\"}\n"), 0);
     cr_assert_eq(tguest_wait_counter_above(b, stopped, 5000), 0);
     cr_assert_eq(tguest_wait_serial_lines(b, "tick ", 1, 5000), 0);
     tguest_free(b);

@@ -239,6 +239,7 @@ static void die(struct ckpt_primary *p, bool drain);
 /* VM operations: one at a time; cancel waits for the one in flight    */
 
 static void cancel_continue(struct ckpt_primary *p);
+static void resume_after_loss(struct ckpt_primary *p);
 
 /* Every VM callback starts here. True: the callback must return now. */
 static bool vm_returned(struct ckpt_primary *p)
@@ -249,6 +250,26 @@ static bool vm_returned(struct ckpt_primary *p)
         return true;
     }
     return false;
+}
+
+/* A stop of the guest returned (checkpoint, migrate round, disk attach):
+ * true when the caller goes on with the guest stopped; false when a cancel,
+ * the stop's error or a lost secondary has taken over (p may be gone). */
+static bool stop_returned(struct ckpt_primary *p, int rc)
+{
+    if (rc >= 0)
+        p->guest_stopped = true;
+    if (vm_returned(p))
+        return false;
+    if (rc < 0) {
+        finish(p, rc);
+        return false;
+    }
+    if (!p->link) {
+        resume_after_loss(p);
+        return false;
+    }
+    return true;
 }
 
 static void lost_cont_done(void *arg, int rc)
@@ -651,18 +672,8 @@ static void stop_done(void *arg, int rc)
 {
     struct ckpt_primary *p = arg;
 
-    if (rc >= 0)
-        p->guest_stopped = true;
-    if (vm_returned(p))
+    if (!stop_returned(p, rc))
         return;
-    if (rc < 0) {
-        finish(p, rc);
-        return;
-    }
-    if (!p->link) {
-        resume_after_loss(p);
-        return;
-    }
     if (fault(p, COLO_FAULT_AFTER_SUSPEND)) {
         die(p, false);
         return;
@@ -767,18 +778,8 @@ static void round_stop_done(void *arg, int rc)
 {
     struct ckpt_primary *p = arg;
 
-    if (rc >= 0)
-        p->guest_stopped = true;
-    if (vm_returned(p))
+    if (!stop_returned(p, rc))
         return;
-    if (rc < 0) {
-        finish(p, rc);
-        return;
-    }
-    if (!p->link) {
-        resume_after_loss(p);
-        return;
-    }
     set_state(p, CKPT_P_CAPTURING);
     capture_pages(p, &rc);
     if (rc < 0) {
@@ -1043,18 +1044,8 @@ static void disk_stopped(void *arg, int rc)
     struct ckpt_primary *p = arg;
     struct qmp_client *q = ckpt_vm_qemu_client(p->vm);
 
-    if (rc >= 0)
-        p->guest_stopped = true;
-    if (vm_returned(p))
+    if (!stop_returned(p, rc))
         return;
-    if (rc < 0) {
-        finish(p, rc);
-        return;
-    }
-    if (!p->link) {
-        resume_after_loss(p);
-        return;
-    }
     rc = q ? ckpt_disk_tee_attach(p->o.disks, q, disk_attached, p) : -ENOTSUP;
     if (rc < 0) {
         link_lost(p, rc);
